@@ -1,0 +1,72 @@
+"""Pieces every command shares: typed options, the console, and turning SifaError into one line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from sifa_cli.errors import SifaError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one red line on stderr and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Decorator for commands: a SifaError becomes one line and its exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SifaError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("out of memory: try a smaller --batch-size, fewer --views or a smaller model")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=True)
+]
+PrecisionOpt = Annotated[
+    Precision, typer.Option("--precision", help="Arithmetic precision for the model.")
+]
+WeightsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A registry name (see `sifa weights list`) or a checkpoint file. Default: the shipped model.",
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", help="Write results to this file.", dir_okay=False)
+]
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

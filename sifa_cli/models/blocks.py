@@ -1,0 +1,114 @@
+"""Residual blocks of SIFA-Net (SIFA_SPEC.md sections 2 and 3) and the SIFA step they share with
+SIFA-Transformer.
+
+Names of attributes follow the reference code so its state dicts load with strict key matching:
+conv1/bn1/conv2/bn2/conv3/bn3/downsample, fc1/fc2 (global context), conv_offset and def_cor (SIFA).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention
+
+
+def conv1x1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=(1, stride, stride), bias=False)
+
+
+def conv1x3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=(1, 3, 3), stride=(1, stride, stride),
+                     padding=(0, 1, 1), bias=False)
+
+
+def previous_frame(f: Tensor) -> Tensor:
+    """f[t-1] at every t, with frame 0 standing in for its own predecessor."""
+    return torch.cat((f[:, :, :1], f[:, :, :-1]), dim=2)
+
+
+def difference_rescaled(f: Tensor) -> Tensor:
+    """sigmoid(f_t - f_{t-1}) * f_t + f_t: features that stress what moved, fed to the offset conv."""
+    return torch.sigmoid(f - previous_frame(f)) * f + f
+
+
+def shift_to_query_frame(o: Tensor) -> Tensor:
+    """Return O[t+1] to frame t (it was computed with query frame t); the last frame gets zeros."""
+    return torch.cat((o[:, :, 1:], torch.zeros_like(o[:, :, :1])), dim=2)
+
+
+class Bottleneck(nn.Module):
+    """A ResNet bottleneck with 1x3x3 spatial convolutions (frames are processed independently)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.width = planes
+        self.conv1 = conv1x1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = conv1x3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv3 = conv1x1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.between_conv2_and_conv3(out)
+        return self.bn3(self.conv3(out))
+
+    def between_conv2_and_conv3(self, out: Tensor) -> Tensor:
+        return out
+
+    def identity(self, x: Tensor) -> Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.residual_branch(x) + self.identity(x))
+
+
+class GlobalContextBottleneck(Bottleneck):
+    """Reference GBottleneck: the residual sum also adds a squeeze-style global context vector."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__(inplanes, planes, stride, downsample)
+        channels = planes * self.expansion
+        self.fc1 = nn.Linear(channels, channels // 16)
+        self.fc2 = nn.Linear(channels // 16, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.residual_branch(x)
+        context = self.fc2(torch.relu(self.fc1(out.mean(dim=(2, 3, 4)))))
+        return self.relu(out + self.identity(x) + context[:, :, None, None, None])
+
+
+class SIFABottleneck(Bottleneck):
+    """Reference DEFLocalTransBottleneck: a bottleneck with the SIFA step between conv2 and conv3.
+
+    `frames` is the temporal length inside this block (clip_length // 4 in layers 2-4); it only sizes
+    the constant `def_cor.weight` kept for the reference layout.
+    """
+
+    is_sifa_block = True
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 kernel_size: int = 3, dilation: int = 1, frames: int = 4):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.kernel_size = kernel_size
+        self.conv_offset = nn.Conv3d(planes, 2 * kernel_size * kernel_size, kernel_size=(1, 3, 3),
+                                     padding=(0, 1, 1), bias=False)
+        nn.init.zeros_(self.conv_offset.weight)
+        self.def_cor = FrozenCorrelationScale(planes, frames, kernel_size)
+        self.sifa = SIFAAttention(kernel_size, dilation)
+        # Benchmarks switch this off to measure what the SIFA step costs; the block is then a bottleneck.
+        self.sifa_enabled = True
+
+    def between_conv2_and_conv3(self, out: Tensor) -> Tensor:
+        if not self.sifa_enabled:
+            return out
+        offsets = self.conv_offset(difference_rescaled(out))
+        aggregated, _ = self.sifa(out, offsets)
+        return out + shift_to_query_frame(aggregated)

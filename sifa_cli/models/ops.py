@@ -1,0 +1,204 @@
+"""The SIFA operator: deformable inter-frame correlation followed by aggregation.
+
+Definition (SIFA_SPEC.md section 1, reference code cuda_sifa/): for every frame t the query is frame
+max(t-1, 0) and the keys/values are K*K points of frame t, sampled bilinearly (zero padding) at the
+regular KxK grid around each location moved by a learned offset. The correlation of the query with each
+sampled value is scaled by 1/C (there is no softmax) and the values are summed with those weights.
+
+`sifa_attention` is the single entry point. It validates shapes and then dispatches to a kernel:
+the plain PyTorch implementation below is the definition; a faster kernel registered with
+`register_kernel` is used only where it says it can run, and must match the plain one (tests check it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "sifa_attention",
+    "sifa_attention_reference",
+    "register_kernel",
+    "SIFAAttention",
+    "FrozenCorrelationScale",
+    "sifa_padding",
+]
+
+# Sampling coordinates lose whole pixels in 16-bit floats, so low-precision inputs are computed in fp32.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def sifa_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Padding of the sampling grid, as the reference computes it."""
+    return (dilation * (kernel_size - 1) + 1) // 2
+
+
+def _check_inputs(x: Tensor, offset: Tensor, kernel_size: int, dilation: int) -> None:
+    if kernel_size < 1 or dilation < 1:
+        raise ValueError(f"kernel_size and dilation must be >= 1, got {kernel_size} and {dilation}")
+    if x.dim() != 5:
+        raise ValueError(f"SIFA expects features of shape N,C,T,H,W; got {tuple(x.shape)}")
+    n, _, t, h, w = x.shape
+    expected = (n, 2 * kernel_size * kernel_size, t, h, w)
+    if tuple(offset.shape) != expected:
+        raise ValueError(
+            f"SIFA offsets must have shape N,2*K*K,T,H,W = {expected} for features {tuple(x.shape)} "
+            f"and K={kernel_size}; got {tuple(offset.shape)}"
+        )
+    if not offset.is_floating_point() or not x.is_floating_point():
+        raise ValueError("SIFA features and offsets must be floating point tensors")
+    if offset.device != x.device:
+        raise ValueError(f"SIFA features are on {x.device} but offsets on {offset.device}")
+
+
+def _query_frames(x: Tensor) -> Tensor:
+    """Frame t-1 for every t, frame 0 for t = 0."""
+    prev = torch.arange(x.shape[2], device=x.device).sub(1).clamp_(min=0)
+    return x.index_select(2, prev)
+
+
+def sifa_attention_reference(x: Tensor, offset: Tensor, kernel_size: int = 3, dilation: int = 1) -> tuple[Tensor, Tensor]:
+    """Plain PyTorch SIFA: returns (aggregation N,C,T,H,W, correlation N,K*K,T,H,W)."""
+    n, c, t, h, w = x.shape
+    kk = kernel_size * kernel_size
+    if x.numel() == 0 or offset.numel() == 0:
+        # Keep the autograd graph and the shapes without calling grid_sample on empty batches.
+        return x * 0, offset[:, :kk] * 0
+
+    out_dtype = x.dtype
+    if out_dtype in _LOW_PRECISION:
+        x, offset = x.float(), offset.float()
+    elif offset.dtype != x.dtype:
+        offset = offset.to(x.dtype)
+
+    pad = sifa_padding(kernel_size, dilation)
+    taps = torch.arange(kernel_size, device=x.device, dtype=x.dtype) * dilation - pad
+    # Sampling positions: regular grid + learned offset. Shapes (N, T, K*K, H, W).
+    off = offset.view(n, kk, 2, t, h, w).permute(0, 3, 1, 2, 4, 5)
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, 1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, 1, w)
+    tap_y = taps.repeat_interleave(kernel_size).view(1, 1, kk, 1, 1)
+    tap_x = taps.repeat(kernel_size).view(1, 1, kk, 1, 1)
+    y = rows + tap_y + off[:, :, :, 0]
+    xs = cols + tap_x + off[:, :, :, 1]
+
+    # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1; this stays defined for
+    # size 1, and zero padding gives 0 for every neighbour outside the frame, as the reference does.
+    grid = torch.stack(((2 * xs + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    frames = x.transpose(1, 2).reshape(n * t, c, h, w)
+    sampled = F.grid_sample(
+        frames,
+        grid.reshape(n * t, kk * h, w, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    ).view(n * t, c, kk, h, w)
+
+    query = _query_frames(x).transpose(1, 2).reshape(n * t, c, h, w)
+    # A point whose bilinear footprint lies wholly outside the frame contributes nothing (nor gradient).
+    valid = ((y > -1) & (y < h) & (xs > -1) & (xs < w)).reshape(n * t, kk, h, w).to(x.dtype)
+    corr = torch.einsum("bckhw,bchw->bkhw", sampled, query) * (valid / c)
+    agg = torch.einsum("bckhw,bkhw->bchw", sampled, corr)
+
+    agg = agg.view(n, t, c, h, w).transpose(1, 2).to(out_dtype)
+    corr = corr.view(n, t, kk, h, w).transpose(1, 2).to(out_dtype)
+    return agg, corr
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    name: str
+    fn: Callable[[Tensor, Tensor, int, int], tuple[Tensor, Tensor]]
+    can_run: Callable[[Tensor, Tensor, int, int], bool]
+
+
+_KERNELS: list[_Kernel] = []
+
+
+def register_kernel(
+    name: str,
+    fn: Callable[[Tensor, Tensor, int, int], tuple[Tensor, Tensor]],
+    can_run: Callable[[Tensor, Tensor, int, int], bool],
+) -> None:
+    """Plug in a faster SIFA kernel. It is used where `can_run(x, offset, K, dilation)` is true."""
+    _KERNELS.append(_Kernel(name, fn, can_run))
+
+
+def select_kernel(x: Tensor, offset: Tensor, kernel_size: int, dilation: int) -> str:
+    """Name of the kernel `sifa_attention` would use. SIFA_KERNEL=reference forces the plain one."""
+    if os.environ.get("SIFA_KERNEL", "auto") != "reference":
+        for kernel in reversed(_KERNELS):
+            if kernel.can_run(x, offset, kernel_size, dilation):
+                return kernel.name
+    return "reference"
+
+
+def sifa_attention(x: Tensor, offset: Tensor, kernel_size: int = 3, dilation: int = 1) -> tuple[Tensor, Tensor]:
+    """SIFA correlation + aggregation. x: N,C,T,H,W; offset: N,2K²,T,H,W (channel 2k = dy, 2k+1 = dx).
+
+    Returns (aggregated features N,C,T,H,W, correlation weights N,K²,T,H,W).
+    """
+    _check_inputs(x, offset, kernel_size, dilation)
+    name = select_kernel(x, offset, kernel_size, dilation)
+    for kernel in _KERNELS:
+        if kernel.name == name:
+            return kernel.fn(x, offset, kernel_size, dilation)
+    return sifa_attention_reference(x, offset, kernel_size, dilation)
+
+
+class SIFAAttention(nn.Module):
+    """The operator as a module, so forward hooks can capture offsets and correlation weights.
+
+    Called as `agg, corr = sifa(features, offsets)`; it has no parameters.
+    """
+
+    def __init__(self, kernel_size: int = 3, dilation: int = 1):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+
+    def forward(self, x: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+        return sifa_attention(x, offset, self.kernel_size, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, dilation={self.dilation}"
+
+
+class FrozenCorrelationScale(nn.Module):
+    """The reference's `def_cor.weight`: a C,T,K,K tensor filled with 1/C that is never trained.
+
+    It exists so reference state dicts load with strict key matching. Its values are a constant of the
+    operator (which uses 1/C directly), so on load any T is accepted and the tensor is regenerated.
+    """
+
+    def __init__(self, channels: int, frames: int, kernel_size: int):
+        super().__init__()
+        self.channels, self.kernel_size = channels, kernel_size
+        self.register_buffer("weight", torch.full((channels, frames, kernel_size, kernel_size), 1.0 / channels))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        key = prefix + "weight"
+        if key not in state_dict:
+            if strict:
+                missing_keys.append(key)
+            return
+        loaded = state_dict[key]
+        expected = (self.channels, self.kernel_size, self.kernel_size)
+        if loaded.dim() != 4 or (loaded.shape[0], loaded.shape[2], loaded.shape[3]) != expected:
+            error_msgs.append(
+                f"size mismatch for {key}: expected ({self.channels}, T, {self.kernel_size}, "
+                f"{self.kernel_size}), got {tuple(loaded.shape)}"
+            )
+            return
+        frames = loaded.shape[1]
+        self.weight = torch.full(
+            (self.channels, frames, self.kernel_size, self.kernel_size),
+            1.0 / self.channels,
+            dtype=self.weight.dtype,
+            device=self.weight.device,
+        )

@@ -1,0 +1,166 @@
+"""SIFA-Net: a C2D ResNet with SIFA bottlenecks and a dual temporal path (SIFA_SPEC.md section 4).
+
+Paper: "Stand-Alone Inter-Frame Attention in Video Models", Long et al., CVPR 2022. Reference code:
+model/c2d_sifa_resnet.py (c2d_sifa_resnet50 / c2d_sifa_resnet101).
+
+What differs from the reference:
+- conv_offset starts at zero as the paper describes; the reference's network-wide kaiming loop
+  overwrites that zero init, so an untrained reference block does not sample the regular grid.
+- compact members (sifa_resnet_tiny / _small) keep the block design, dual path included, with fewer
+  channels and blocks, for CPU work and the shipped default model.
+
+Layout: stem (4x7x7 conv, temporal stride 4) -> layer1 (plain bottlenecks) -> layers 2-4 alternating
+global-context and SIFA bottlenecks. layer4 runs on layer3's output; layer4_dual (stride 1) runs on
+layer3's output max-pooled 2x in time. Each path has its own head; `forward` returns both logits.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sifa_cli.errors import ModelError
+from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, conv1x1x1
+from sifa_cli.models.registry import register_model
+
+STEM_TEMPORAL_STRIDE = 4
+DUAL_TEMPORAL_POOL = 2
+
+
+class SIFAResNet(nn.Module):
+    """SIFA-Net. Input N,3,T,H,W with T a multiple of 8; returns (main_logits, dual_logits)."""
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_width: int = 64,
+        num_classes: int = 400,
+        clip_length: int = 16,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        if clip_length % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL):
+            raise ModelError(f"clip_length must be a multiple of 8 for SIFA-Net, got {clip_length}")
+        self.num_classes = num_classes
+        self.clip_length = clip_length
+        self.kernel_size = kernel_size
+        expansion = Bottleneck.expansion
+        frames = clip_length // STEM_TEMPORAL_STRIDE
+
+        self.conv1 = nn.Conv3d(3, stem_width, kernel_size=(4, 7, 7), stride=(4, 2, 2), padding=(0, 3, 3), bias=False)
+        self.bn1 = nn.BatchNorm3d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+        sifa_args = dict(kernel_size=kernel_size, dilation=dilation)
+        self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa=False, frames=frames, **sifa_args)
+        self.layer2 = _make_layer(widths[0] * expansion, widths[1], layers[1], 2, sifa=True, frames=frames, **sifa_args)
+        self.layer3 = _make_layer(widths[1] * expansion, widths[2], layers[2], 2, sifa=True, frames=frames, **sifa_args)
+        self.layer4 = _make_layer(widths[2] * expansion, widths[3], layers[3], 2, sifa=True, frames=frames, **sifa_args)
+        self.maxpool_dual = nn.MaxPool3d(kernel_size=(DUAL_TEMPORAL_POOL, 1, 1), stride=(DUAL_TEMPORAL_POOL, 1, 1))
+        self.layer4_dual = _make_layer(widths[2] * expansion, widths[3], layers[3], 1, sifa=True,
+                                       frames=frames // DUAL_TEMPORAL_POOL, **sifa_args)
+
+        self.num_features = widths[3] * expansion
+        self.drop = nn.Dropout(dropout)
+        self.drop_dual = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc_dual = nn.Linear(self.num_features, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)  # each residual branch starts as identity
+            if isinstance(m, SIFABottleneck):
+                nn.init.zeros_(m.conv_offset.weight)  # an untrained block samples the regular grid
+
+    def sifa_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
+
+    def set_sifa_enabled(self, enabled: bool) -> None:
+        for _, block in self.sifa_blocks():
+            block.sifa_enabled = enabled
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc_dual = nn.Linear(self.num_features, num_classes)
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ModelError(f"SIFA-Net expects clips of shape N,3,T,H,W; got {tuple(x.shape)}")
+        if x.shape[2] == 0 or x.shape[2] % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL):
+            raise ModelError(f"SIFA-Net needs a number of frames that is a multiple of 8; got {x.shape[2]}")
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Feature maps of the main and the dual path (N, C, T/4, H/32, W/32) and (N, C, T/8, ...)."""
+        self.check_input(x)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.layer4(x), self.layer4_dual(self.maxpool_dual(x))
+
+    def forward_head(self, features: tuple[Tensor, Tensor], pre_logits: bool = False):
+        main, dual = (f.mean(dim=(2, 3, 4)) for f in features)
+        if pre_logits:
+            return main, dual
+        return self.fc(self.drop(main)), self.fc_dual(self.drop_dual(dual))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward_head(self.forward_features(x))
+
+
+def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: bool, frames: int,
+                kernel_size: int, dilation: int) -> nn.Sequential:
+    """A stage. With sifa=True blocks alternate global-context (even) and SIFA (odd) bottlenecks."""
+    out_planes = planes * Bottleneck.expansion
+    layers: list[nn.Module] = []
+    for i in range(blocks):
+        block_in = inplanes if i == 0 else out_planes
+        block_stride = stride if i == 0 else 1
+        downsample = None
+        if i == 0 and (stride != 1 or inplanes != out_planes):
+            downsample = nn.Sequential(conv1x1x1(inplanes, out_planes, stride), nn.BatchNorm3d(out_planes))
+        if not sifa:
+            layers.append(Bottleneck(block_in, planes, block_stride, downsample))
+        elif i % 2 == 0:
+            layers.append(GlobalContextBottleneck(block_in, planes, block_stride, downsample))
+        else:
+            layers.append(SIFABottleneck(block_in, planes, block_stride, downsample,
+                                         kernel_size=kernel_size, dilation=dilation, frames=frames))
+    return nn.Sequential(*layers)
+
+
+@register_model
+def sifa_resnet50(**kwargs) -> SIFAResNet:
+    """SIFA-Net R50 (reference c2d_sifa_resnet50): ~37M parameters with the dual path."""
+    return SIFAResNet(layers=(3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def sifa_resnet101(**kwargs) -> SIFAResNet:
+    """SIFA-Net R101 (reference c2d_sifa_resnet101)."""
+    return SIFAResNet(layers=(3, 4, 23, 3), **kwargs)
+
+
+@register_model
+def sifa_resnet_small(**kwargs) -> SIFAResNet:
+    """Compact SIFA-Net for CPU use and the shipped default: quarter widths, two blocks a stage."""
+    return SIFAResNet(layers=(2, 2, 2, 2), widths=(16, 32, 64, 128), stem_width=16, **kwargs)
+
+
+@register_model
+def sifa_resnet_tiny(**kwargs) -> SIFAResNet:
+    """Smallest SIFA-Net, for tests: every block type and the dual path, eighth widths."""
+    return SIFAResNet(layers=(1, 2, 2, 2), widths=(8, 16, 32, 64), stem_width=8, **kwargs)

@@ -1,0 +1,1 @@
+"""Shipped weights: the manifest and the small default model (installed as `sifa_cli.shipped`)."""
