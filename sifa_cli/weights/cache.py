@@ -90,7 +90,7 @@ def _write_sidecar(sidecar: Path, record: dict) -> None:
 
 
 def remember_sha256(path: Path, digest: str) -> None:
-    """Record a digest computed elsewhere (while downloading) so the next check is free."""
+    """Record a digest the caller just computed (after a download) so the next check is free."""
     _write_sidecar(_sidecar_path(path), {**_stamp(path), "sha256": digest})
 
 

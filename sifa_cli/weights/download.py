@@ -1,0 +1,233 @@
+"""Getting a registry entry's file onto this machine, verified.
+
+`fetch(entry)` returns a local path whose hash matches the manifest: the copy beside the manifest,
+the cached copy, or a fresh download. Downloads go to `<file>.part` (resumed with an HTTP Range
+request when a connection drops or a previous run was interrupted), are hashed in full, and only
+then renamed into place, so the cache never holds a half or corrupt file under its real name. A file
+lock makes a second process wait for the first one's download instead of writing the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Union
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+
+from filelock import FileLock, Timeout
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from sifa_cli import __version__
+from sifa_cli.errors import WeightsError
+from sifa_cli.weights.cache import (
+    cache_path,
+    check_file,
+    integrity_problem,
+    lock_path,
+    partial_path,
+    remember_sha256,
+    remove_cached,
+    sha256_file,
+)
+from sifa_cli.weights.manifest import WeightsEntry
+
+OFFLINE_ENV = "SIFA_OFFLINE"
+DEFAULT_TIMEOUT_S = 30.0
+# A dropped connection is retried (resuming) this many times within one call.
+DROP_RETRIES = 4
+_CHUNK = 1 << 16
+
+ProgressFn = Callable[[int, Optional[int]], None]
+"""Called with (bytes on disk so far, total bytes or None when the server does not say)."""
+
+_stderr = Console(stderr=True)
+
+
+def is_offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fetch(
+    entry: WeightsEntry,
+    *,
+    progress: Union[bool, ProgressFn] = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    force: bool = False,
+) -> Path:
+    """A local, verified copy of `entry`'s file, downloaded into the cache when missing.
+
+    `force` downloads again even when a good cached copy exists.
+    """
+    if entry.local_path is not None and entry.local_path.is_file():
+        return check_file(entry.local_path, entry)
+    dest = cache_path(entry)
+    if dest.is_file() and not force:
+        return check_file(dest, entry, remove_bad=True)
+    if not entry.urls:
+        raise WeightsError(f"weights '{entry.name}' should be at {entry.local_path}, which is missing")
+    if is_offline():
+        raise WeightsError(_put_it_there(entry, dest, f"offline mode ({OFFLINE_ENV}=1)"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(lock_path(dest), entry):
+        if force:
+            remove_cached(dest)
+        elif dest.is_file():  # another process finished this download while we waited
+            return check_file(dest, entry, remove_bad=True)
+        _download_entry(entry, dest, progress, timeout)
+    return dest
+
+
+def _put_it_there(entry: WeightsEntry, dest: Path, why: str) -> str:
+    return (
+        f"{why}: weights '{entry.name}' are not cached; download {entry.file_name} "
+        f"from {entry.urls[0]} and put it at {dest}"
+    )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path, entry: WeightsEntry) -> Iterator[None]:
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _stderr.print(f"waiting for another process that is downloading '{entry.name}' ...", highlight=False)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _UrlFailed(Exception):
+    """This URL cannot serve the file (HTTP error); another URL might."""
+
+
+class _Unreachable(_UrlFailed):
+    """The host could not be reached at all (no network, DNS failure, connection refused)."""
+
+
+def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, ProgressFn], timeout: float) -> None:
+    part = partial_path(dest)
+    failures: list[_UrlFailed] = []
+    for url in entry.urls:
+        try:
+            with _progress_reporter(progress, entry.file_name) as report:
+                _download_url(url, part, report, timeout)
+        except _UrlFailed as exc:
+            failures.append(exc)
+            continue
+        digest = sha256_file(part)
+        problem = integrity_problem(part, entry, digest=digest)
+        if problem is not None:
+            part.unlink(missing_ok=True)
+            raise WeightsError(f"download of '{entry.name}' from {url} is corrupt: {problem}; the file was removed")
+        os.replace(part, dest)
+        remember_sha256(dest, digest)
+        return
+    if all(isinstance(exc, _Unreachable) for exc in failures):
+        raise WeightsError(_put_it_there(entry, dest, f"no network ({failures[0]})"))
+    raise WeightsError(f"could not download '{entry.name}': " + "; ".join(str(exc) for exc in failures))
+
+
+def _download_url(url: str, part: Path, report: ProgressFn, timeout: float) -> None:
+    """Fill `part` with the body at `url`, resuming from what `part` already holds."""
+    host = urlsplit(url).netloc or url
+    drops = 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": f"sifa/{__version__}"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                if have and resp.status == 206 and _range_start(resp) == have:
+                    total = _range_total(resp)
+                    mode = "ab"
+                else:  # a full body: the server ignored the range, or there was nothing to resume
+                    have, mode = 0, "wb"
+                    total = _int_or_none(resp.headers.get("Content-Length"))
+                report(have, total)
+                with open(part, mode) as out:
+                    while chunk := resp.read(_CHUNK):
+                        out.write(chunk)
+                        have += len(chunk)
+                        report(have, total)
+            if total is None or have >= total:
+                return
+            # The server closed the connection cleanly before sending everything.
+        except HTTPError as exc:
+            if exc.code == 416 and have:  # our partial file is not a prefix of theirs: start over
+                part.unlink(missing_ok=True)
+            else:
+                raise _UrlFailed(f"HTTP {exc.code} {exc.reason} for {url}") from None
+        except URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise _timed_out(host, timeout, url) from None
+            raise _Unreachable(f"cannot reach {host}: {exc.reason}") from None
+        except TimeoutError:
+            raise _timed_out(host, timeout, url) from None
+        except (ConnectionError, http.client.HTTPException):
+            pass  # dropped mid-transfer: resume below
+        drops += 1
+        if drops > DROP_RETRIES:
+            raise WeightsError(
+                f"the connection to {host} dropped {drops} times while downloading {url}; "
+                "the partial file is kept, run the command again to resume"
+            )
+
+
+def _timed_out(host: str, timeout: float, url: str) -> WeightsError:
+    return WeightsError(
+        f"download timed out: {host} sent nothing for {timeout:g} s ({url}); "
+        "any partial file is kept, run the command again to resume"
+    )
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def _range_start(resp) -> Optional[int]:
+    match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _range_total(resp) -> Optional[int]:
+    match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+    return int(match.group(3)) if match and match.group(3) != "*" else None
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _progress_reporter(progress: Union[bool, ProgressFn], label: str) -> Iterator[ProgressFn]:
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
+        yield lambda done, total: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_stderr) as bar:
+        task = bar.add_task(label, total=None)
+
+        def report(done: int, total: Optional[int]) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield report
