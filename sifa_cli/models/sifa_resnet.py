@@ -144,7 +144,7 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: b
 
 @register_model
 def sifa_resnet50(**kwargs) -> SIFAResNet:
-    """SIFA-Net R50 (reference c2d_sifa_resnet50): ~37M parameters with the dual path."""
+    """SIFA-Net R50 (reference c2d_sifa_resnet50), dual path included."""
     return SIFAResNet(layers=(3, 4, 6, 3), **kwargs)
 
 

@@ -300,7 +300,8 @@ class SIFASwinTransformer(nn.Module):
         self.num_features = embed_dim * 2 ** (self.num_layers - 1)
         self.patch_embed = TubeletEmbed(early_stride, patch_size, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # stochastic depth grows linearly
         resolution = img_size // patch_size
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
