@@ -1,0 +1,104 @@
+"""Which frame indices make up each clip: dense clips, uniform (TSN) segments, multi-view testing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from sifa_cli.errors import InputError
+
+MAX_VIEW_CLIPS = 64
+SHORT_POLICIES = ("loop", "pad")
+
+
+@dataclass(frozen=True)
+class Views:
+    """Multi-view testing: `clips` clips spread over time, each seen through `crops` spatial crops."""
+
+    clips: int = 1
+    crops: int = 1
+
+    @property
+    def count(self) -> int:
+        return self.clips * self.crops
+
+    def __str__(self) -> str:
+        return f"{self.clips}x{self.crops}"
+
+
+def parse_views(text: str) -> Views:
+    """Parse "CLIPSxCROPS" such as "1x1", "4x3" or "10x3"."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not match:
+        raise InputError(f"--views must look like CLIPSxCROPS, e.g. 1x1 or 4x3; got {text!r}")
+    clips, crops = int(match.group(1)), int(match.group(2))
+    if not 1 <= clips <= MAX_VIEW_CLIPS:
+        raise InputError(f"--views: the number of clips must be between 1 and {MAX_VIEW_CLIPS}, got {clips}")
+    if crops not in (1, 3):
+        raise InputError(f"--views: the number of crops must be 1 or 3, got {crops}")
+    return Views(clips, crops)
+
+
+@dataclass(frozen=True)
+class SampledClips:
+    """Frame indices of shape (clips, frames), and whether the range was too short for one clip
+    so that frames had to repeat (looped or padded)."""
+
+    indices: np.ndarray
+    short: bool
+
+    @property
+    def unique_indices(self) -> np.ndarray:
+        return np.unique(self.indices)
+
+
+def dense_span(frames: int, step: int) -> int:
+    """How many source frames one dense clip covers."""
+    return (frames - 1) * step + 1
+
+
+def sample_clips(
+    frames: int,
+    step: int,
+    sampling: str,
+    num_clips: int,
+    start: int,
+    stop: int,
+    short_policy: str = "loop",
+) -> SampledClips:
+    """Indices for `num_clips` clips drawn from frames [start, stop).
+
+    dense: `frames` frames `step` apart; the clips sit at the centres of `num_clips` equal
+    stretches of the possible start positions (one clip: the middle of the range).
+    uniform: the range is cut into `frames` equal segments and each clip takes one frame per
+    segment, clip k at relative position (k + 0.5) / num_clips inside every segment.
+    A range shorter than one dense clip is looped (or padded with its last frame).
+    """
+    length = stop - start
+    if length < 1:
+        raise InputError(f"cannot sample a clip from an empty frame range [{start}, {stop})")
+    if frames < 1 or step < 1 or num_clips < 1:
+        raise ValueError("frames, step and num_clips must be positive")
+    if short_policy not in SHORT_POLICIES:
+        raise ValueError(f"short_policy must be one of {SHORT_POLICIES}")
+    clip_numbers = np.arange(num_clips)
+    if sampling == "uniform":
+        segment = length / frames
+        positions = (clip_numbers[:, None] + 0.5) / num_clips + np.arange(frames)[None, :]
+        offsets = np.minimum(np.floor(positions * segment).astype(np.int64), length - 1)
+        return SampledClips(start + offsets, short=length < frames)
+    if sampling != "dense":
+        raise ValueError(f"unknown sampling {sampling!r}")
+    span = dense_span(frames, step)
+    within_clip = np.arange(frames, dtype=np.int64) * step
+    if length >= span:
+        slack = length - span
+        first = np.floor((clip_numbers + 0.5) * (slack + 1) / num_clips).astype(np.int64)
+        return SampledClips(start + first[:, None] + within_clip[None, :], short=False)
+    if short_policy == "pad":
+        offsets = np.broadcast_to(np.minimum(within_clip, length - 1), (num_clips, frames))
+        return SampledClips(start + np.array(offsets), short=True)
+    first = (clip_numbers * length) // num_clips
+    return SampledClips(start + (first[:, None] + within_clip[None, :]) % length, short=True)

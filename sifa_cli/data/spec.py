@@ -1,0 +1,67 @@
+"""The input a model expects, as stored in its checkpoint's "input" metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from sifa_cli.errors import WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SAMPLING_MODES = ("dense", "uniform")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to build one clip: `frames` frames, sampled densely at `step` or uniformly (TSN),
+    short side resized to `resize`, cropped to `size`, normalized with `mean`/`std` (0..1 scale)."""
+
+    frames: int = 16
+    step: int = 1
+    sampling: str = "dense"
+    size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.frames < 1:
+            problems.append(f"frames={self.frames} must be positive")
+        if self.step < 1:
+            problems.append(f"step={self.step} must be positive")
+        if self.sampling not in SAMPLING_MODES:
+            problems.append(f"sampling={self.sampling!r} must be one of {', '.join(SAMPLING_MODES)}")
+        if self.size < 1 or self.resize < self.size:
+            problems.append(f"size={self.size}, resize={self.resize}: need 0 < size <= resize")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            problems.append("mean and std need 3 values each, std positive")
+        if problems:
+            raise WeightsError("invalid input spec in the checkpoint: " + "; ".join(problems))
+
+    @classmethod
+    def from_meta(cls, meta_input: Mapping[str, Any] | None) -> "InputSpec":
+        """Build from a checkpoint's "input" dict; missing keys take the defaults."""
+        if meta_input is None:
+            return cls()
+        if not isinstance(meta_input, Mapping):
+            raise WeightsError("invalid input spec in the checkpoint: 'input' is not an object")
+        known = {name: meta_input[name] for name in cls.__dataclass_fields__ if name in meta_input}
+        try:
+            for name in ("frames", "step", "size", "resize"):
+                if name in known:
+                    known[name] = int(known[name])
+            for name in ("mean", "std"):
+                if name in known:
+                    known[name] = tuple(float(v) for v in known[name])
+            if "sampling" in known:
+                known["sampling"] = str(known["sampling"])
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"invalid input spec in the checkpoint: {exc}") from None
+        return cls(**known)
+
+    def to_meta(self) -> dict[str, Any]:
+        meta = asdict(self)
+        meta["mean"], meta["std"] = list(self.mean), list(self.std)
+        return meta
