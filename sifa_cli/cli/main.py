@@ -37,8 +37,10 @@ def _root(
 def _register() -> None:
     # Imported here so `sifa --version` stays fast; each module adds its own command(s).
     from sifa_cli.cli import models as models_cmd
+    from sifa_cli.cli import weights as weights_cmd
 
     models_cmd.register(app)
+    weights_cmd.register(app)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional
 
 from sifa_cli.errors import WeightsError
 
@@ -64,15 +64,23 @@ class WeightsEntry:
     manifest: Optional[Path] = None
 
     @property
+    def check(self) -> str:
+        """How this file is checked, in a word or two."""
+        if self.sha256:
+            return "sha256"
+        if self.sha256_prefix:
+            return "sha256 prefix"
+        return "size" if self.size is not None else "none"
+
+    @property
     def integrity(self) -> str:
         """How this file is checked, in words (shown by `sifa weights info`)."""
-        if self.sha256:
-            return "full sha256"
-        if self.sha256_prefix:
-            return f"sha256 prefix {self.sha256_prefix} only (no full hash published)"
-        if self.size is not None:
-            return "size only (no hash published)"
-        return "none (no hash or size published)"
+        return {
+            "sha256": "full sha256",
+            "sha256 prefix": f"sha256 prefix {self.sha256_prefix} only (no full hash published)",
+            "size": "size only (no hash published)",
+            "none": "nothing (no hash or size published)",
+        }[self.check]
 
 
 @dataclass
@@ -228,7 +236,3 @@ def _hex_or_none(value: Any, where: str, key: str, exact_length: Optional[int] =
         length = f"{exact_length} " if exact_length else ""
         raise WeightsError(f"{where}: {key} must be {length}hex digits or null")
     return text
-
-
-def entry_names(registry: WeightsRegistry, kinds: Sequence[str] = KINDS) -> list[str]:
-    return [entry.name for entry in registry if entry.kind in kinds]
