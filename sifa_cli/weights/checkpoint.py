@@ -146,9 +146,10 @@ def load_torch_state_dict(path: Union[str, Path]) -> StateDict:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
-        with warnings.catch_warnings():
+        # An open handle, not the path: torch picks a reader by file-name suffix, we by content.
+        with open(path, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         wanted = _PICKLE_GLOBAL.search(str(exc))
         asks = f"it asks for {wanted.group(1)}" if wanted else "it holds objects other than tensors"
@@ -226,15 +227,6 @@ def weights_target(weights: Union[str, Path, None], registry: WeightsRegistry) -
     return registry.get(str(weights))
 
 
-def resolve_weights(weights: Union[str, Path, None], *, manifests: Iterable[Union[str, Path]] = (),
-                    progress: Union[bool, ProgressFn] = True) -> tuple[Path, Optional[WeightsEntry]]:
-    """A local, verified file for a --weights value, downloading a registry entry when needed."""
-    target = weights_target(weights, load_registry(manifests))
-    if isinstance(target, Path):
-        return target, None
-    return fetch(target, progress=progress), target
-
-
 def load_model(weights: Union[str, Path, None], device: Union[str, torch.device] = "cpu", *,
                manifests: Iterable[Union[str, Path]] = (),
                progress: Union[bool, ProgressFn] = True) -> tuple[nn.Module, dict[str, Any]]:
@@ -243,12 +235,14 @@ def load_model(weights: Union[str, Path, None], device: Union[str, torch.device]
     Files may be sifa checkpoints (safetensors) or reference SIFA `.pth` checkpoints, whose
     architecture is recognised from their tensors and whose classes are numbered.
     """
-    path, entry = resolve_weights(weights, manifests=manifests, progress=progress)
+    target = weights_target(weights, load_registry(manifests))
+    entry = None if isinstance(target, Path) else target
     if entry is not None and entry.kind == KIND_INIT:
         raise WeightsError(
             f"'{entry.name}' is an ImageNet initialisation for fine-tuning {entry.arch}, not a video "
             "classifier; pass it to `sifa finetune`"
         )
+    path = target if entry is None else fetch(entry, progress=progress)
     if is_safetensors_file(path):
         state, meta = load_checkpoint(path)
     else:

@@ -15,7 +15,13 @@ import torch
 
 from sifa_cli.errors import InputError, WeightsError
 from sifa_cli.weights.cache import sha256_file
-from sifa_cli.weights.checkpoint import StateDict, build_model, load_torch_state_dict, save_checkpoint
+from sifa_cli.weights.checkpoint import (
+    StateDict,
+    build_model,
+    load_torch_state_dict,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 
 # The reference layout names the classifier of both families `fc`.
 HEAD_KEY = "fc.weight"
@@ -144,5 +150,4 @@ def import_reference_checkpoint(src: Union[str, Path], arch: str, out: Union[str
                           source=f"imported from reference checkpoint {src.name}")
     meta["training"] = {"imported_from": src.name, "imported_sha256": sha256_file(src)}
     model = build_model(state, meta, str(src))
-    save_checkpoint(out, model, meta)
-    return meta
+    return read_checkpoint_meta(save_checkpoint(out, model, meta))
