@@ -217,3 +217,15 @@ def test_imagenet_inflation_swin_and_wrong_architecture():
     assert model.patch_embed.proj.weight[:, :, 2].sum() == image["patch_embed.proj.weight"].sum()
     with pytest.raises(WeightsError, match="another architecture"):
         load_imagenet_weights(create_model("sifa_resnet_tiny", num_classes=5), image)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["sifa_resnet_tiny", "sifa_swin_nano"])
+def test_models_agree_on_cuda_and_cpu(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=6).eval()
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        cpu = predict_proba(model, x)
+        gpu = predict_proba(model.cuda(), x.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-3)

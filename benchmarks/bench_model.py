@@ -1,0 +1,160 @@
+"""Speed and memory of the SIFA backbone and operator.
+
+    python benchmarks/bench_model.py                  # CPU, batch 1, 16x224, SIFA-R50
+    python benchmarks/bench_model.py --device cuda    # the same on a GPU
+    python benchmarks/bench_model.py --model sifa_resnet_small --repeats 5
+
+Reports the median of --repeats timed runs after a warm-up. Operator memory: what autograd saves for
+backward (exact), and the peak during forward+backward (CUDA allocator counters; sampled RSS on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import os
+import threading
+import time
+
+import torch
+
+from sifa_cli.models import create_model
+from sifa_cli.models.ops import sifa_attention
+
+# Feature shapes the operator sees in SIFA-R50 for a 16x224 clip (layer2, layer3, layer4).
+OPERATOR_SHAPES = {"layer2": (1, 128, 4, 28, 28), "layer3": (1, 256, 4, 14, 14), "layer4": (1, 512, 4, 7, 7)}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_network(name: str, device: str, repeats: int, frames: int, size: int) -> dict:
+    model = create_model(name, num_classes=400, clip_length=frames).to(device).eval()
+    x = torch.randn(1, 3, frames, size, size, device=device)
+    results = {}
+    with torch.inference_mode():
+        results["fp32_s"] = timed(lambda: model(x), device, repeats)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            results["bf16_autocast_s"] = timed(lambda: model(x), device, repeats)
+        model_bf16 = create_model(name, num_classes=400, clip_length=frames).to(device, torch.bfloat16).eval()
+        results["bf16_weights_s"] = timed(lambda: model_bf16(x.bfloat16()), device, repeats)
+        model.set_sifa_enabled(False)
+        results["fp32_sifa_disabled_s"] = timed(lambda: model(x), device, repeats)
+    return results
+
+
+def bench_operator(device: str, repeats: int) -> dict:
+    results = {}
+    for layer, shape in OPERATOR_SHAPES.items():
+        x = torch.randn(shape, device=device)
+        off = torch.randn(shape[0], 18, *shape[2:], device=device)
+        forward = timed(lambda: sifa_attention(x, off), device, repeats)
+        xg, og = x.clone().requires_grad_(True), off.clone().requires_grad_(True)
+
+        def step():
+            agg, corr = sifa_attention(xg, og)
+            (agg.sum() + corr.sum()).backward()
+
+        both = timed(step, device, repeats)
+        results[layer] = {"shape": shape, "forward_ms": forward * 1e3, "forward_backward_ms": both * 1e3,
+                          **peak_memory_mib(device, shape)}
+    return results
+
+
+def peak_memory_mib(device: str, shape) -> dict:
+    """Memory of one forward+backward of the operator.
+
+    saved_for_backward_MiB: tensors autograd keeps between forward and backward (exact).
+    peak_MiB: on CUDA the allocator's peak; on CPU the process RSS sampled every 0.5 ms (large tensors
+    are mmapped by the allocator, so RSS follows live tensors closely).
+    """
+    x = torch.randn(shape, device=device, requires_grad=True)
+    off = torch.randn(shape[0], 18, *shape[2:], device=device, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        agg, corr = sifa_attention(x, off)
+    result = {"saved_for_backward_MiB": sum(saved) / 2**20}
+    del agg, corr
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        agg, corr = sifa_attention(x, off)
+        (agg.sum() + corr.sum()).backward()
+        result["peak_MiB"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        return result
+    _mmap_large_allocations()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    before, peak, done = rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    agg, corr = sifa_attention(x, off)
+    (agg.sum() + corr.sum()).backward()
+    done.set()
+    sampler.join()
+    result["peak_MiB"] = (peak[0] - before) / 2**20
+    return result
+
+
+def _mmap_large_allocations() -> None:
+    """Make glibc return freed tensors to the OS at once, so sampled RSS follows live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, not adaptive
+    except OSError:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="sifa_resnet50")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    report = {
+        "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": args.model,
+        "input": [1, 3, args.frames, args.size, args.size],
+        "network": bench_network(args.model, args.device, args.repeats, args.frames, args.size),
+        "operator": bench_operator(args.device, args.repeats),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
