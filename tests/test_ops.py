@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from sifa_cli.models import ops
-from sifa_cli.models.ops import sifa_attention, sifa_attention_reference
+from sifa_cli.models.ops import sifa_attention, sifa_attention_per_tap, sifa_attention_reference
+
+# Every implementation is held to the same definition; `sifa_attention` is the dispatching entry point.
+IMPLEMENTATIONS = {
+    "reference": sifa_attention_reference,
+    "per-tap": sifa_attention_per_tap,
+    "dispatch": sifa_attention,
+}
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sifa_ops_fixture.pt"  # copied from shared/fixtures
 
@@ -57,9 +64,10 @@ def random_case(shape, k=3, scale=2.0, seed=0, dtype=torch.float64):
     return x, off
 
 
-def test_matches_shared_fixture_float64():
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_matches_shared_fixture_float64(impl):
     data = torch.load(FIXTURE, weights_only=True)
-    agg, corr = sifa_attention(data["x"], data["offset"])
+    agg, corr = IMPLEMENTATIONS[impl](data["x"], data["offset"])
     assert (agg - data["aggregation"]).abs().max().item() < 1e-10
     assert (corr - data["correlation"]).abs().max().item() < 1e-10
 
@@ -75,15 +83,17 @@ def test_matches_shared_fixture_float64():
         ((2, 1, 2, 3, 3), 1, 1),  # K = 1
     ],
 )
-def test_matches_naive_loop_on_odd_shapes(shape, k, dilation):
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_matches_naive_loop_on_odd_shapes(shape, k, dilation, impl):
     x, off = random_case(shape, k=k)
-    agg, corr = sifa_attention(x, off, k, dilation)
+    agg, corr = IMPLEMENTATIONS[impl](x, off, k, dilation)
     ref_agg, ref_corr = naive_sifa(x, off, k, dilation)
     torch.testing.assert_close(corr, ref_corr, atol=1e-12, rtol=0)
     torch.testing.assert_close(agg, ref_agg, atol=1e-12, rtol=0)
 
 
-def test_integer_border_and_far_offsets():
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_integer_border_and_far_offsets(impl):
     x, off = random_case((1, 3, 3, 4, 5), scale=1.0, seed=1)
     off = off.round()  # integer offsets: bilinear weights are exactly 0/1
     off[:, 0] = -1.0  # tap 0 lands exactly on y = -2 or y = -1 rows (border / outside)
@@ -91,7 +101,7 @@ def test_integer_border_and_far_offsets():
     off[:, 4] = 4.0  # tap 2 pushed down to y = h - 1 + ... edges
     off[:, 5, :, 1] = 1000.0  # far outside to the right
     off[:, 6, :, 2] = -1e6  # far outside at the top
-    agg, corr = sifa_attention(x, off)
+    agg, corr = IMPLEMENTATIONS[impl](x, off)
     ref_agg, ref_corr = naive_sifa(x, off)
     torch.testing.assert_close(corr, ref_corr, atol=1e-12, rtol=0)
     torch.testing.assert_close(agg, ref_agg, atol=1e-12, rtol=0)
@@ -168,6 +178,22 @@ def test_lower_precision_close_to_float64(dtype):
     torch.testing.assert_close(corr.double(), corr_ref, atol=tol * corr_ref.abs().max().item(), rtol=0)
     if dtype == torch.float32:
         torch.testing.assert_close(agg.double(), agg64, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_uses_the_per_tap_kernel_and_training_the_reference():
+    x, off = random_case((1, 2, 2, 3, 3))
+    assert ops.select_kernel(x, off, 3, 1) == "per-tap"
+    assert ops.select_kernel(x.requires_grad_(True), off, 3, 1) == "reference"
+    with torch.no_grad():
+        assert ops.select_kernel(x, off, 3, 1) == "per-tap"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_tap_matches_reference_in_low_precision(dtype):
+    x, off = random_case((2, 16, 4, 9, 7), seed=7, dtype=dtype)
+    for a, b in zip(sifa_attention_per_tap(x, off), sifa_attention_reference(x, off)):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-2)
 
 
 def test_dispatch_uses_registered_kernel_only_where_it_can_run(monkeypatch):
