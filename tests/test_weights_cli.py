@@ -90,7 +90,7 @@ def test_download_verify_info_rm_cycle(app, runner, team):
     assert "cached" in next(line for line in listed.stdout.splitlines() if "team_tiny" in line)
 
     verified = runner.invoke(app, ["weights", "verify", "team_tiny"], env={"COLUMNS": "300"})
-    assert verified.exit_code == 0 and "matches its manifest (full sha256)" in verified.stdout
+    assert verified.exit_code == 0 and "manifest check: full sha256" in verified.stdout
 
     info = runner.invoke(app, ["weights", "info", "team_tiny"], env={"COLUMNS": "200"})
     assert info.exit_code == 0 and "our lab" in info.stdout and "2: clap, wave" in info.stdout

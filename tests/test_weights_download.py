@@ -84,6 +84,24 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, home, tmp_path, mon
     assert server.get_requests("/files/model.bin") == ["bytes=123456-"]
 
 
+def test_server_without_range_support_restarts_cleanly(server, home, tmp_path, monkeypatch):
+    entry = make_entry(tmp_path, monkeypatch, server.url("norange", "model.bin"))
+    part = partial_path(cache_path(entry))
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD[:5000])
+    assert fetch(entry, progress=False).read_bytes() == PAYLOAD  # not the 5000 bytes twice
+    assert server.get_requests("/norange/model.bin") == ["bytes=5000-"]
+
+
+def test_partial_file_longer_than_the_remote_one_is_discarded(server, home, tmp_path, monkeypatch):
+    entry = make_entry(tmp_path, monkeypatch, server.url("files", "model.bin"))
+    part = partial_path(cache_path(entry))
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * (len(PAYLOAD) + 10))
+    assert fetch(entry, progress=False).read_bytes() == PAYLOAD
+    assert server.get_requests("/files/model.bin") == [f"bytes={len(PAYLOAD) + 10}-", None]  # 416, then afresh
+
+
 def test_404_is_a_clear_error(server, home, tmp_path, monkeypatch):
     entry = make_entry(tmp_path, monkeypatch, server.url("files", "missing.bin"))
     with pytest.raises(WeightsError, match=r"could not download 'team_model': HTTP 404 .*missing\.bin"):

@@ -6,6 +6,7 @@ Paths:
                 the connection; later requests behave like /files/
   /stall/NAME   sends the headers and then nothing until the server stops
   /slow/NAME    like /files/ but paced, so a download takes about `slow_seconds`
+  /norange/NAME ignores Range headers and always sends the whole file with 200
 Anything else is a 404. Every request is logged as (path, Range header or None).
 """
 
@@ -82,7 +83,7 @@ class FileServer:
                     self.close_connection = True
                     return
                 start = 0
-                if rng and rng.startswith("bytes="):
+                if rng and rng.startswith("bytes=") and mode != "norange":
                     start = int(rng[len("bytes="):].split("-")[0])
                     if start >= len(data):
                         return self._send_status(416)

@@ -140,7 +140,7 @@ def verify(target: TargetArg, manifest: ManifestOpt = None) -> None:
     from sifa_cli.weights.verify import verify as verify_weights
 
     report = verify_weights(target, manifests=manifest or ())
-    how = f"matches its manifest ({report.entry.integrity})" if report.entry else "read safely"
+    how = f"manifest check: {report.entry.integrity}" if report.entry else "read safely"
     console.print(
         f"[green]ok[/] {report.path}: {how}; {report.tensors} tensors, sha256 {report.sha256}",
         highlight=False, soft_wrap=True,

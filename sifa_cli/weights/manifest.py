@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,7 @@ _ENTRY_KEYS = {
     "sha256_prefix", "size", "format", "num_params", "source", "license", "made", "evaluation", "notes",
 }
 _REQUIRED_KEYS = ("arch", "file_name")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ def _read_manifest_json(path: Path) -> dict:
 def parse_entry(name: str, raw: Any, manifest: Path) -> WeightsEntry:
     """Validate one manifest entry; every problem names the manifest and the entry."""
     where = f"manifest {manifest}, entry '{name}'"
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        # The name becomes a cache folder, so it must not be able to point outside the cache.
+        raise WeightsError(f"{where}: names may use only letters, digits, '.', '_' and '-'")
     if not isinstance(raw, dict):
         raise WeightsError(f"{where}: an entry must be a JSON object")
     unknown = sorted(set(raw) - _ENTRY_KEYS)
@@ -185,8 +190,9 @@ def parse_entry(name: str, raw: Any, manifest: Path) -> WeightsEntry:
     if kind not in KINDS:
         raise WeightsError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
     file_name = raw["file_name"]
-    if Path(file_name).name != file_name or file_name in (".", ".."):
-        raise WeightsError(f"{where}: file_name must be a bare file name, not {file_name!r}")
+    if not isinstance(file_name, str) or not _NAME.fullmatch(file_name) or file_name in (".", ".."):
+        raise WeightsError(f"{where}: file_name must be a bare file name (letters, digits, '.', '_', '-'), "
+                           f"not {file_name!r}")
     urls = raw.get("urls", [])
     if isinstance(urls, str) or not all(isinstance(u, str) for u in urls):
         raise WeightsError(f"{where}: urls must be a list of strings")
