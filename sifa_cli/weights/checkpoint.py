@@ -178,7 +178,11 @@ def build_model(state: StateDict, meta: Mapping[str, Any], source: str) -> nn.Mo
     from sifa_cli.models import create_model
 
     categories = meta["categories"]
-    model = create_model(meta["arch"], num_classes=len(categories), **dict(meta.get("arch_kwargs") or {}))
+    arch_kwargs = dict(meta.get("arch_kwargs") or {})
+    try:
+        model = create_model(meta["arch"], num_classes=len(categories), **arch_kwargs)
+    except TypeError as exc:  # an argument this version's constructor does not take
+        raise WeightsError(f"{source}: {meta['arch']} cannot be built with arch_kwargs {arch_kwargs} ({exc})") from None
     load_strict(model, state, source, meta["arch"])
     return model
 
