@@ -155,3 +155,34 @@ def test_real_subprocess_download_with_progress(team, tmp_path):
     assert "ok team_tiny" in result.stdout
     assert "team.safetensors" in result.stderr  # the progress bar's label
     assert cache_path(load_registry().get("team_tiny")).is_file()
+
+
+def test_imported_reference_checkpoint_predicts_through_the_cli(tmp_path, make_video, monkeypatch):
+    """Reference layout in (module. prefix, state_dict wrapper), `sifa predict` out, as real processes."""
+    monkeypatch.setenv("SIFA_HOME", str(tmp_path / "home"))
+    torch.manual_seed(4)
+    reference = create_model("sifa_resnet_tiny", num_classes=4, clip_length=16)
+    with torch.no_grad():  # both heads strongly favour class index 2, whatever the video shows
+        for head in (reference.fc, reference.fc_dual):
+            head.bias.copy_(torch.tensor([0.0, 0.0, 8.0, 0.0]))
+    src = tmp_path / "sifa_reference.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}, "epoch": 64}, src)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("archery\nbowling\ncartwheel\ndiving\n")
+    out = tmp_path / "imported.safetensors"
+    sifa = [sys.executable, "-m", "sifa_cli.cli.main"]
+
+    imported = subprocess.run(sifa + ["weights", "import", str(src), "--arch", "sifa_resnet_tiny",
+                                      "--labels", str(labels), "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+
+    video = make_video("clip.mp4", num_frames=24, width=64, height=64)
+    predicted = subprocess.run(sifa + ["predict", str(video), "--weights", str(out), "--device", "cpu",
+                                       "--format", "json"],
+                               capture_output=True, text=True, timeout=120)
+    assert predicted.returncode == 0, predicted.stderr
+    [record] = json.loads(predicted.stdout)
+    top = record["top"]
+    assert top[0]["label"] == "cartwheel" and top[0]["score"] > 0.9
+    assert {entry["label"] for entry in top} <= {"archery", "bowling", "cartwheel", "diving"}
