@@ -8,7 +8,13 @@ import torch
 from sifa_cli.errors import InputError, WeightsError
 from sifa_cli.models import create_model
 from sifa_cli.weights.checkpoint import load_model, read_checkpoint_meta
-from sifa_cli.weights.convert import guess_arch, import_reference_checkpoint, read_labels, reference_clip_length
+from sifa_cli.weights.convert import (
+    fitting_arch_kwargs,
+    guess_arch,
+    import_reference_checkpoint,
+    read_labels,
+    reference_clip_length,
+)
 
 
 def randomised(model):
@@ -114,15 +120,23 @@ def test_swin_reference_layout_with_model_wrapper(tmp_path):
         assert torch.equal(reference(clip), model(clip))
 
 
-def test_reference_r50_key_layout_is_recognised():
-    # Shapes of the published reference R50 (400 classes, 16 frames), tensors on the meta device.
+@pytest.mark.parametrize(
+    "fixture, reference, arch, frames",
+    [
+        ("official_keys_sifa_resnet.json", "c2d_sifa_resnet50", "sifa_resnet50", 16),
+        ("official_keys_sifa_resnet.json", "c2d_sifa_resnet101", "sifa_resnet101", 16),
+        ("official_keys_sifa_swin.json", "c2d_sifa_swin_vit_s_p4_w7", "sifa_swin_s", 64),
+        ("official_keys_sifa_swin.json", "c2d_sifa_swin_vit_b_p4_w7", "sifa_swin_b", 64),
+    ],
+)
+def test_published_reference_layouts_are_recognised(fixture, reference, arch, frames):
+    # Key names and shapes of the reference checkpoints (400 classes), as tensors on the meta device.
     import json
     from pathlib import Path
 
-    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_keys_sifa_resnet.json"
-    if not fixture.exists():
-        pytest.skip("shared reference key fixture not present")
-    shapes = json.loads(fixture.read_text())["c2d_sifa_resnet50"]
+    shapes = json.loads((Path(__file__).parent / "fixtures" / fixture).read_text())[reference]
     state = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
-    assert guess_arch(state) == ["sifa_resnet50"]
-    assert reference_clip_length(state) == 16
+    assert guess_arch(state) == [arch]
+    assert reference_clip_length(state) == frames
+    expected_kwargs = {"learn_offsets": False} if arch.startswith("sifa_swin") else {}
+    assert fitting_arch_kwargs(arch, state) == expected_kwargs

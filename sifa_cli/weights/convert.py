@@ -8,6 +8,7 @@ everything else a checkpoint of ours carries: the architecture, labels and input
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -45,25 +46,32 @@ def guess_arch(state: StateDict) -> list[str]:
 
 def fitting_arch_kwargs(arch: str, state: StateDict) -> Optional[dict[str, Any]]:
     """The constructor arguments under which `arch` has exactly the keys and shapes of `state`, if any."""
-    from sifa_cli.models import create_model
-
     head = state.get(HEAD_KEY)
     if head is None or head.dim() != 2:
         return None
     for kwargs in _REFERENCE_VARIANTS:
-        try:
-            with torch.device("meta"):  # shapes only: no memory, no init time, even for Swin-L
-                expected = create_model(arch, num_classes=head.shape[0], **kwargs).state_dict()
-        except TypeError:  # this family has no such argument
-            continue
-        if expected.keys() == state.keys() and all(
-            _same_shape(key, expected[key].shape, state[key].shape) for key in expected
+        expected = _state_shapes(arch, int(head.shape[0]), tuple(sorted(kwargs.items())))
+        if expected is not None and expected.keys() == state.keys() and all(
+            _same_shape(key, shape, tuple(state[key].shape)) for key, shape in expected.items()
         ):
             return kwargs
     return None
 
 
-def _same_shape(key: str, expected: torch.Size, actual: torch.Size) -> bool:
+@functools.lru_cache(maxsize=64)
+def _state_shapes(arch: str, num_classes: int, kwargs: tuple) -> Optional[dict[str, tuple[int, ...]]]:
+    """Key -> shape of `arch`'s state dict; None when the family takes no such arguments."""
+    from sifa_cli.models import create_model
+
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no init time, even for Swin-L
+            model = create_model(arch, num_classes=num_classes, **dict(kwargs))
+    except TypeError:
+        return None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _same_shape(key: str, expected: tuple[int, ...], actual: tuple[int, ...]) -> bool:
     if key.endswith(_CORRELATION_SUFFIX):  # its T follows the clip length, which may differ
         return len(expected) == len(actual) == 4 and (expected[0], expected[2:]) == (actual[0], actual[2:])
     return expected == actual
