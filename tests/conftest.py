@@ -139,3 +139,43 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(path, frames, fps=fps, fourcc=fourcc)
 
     return make
+
+
+# ----------------------------------------------------------------------------------------------
+# Labelled motion videos (owner: finetune)
+
+MOTION_STEPS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+def moving_square_frames(direction: str, rng: np.random.Generator, num_frames: int = 12, size: int = 64) -> np.ndarray:
+    """A bright square crossing a dark, noisy background in `direction`: the label is only in
+    the motion, a single frame cannot tell the classes apart."""
+    dx, dy = MOTION_STEPS[direction]
+    side = int(rng.integers(12, 18))
+    speed = float(rng.uniform(2.5, 4.0))
+    travel = speed * (num_frames - 1)
+    start_along = rng.uniform(0, size - side - travel)
+    across = int(rng.integers(0, size - side))
+    background = int(rng.integers(0, 60))
+    colour = rng.integers(170, 256, 3)
+    frames = []
+    for t in range(num_frames):
+        along = start_along + speed * t
+        if dx < 0 or dy < 0:
+            along = size - side - along
+        x, y = (int(along), across) if dx else (across, int(along))
+        frame = np.clip(rng.normal(background, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+        frame[y : y + side, x : x + side] = colour
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def write_motion_dataset(root: Path, per_class: int, directions=("left", "right"), num_frames: int = 12,
+                         size: int = 64, seed: int = 0) -> Path:
+    """root/<direction>/<i>.mp4 with `per_class` clips of each direction; returns root."""
+    for class_index, direction in enumerate(directions):
+        for i in range(per_class):
+            rng = np.random.default_rng([seed, class_index, i])
+            (Path(root) / direction).mkdir(parents=True, exist_ok=True)
+            write_video(Path(root) / direction / f"{i:03d}.mp4", moving_square_frames(direction, rng, num_frames, size))
+    return Path(root)

@@ -36,9 +36,11 @@ def _root(
 
 def _register() -> None:
     # Imported here so `sifa --version` stays fast; each module adds its own command(s).
+    from sifa_cli.cli import finetune as finetune_cmd
     from sifa_cli.cli import models as models_cmd
     from sifa_cli.cli import weights as weights_cmd
 
+    finetune_cmd.register(app)
     models_cmd.register(app)
     weights_cmd.register(app)
 

@@ -1,0 +1,182 @@
+"""`sifa finetune`: train a SIFA model on a folder (or CSV) of labelled videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from sifa_cli.cli.common import DeviceOpt, Precision, console, err_console, handle_errors, is_tty
+
+_DATA = "Data"
+_MODEL = "Model and input"
+_OPT = "Optimisation"
+_AUG = "Augmentation"
+_RUN = "Run"
+
+
+def _opt(*names: str, help: str, panel: str, **kwargs):
+    return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False, **kwargs)
+
+
+@handle_errors
+def finetune(
+    data: Annotated[Optional[Path], typer.Argument(
+        help="Videos: DIR/<class>/*.mp4, DIR/train + DIR/val, or a CSV of path,label rows.",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots).",
+                                        panel=_RUN, file_okay=False)] = None,
+    resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",
+                                           panel=_RUN, file_okay=False)] = None,
+    config: Annotated[Optional[Path], _opt("--config", "-c", help="Options from a YAML or TOML file; "
+                                           "command-line options override it.", panel=_RUN, dir_okay=False)] = None,
+    model: Annotated[Optional[str], _opt("--model", "-m", help="Architecture (see `sifa models`). "
+                                         "[default: the --init checkpoint's, else sifa_resnet_small]",
+                                         panel=_MODEL)] = None,
+    init: Annotated[Optional[str], _opt("--init", help="Starting weights: scratch, imagenet (inflated ImageNet "
+                                        "weights for --model), a registry name, or a checkpoint file; a classifier "
+                                        "for other classes is re-initialised. [default: scratch]",
+                                        panel=_MODEL)] = None,
+    frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
+                                          "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
+    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames. [default: 1]",
+                                        panel=_MODEL)] = None,
+    sampling: Annotated[Optional[str], _opt("--sampling", help="dense or uniform (one frame per segment). "
+                                            "[default: dense]", panel=_MODEL)] = None,
+    size: Annotated[Optional[int], _opt("--size", help="Crop size in pixels, a multiple of 32. "
+                                        "[default: 224, or the --init checkpoint's]", panel=_MODEL)] = None,
+    resize: Annotated[Optional[int], _opt("--resize", help="Short side before cropping. [default: size x 8/7]",
+                                          panel=_MODEL)] = None,
+    val: Annotated[Optional[Path], _opt("--val", help="A separate validation set (folder or CSV).",
+                                        panel=_DATA)] = None,
+    val_fraction: Annotated[Optional[float], _opt("--val-fraction", help="Share of each class held out for "
+                                                  "validation when there is no validation set. [default: 0.2]",
+                                                  panel=_DATA)] = None,
+    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. "
+                                              "[default: one clip's span]", panel=_DATA)] = None,
+    scan_workers: Annotated[Optional[int], _opt("--scan-workers", help="Threads checking videos before training. "
+                                                "[default: 8]", panel=_DATA)] = None,
+    workers: Annotated[Optional[int], _opt("--workers", help="Data-loading processes. [default: half the CPU "
+                                           "cores, at most 8]", panel=_DATA)] = None,
+    epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="Epochs. [default: 10]", panel=_OPT)] = None,
+    batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Clips per batch and process. "
+                                              "[default: 8]", panel=_OPT)] = None,
+    accumulate: Annotated[Optional[int], _opt("--accumulate", help="Batches per optimizer step. [default: 1]",
+                                              panel=_OPT)] = None,
+    optimizer: Annotated[Optional[str], _opt("--optimizer", help="sgd or adamw. [default: sgd]", panel=_OPT)] = None,
+    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate. [default: 0.01 sgd, 0.001 adamw]",
+                                        panel=_OPT)] = None,
+    min_lr: Annotated[Optional[float], _opt("--min-lr", help="Learning rate at the end of the cosine. "
+                                            "[default: 0]", panel=_OPT)] = None,
+    momentum: Annotated[Optional[float], _opt("--momentum", help="SGD momentum. [default: 0.9]", panel=_OPT)] = None,
+    weight_decay: Annotated[Optional[float], _opt("--weight-decay", help="[default: 1e-4 sgd, 0.05 adamw]",
+                                                  panel=_OPT)] = None,
+    warmup_epochs: Annotated[Optional[float], _opt("--warmup-epochs", help="Linear warmup before the cosine. "
+                                                   "[default: 1]", panel=_OPT)] = None,
+    label_smoothing: Annotated[Optional[float], _opt("--label-smoothing", help="[default: 0.1]", panel=_OPT)] = None,
+    clip_grad: Annotated[Optional[float], _opt("--clip-grad", help="Max gradient norm; 0 is off. [default: 0]",
+                                               panel=_OPT)] = None,
+    precision: Annotated[Optional[Precision], _opt("--precision", help="Autocast precision. [default: bf16 or "
+                                                   "fp16 on GPUs, fp32 on CPU]", panel=_OPT)] = None,
+    freeze_backbone: Annotated[Optional[bool], _opt("--freeze-backbone/--no-freeze-backbone",
+                                                    help="Train only the classifier. [default: off]",
+                                                    panel=_OPT)] = None,
+    hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Random horizontal flips. Off by default: "
+                                          "a flip turns 'moving left' into 'moving right'.", panel=_AUG)] = None,
+    color_jitter: Annotated[Optional[float], _opt("--color-jitter", help="Brightness/contrast/saturation strength; "
+                                                  "0 is off. [default: 0.4]", panel=_AUG)] = None,
+    min_crop_area: Annotated[Optional[float], _opt("--min-crop-area", help="Smallest random crop, as a share of "
+                                                   "the frame. [default: 0.35]", panel=_AUG)] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[Optional[int], _opt("--seed", help="Seed for the split, initialisation and augmentation. "
+                                        "[default: 0]", panel=_RUN)] = None,
+    patience: Annotated[Optional[int], _opt("--patience", help="Stop after this many epochs without a better "
+                                            "validation top-1; 0 never stops early. [default: 0]", panel=_RUN)] = None,
+    min_delta: Annotated[Optional[float], _opt("--min-delta", help="Smallest top-1 gain that counts as better. "
+                                               "[default: 0]", panel=_RUN)] = None,
+    log_every: Annotated[Optional[int], _opt("--log-every", help="Without a terminal, log every N batches. "
+                                             "[default: 10]", panel=_RUN)] = None,
+    license: Annotated[Optional[str], _opt("--license", help="Licence recorded in the checkpoints.",
+                                           panel=_RUN)] = None,
+) -> None:
+    """Fine-tune a SIFA model on labelled videos; works the same under torchrun (data-parallel).
+
+    Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
+    """
+    from sifa_cli.engine.train import train
+    from sifa_cli.engine.train_config import build_config, resumed_config
+    from sifa_cli.errors import InputError
+
+    given = dict(
+        data=_absolute(data), val=_absolute(val), out=_absolute(out), model=model, init=init, frames=frames,
+        step=step, sampling=sampling, size=size, resize=resize, val_fraction=val_fraction, min_frames=min_frames,
+        scan_workers=scan_workers, workers=workers, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
+        optimizer=optimizer, lr=lr, min_lr=min_lr, momentum=momentum, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
+        precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone,
+        hflip=hflip, color_jitter=color_jitter, min_crop_area=min_crop_area, device=device, seed=seed,
+        patience=patience, min_delta=min_delta, log_every=log_every, license=license,
+    )
+    if resume is not None:
+        if config is not None:
+            raise InputError("--resume reads the run's own config.yaml; drop --config")
+        if out is not None and _absolute(out) != _absolute(resume):
+            raise InputError("--resume RUN continues in RUN; drop --out")
+        run_config = resumed_config(Path(resume) / "config.yaml", {**given, "out": None})
+        run_config.out = _absolute(resume)
+        result = train(run_config, resume=True, log=_log, progress=is_tty())
+    else:
+        run_config = build_config(given, config)
+        if run_config.data is None:
+            raise InputError("give the dataset folder or CSV (sifa finetune DIR --out RUN)")
+        if run_config.out is None:
+            raise InputError("give a run folder with --out RUN (it must not exist yet, or be empty)")
+        result = train(run_config, log=_log, progress=is_tty())
+    _print_summary(result)
+
+
+def _absolute(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _log(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _print_summary(result) -> None:
+    if not result.history:
+        return
+    table = Table(title=f"Training run {result.run}", title_justify="left")
+    for column in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "lr"):
+        table.add_column(column, justify="right")
+    best_epoch = result.best.get("epoch")
+    for record in result.history:
+        style = "bold green" if record["epoch"] == best_epoch else None
+        table.add_row(str(record["epoch"]), f"{record['train_loss']:.4f}", _percent(record["train_top1"]),
+                      f"{record['val_loss']:.4f}", _percent(record["val_top1"]), _percent(record["val_top5"]),
+                      f"{record['lr']:.3g}", style=style)
+    console.print(table)
+    per_class = Table(title=f"Validation accuracy per class, best epoch ({best_epoch})", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("top-1", justify="right")
+    for name, accuracy in result.best["val_per_class"].items():
+        per_class.add_row(name, _percent(accuracy))
+    console.print(per_class)
+    stop = " (stopped early)" if result.stopped_early else ""
+    console.print(
+        f"{result.epochs_done} epochs{stop}; best validation top-1 {_percent(result.best['val_top1'])} at epoch "
+        f"{best_epoch} on {result.val_clips} clips; {result.skipped} videos skipped.\n"
+        f"best weights: {result.run / 'best.safetensors'}  (sifa predict VIDEO --weights "
+        f"{result.run / 'best.safetensors'})",
+        highlight=False, soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)

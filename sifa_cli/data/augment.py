@@ -1,0 +1,92 @@
+"""Training-time randomness for clips: where in time a clip starts, random resized crops, colour
+jitter and (opt-in) horizontal flips.
+
+Every function draws from the numpy Generator it is given, and a clip applies the same crop,
+jitter and flip to all of its frames: motion between frames is the signal and must survive.
+Horizontal flips are off unless asked for, because they turn "moving left" into "moving right".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sifa_cli.data.sampling import dense_span
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """scale: range of the crop's area as a fraction of the frame; ratio: range of its aspect ratio;
+    color_jitter: strength s of brightness, contrast and saturation factors drawn from [1-s, 1+s]."""
+
+    scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: float = 0.4
+    hflip: bool = False
+
+
+def random_clip_indices(num_frames: int, frames: int, step: int, sampling: str, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of one training clip.
+
+    dense: `frames` frames `step` apart from a random start (looped when the video is shorter
+    than the clip); uniform: one random frame inside each of `frames` equal segments.
+    """
+    if sampling == "uniform":
+        segment = num_frames / frames
+        positions = (np.arange(frames) + rng.random(frames)) * segment
+        return np.minimum(positions.astype(np.int64), num_frames - 1)
+    span = dense_span(frames, step)
+    start = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else int(rng.integers(0, num_frames))
+    return (start + np.arange(frames, dtype=np.int64) * step) % num_frames
+
+
+def random_resized_crop(frames: np.ndarray, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        rng: np.random.Generator) -> np.ndarray:
+    """One random box (area fraction in `scale`, aspect in `ratio`) cut from every frame and resized
+    to size x size; falls back to the largest centred square when no box fits after 10 draws."""
+    height, width = frames.shape[1:3]
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        box_w = int(round(math.sqrt(target * aspect)))
+        box_h = int(round(math.sqrt(target / aspect)))
+        if 0 < box_w <= width and 0 < box_h <= height:
+            top = int(rng.integers(0, height - box_h + 1))
+            left = int(rng.integers(0, width - box_w + 1))
+            break
+    else:
+        box_w = box_h = min(height, width)
+        top, left = (height - box_h) // 2, (width - box_w) // 2
+    out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
+    interpolation = cv2.INTER_AREA if box_h > size else cv2.INTER_LINEAR
+    for i, frame in enumerate(frames):
+        cv2.resize(frame[top:top + box_h, left:left + box_w], (size, size), dst=out[i], interpolation=interpolation)
+    return out
+
+
+def color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Scale brightness, contrast and saturation by factors from [1-strength, 1+strength]."""
+    if strength <= 0:
+        return frames
+    low, high = max(0.0, 1 - strength), 1 + strength
+    brightness, contrast, saturation = rng.uniform(low, high, size=3)
+    x = frames.astype(np.float32) * brightness
+    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    x = (x - gray.mean()) * contrast + gray.mean()
+    gray = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    x = (x - gray) * saturation + gray
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def augment_frames(frames: np.ndarray, size: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """Crop, jitter and maybe flip a clip's frames (uint8 T,H,W,3) into T,size,size,3."""
+    frames = random_resized_crop(frames, size, augmentation.scale, augmentation.ratio, rng)
+    frames = color_jitter(frames, augmentation.color_jitter, rng)
+    if augmentation.hflip and rng.random() < 0.5:
+        frames = np.ascontiguousarray(frames[:, :, ::-1])
+    return frames

@@ -1,0 +1,338 @@
+"""Labelled videos for fine-tuning: find them, check them, split them, and serve training clips.
+
+Layouts accepted for a dataset root:
+- `root/<class>/**/*.mp4`: one folder per class (split into train/val with a seed);
+- `root/train/<class>/...` and `root/val/<class>/...`: an explicit validation set;
+- a CSV file of `path,label` rows (relative paths are relative to the CSV's folder).
+
+Before training, `scan_videos` opens every file in parallel; unreadable or too-short ones are
+listed with the reason in a report and left out, so a bad file never stops a training run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import sys
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
+from sifa_cli.data.decode import VIDEO_EXTENSIONS, FrameCountError, Video, capture_native_stderr, read_sampled
+from sifa_cli.data.sampling import sample_clips
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.data.transforms import evaluation_views, to_model_input
+from sifa_cli.errors import DecodeError, InputError, SifaError
+
+CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
+SPLIT_FOLDERS = ("train", "val")
+# Seconds a single file may keep a decoder busy during the scan before it counts as unreadable.
+SCAN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: str
+    num_frames: int = 0  # known after the scan
+
+
+@dataclass
+class Skipped:
+    path: str
+    label: str
+    problem: str
+
+
+@dataclass
+class DatasetSplits:
+    """Scanned, split samples; `categories[i]` is the name of class i."""
+
+    categories: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    skipped: list[Skipped] = field(default_factory=list)
+    source: str = ""
+
+    def label_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.categories)}
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "categories": self.categories,
+            "train": [[s.path, s.label, s.num_frames] for s in self.train],
+            "val": [[s.path, s.label, s.num_frames] for s in self.val],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "DatasetSplits":
+        return cls(
+            categories=list(doc["categories"]),
+            train=[Sample(p, l, n) for p, l, n in doc["train"]],
+            val=[Sample(p, l, n) for p, l, n in doc["val"]],
+            skipped=[Skipped(**s) for s in doc.get("skipped", [])],
+            source=doc.get("source", ""),
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "DatasetSplits":
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read the dataset list {path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding labelled videos
+
+
+def find_labelled_videos(source: Path) -> list[Sample]:
+    """(path, label) pairs from a class-folder root or a CSV file."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise InputError(f"dataset not found: {source}")
+    if source.is_file():
+        if source.suffix.lower() not in (".csv", ".txt"):
+            raise InputError(f"{source}: a dataset is a folder of class folders or a CSV file of path,label rows")
+        return read_csv_list(source)
+    return read_class_folders(source)
+
+
+def has_split_folders(root: Path) -> bool:
+    """True for the `root/train` + `root/val` layout."""
+    return root.is_dir() and (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir())
+
+
+def read_class_folders(root: Path) -> list[Sample]:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root}: no class folders found (expected {root}/<class>/<video files>)")
+    samples = []
+    for folder in classes:
+        videos = sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        )
+        samples += [Sample(str(p.resolve()), folder.name) for p in videos]
+    if not samples:
+        raise InputError(f"{root}: the class folders hold no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return samples
+
+
+def read_csv_list(path: Path) -> list[Sample]:
+    """Rows `path,label`; an optional header row; blank lines and lines starting with # ignored."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    samples = []
+    for line_number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) != 2:
+            raise InputError(f"{path}, line {line_number}: expected 2 fields (path,label), found {len(row)}")
+        video, label = row[0].strip(), row[1].strip()
+        if not samples and video.lower() in CSV_HEADER_NAMES:
+            continue
+        if not video or not label:
+            raise InputError(f"{path}, line {line_number}: empty path or label")
+        resolved = Path(video).expanduser()
+        if not resolved.is_absolute():
+            resolved = path.parent / resolved
+        samples.append(Sample(str(resolved.resolve()), label))
+    if not samples:
+        raise InputError(f"{path}: no path,label rows found")
+    return samples
+
+
+def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `val_fraction` of every class (at least one clip of any class with two or more),
+    chosen by a seeded shuffle, so the same seed always gives the same split."""
+    if not 0 < val_fraction < 1:
+        raise InputError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
+    by_label: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_label[sample.label].append(sample)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_label):
+        members = sorted(by_label[label], key=lambda s: s.path)
+        rng.shuffle(members)
+        held_out = min(max(1, round(len(members) * val_fraction)), len(members) - 1) if len(members) > 1 else 0
+        val += members[:held_out]
+        train += members[held_out:]
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-flight scan
+
+
+def probe_video(path: str, min_frames: int) -> tuple[int, Optional[str]]:
+    """(decodable frame count, None) for a usable video, or (0, why not)."""
+    try:
+        with Video(path, timeout=SCAN_TIMEOUT_S) as video:
+            count = video.num_frames
+            # The first, middle and last frames: a cut-off file fails on the last one.
+            try:
+                video.read([0, count // 2, count - 1])
+            except FrameCountError:
+                count = video.num_frames  # corrected to what really decodes
+                video.read([0, count // 2, count - 1])
+            count = video.num_frames
+    except SifaError as exc:
+        return 0, _without_path(str(exc), path)
+    except Exception as exc:  # a decoder failing in an unforeseen way still only loses this file
+        return 0, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if count < min_frames:
+        return count, f"only {count} frames; a clip needs at least {min_frames}"
+    return count, None
+
+
+def _without_path(message: str, path: str) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def scan_videos(samples: Sequence[Sample], min_frames: int, workers: int = 4,
+                progress: bool = False) -> tuple[list[Sample], list[Skipped]]:
+    """Open every video in parallel; returns the usable ones (with frame counts) and the rest with reasons."""
+    from tqdm import tqdm
+
+    usable: list[Sample] = []
+    skipped: list[Skipped] = []
+    with capture_native_stderr(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(lambda s: probe_video(s.path, min_frames), samples)
+        bar = tqdm(zip(samples, results), total=len(samples), desc="checking videos", unit="video",
+                   disable=not progress, file=sys.stderr, leave=False)
+        for sample, (count, problem) in bar:
+            if problem is None:
+                usable.append(Sample(sample.path, sample.label, count))
+            else:
+                skipped.append(Skipped(sample.path, sample.label, problem))
+    return usable, skipped
+
+
+def write_scan_report(path: Path, skipped: Sequence[Skipped]) -> None:
+    """CSV of the videos left out and why (just the header when none was)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "problem"])
+        for item in skipped:
+            writer.writerow([item.path, item.label, item.problem])
+    os.replace(tmp, path)
+
+
+def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_fraction: float = 0.2, seed: int = 0,
+                    min_frames: int = 1, scan_workers: int = 4, progress: bool = False) -> DatasetSplits:
+    """Find, scan and split a dataset. Validation comes from `val_source`, from `source/val`, or
+    from a stratified split of what `source` holds."""
+    source = Path(source).expanduser()
+    if val_source is None and has_split_folders(source):
+        if not (source / "val").is_dir():
+            raise InputError(f"{source} has a train/ folder but no val/ folder beside it")
+        source, val_source = source / "train", source / "val"
+    train_items = find_labelled_videos(source)
+    val_items = find_labelled_videos(Path(val_source)) if val_source is not None else []
+    usable, skipped = scan_videos(train_items + val_items, min_frames, scan_workers, progress)
+    usable_paths = {s.path: s for s in usable}
+    train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]
+    val = [usable_paths[s.path] for s in val_items if s.path in usable_paths]
+    categories = sorted({s.label for s in train})
+    if len(categories) < 2:
+        raise InputError(
+            f"{source}: need videos of at least 2 classes to train a classifier, found "
+            f"{len(categories)} usable class(es) ({len(skipped)} videos were unusable)"
+        )
+    if val_source is None:
+        train, val = stratified_split(train, val_fraction, seed)
+    unknown = sorted({s.label for s in val} - set(categories))
+    if unknown:
+        raise InputError(f"{val_source}: validation classes not in the training set: {', '.join(unknown)}")
+    if not val:
+        raise InputError(f"{val_source or source}: no usable validation videos; add more videos per class")
+    description = str(source) if val_source is None else f"{source} (validation: {val_source})"
+    return DatasetSplits(categories, train, val, skipped, description)
+
+
+def class_counts(samples: Sequence[Sample]) -> Counter:
+    return Counter(s.label for s in samples)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips for the training loop
+
+
+class ClipDataset(Dataset):
+    """Clips of the given samples as (tensor C,T,H,W, class index).
+
+    Training clips (`augmentation` given) get a random temporal position, crop, jitter and flip
+    drawn from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the clips
+    the uninterrupted run would have seen, whatever the number of loader workers. Evaluation clips
+    are the centre clip and centre crop, as `sifa predict` makes them. A file that fails to decode
+    now (it passed the scan) yields None, which `collate_clips` drops.
+    """
+
+    def __init__(self, samples: Sequence[Sample], categories: Sequence[str], spec: InputSpec,
+                 augmentation: Optional[Augmentation] = None, seed: int = 0):
+        self.samples = list(samples)
+        self.label_index = {name: i for i, name in enumerate(categories)}
+        self.spec = spec
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int]]:
+        sample = self.samples[index]
+        try:
+            return self.load_clip(sample, index), self.label_index[sample.label]
+        except SifaError as exc:
+            print(f"warning: skipping a clip: {exc}", file=sys.stderr, flush=True)
+            return None
+
+    def load_clip(self, sample: Sample, index: int) -> torch.Tensor:
+        spec = self.spec
+        with Video(sample.path, short_side=spec.resize) as video:
+            if self.augmentation is None:
+                frames, _ = read_sampled(
+                    video, lambda n: sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, n).indices[0]
+                )
+                return evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            frames, _ = read_sampled(
+                video, lambda n: random_clip_indices(n, spec.frames, spec.step, spec.sampling, rng)
+            )
+        frames = augment_frames(frames, spec.size, self.augmentation, rng)
+        return to_model_input(frames, spec.mean, spec.std)
+
+
+def collate_clips(batch: list) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Stack clips and labels, leaving out clips that could not be read (None if none could)."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None
+    clips, labels = zip(*batch)
+    return torch.stack(clips), torch.tensor(labels, dtype=torch.long)

@@ -1,0 +1,83 @@
+"""PNG figures of a training run: loss and accuracy per epoch, and a confusion matrix.
+
+matplotlib runs on its Agg backend, so figures render on machines without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    # Written beside the target and renamed, so a reader never sees half a PNG.
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: Sequence[dict], path: Path) -> None:
+    """Training and validation loss (left) and accuracy (right) against the epoch."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [100 * h["train_top1"] for h in history], marker="o", label="train top-1")
+    acc_ax.plot(epochs, [100 * h["val_top1"] for h in history], marker="o", label="validation top-1")
+    acc_ax.plot(epochs, [100 * h["val_top5"] for h in history], marker=".", linestyle="--", label="validation top-5")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy (%)")
+    acc_ax.set_ylim(0, 102)
+    acc_ax.set_title("Accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], categories: Sequence[str], path: Path, title: str) -> None:
+    """Rows: true class, columns: predicted class, cells coloured by the row's fraction.
+
+    Counts are written into the cells while there are few enough classes to read them."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=np.int64)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(categories)
+    side = min(4 + 0.45 * n, 30)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if n <= 40:
+        ax.set_xticks(range(n), labels=categories, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels=categories, fontsize=8)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                colour = "white" if fractions[i, j] > 0.5 else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
