@@ -55,9 +55,8 @@ def _categories(categories) -> str:
 @handle_errors
 def list_weights(manifest: ManifestOpt = None) -> None:
     """List the weights every manifest names, and which are on this machine."""
-    from sifa_cli.weights.cache import weights_dir
+    from sifa_cli.weights.cache import local_copy, weights_dir
     from sifa_cli.weights.manifest import load_registry
-    from sifa_cli.weights.verify import local_copy
 
     registry = load_registry(manifest or ())
     table = Table(Column("name", no_wrap=True), "kind", Column("arch", no_wrap=True), "classes", "size", "here",
@@ -78,9 +77,10 @@ def list_weights(manifest: ManifestOpt = None) -> None:
 @handle_errors
 def info(target: TargetArg, manifest: ManifestOpt = None) -> None:
     """Everything known about a registry entry or a weights file."""
+    from sifa_cli.weights.cache import local_copy
     from sifa_cli.weights.checkpoint import weights_target
     from sifa_cli.weights.manifest import load_registry
-    from sifa_cli.weights.verify import inspect_file, local_copy
+    from sifa_cli.weights.verify import inspect_file
 
     entry = weights_target(target, load_registry(manifest or ()))
     table = Table("field", "value", show_header=False, title=target)

@@ -41,6 +41,14 @@ def cache_path(entry: WeightsEntry) -> Path:
     return weights_dir() / entry.name / entry.file_name
 
 
+def local_copy(entry: WeightsEntry) -> Optional[Path]:
+    """The entry's file on this machine (shipped beside its manifest or cached), or None."""
+    for path in (entry.local_path, cache_path(entry)):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -15,7 +15,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Union
 
 import torch
 from safetensors import SafetensorError, safe_open

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from sifa_cli.errors import WeightsError
-from sifa_cli.weights.cache import cache_path, check_file, file_sha256
+from sifa_cli.weights.cache import cache_path, check_file, file_sha256, local_copy
 from sifa_cli.weights.checkpoint import is_safetensors_file, load_checkpoint, load_torch_state_dict, weights_target
 from sifa_cli.weights.manifest import WeightsEntry, load_registry
 
@@ -24,14 +24,6 @@ class FileReport:
     meta: Optional[dict[str, Any]] = None
     arch_guesses: list[str] = field(default_factory=list)
     entry: Optional[WeightsEntry] = None
-
-
-def local_copy(entry: WeightsEntry) -> Optional[Path]:
-    """The entry's file on this machine (shipped beside its manifest or cached), or None."""
-    for path in (entry.local_path, cache_path(entry)):
-        if path is not None and path.is_file():
-            return path
-    return None
 
 
 def inspect_file(path: Union[str, Path], *, recompute: bool = False) -> FileReport:
