@@ -379,10 +379,10 @@ def render_offsets(frame: np.ndarray, capture: BlockCapture, t: int, geometry: P
     arrows = [(s, e) for s, e in pairs if math.hypot(e[0] - s[0], e[1] - s[1]) >= 1.5]
     for start, end in arrows:  # outlines first, so no outline covers another arrow's colour
         draw_arrow(image, start, end, OUTLINE_COLOUR, 4)
-    for start, _ in pairs:
-        cv2.circle(image, _fixed(*start), 2 * _SUBPIXEL, BASE_COLOUR, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
     for start, end in arrows:
         draw_arrow(image, start, end, ARROW_COLOUR, 2)
+    for start, _ in pairs:  # a dot on each grid place, also where the offset is too small for an arrow
+        cv2.circle(image, _fixed(*start), 2 * _SUBPIXEL, BASE_COLOUR, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
     return image
 
 
@@ -649,7 +649,7 @@ def render_clip(
                     note = f" cell x{qx} y{qy}" + (f", zoom x{zoom:.1f}" if zoom > 1.05 else "")
                 panels.append((f"{name} {view}{note}  {step}", panel))
         header = (
-            f"frame {int(clip.indices[i])}  (clip frame {i + 1}/{total}, {clip.fps:.3g} fps)",
+            f"frame {int(clip.indices[i])}  ({i + 1}/{total} of the clip, {clip.fps:.3g} fps)",
             f"predicted: {prediction.label} ({prediction.probability:.0%})",
         )
         frames.append(compose(panels, layout, header))

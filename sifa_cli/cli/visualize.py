@@ -1,0 +1,115 @@
+"""`sifa visualize [CLIP]`: a video of what the SIFA blocks see (offsets, attention, one query's weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
+from sifa_cli.errors import InputError
+
+EXAMPLE_CLIP = Path(__file__).resolve().parents[2] / "examples" / "clip.mp4"
+
+
+def default_clip() -> Path:
+    if not EXAMPLE_CLIP.is_file():
+        raise InputError(f"no CLIP given and the example clip {EXAMPLE_CLIP} is not installed; pass a video file as CLIP")
+    return EXAMPLE_CLIP
+
+
+@handle_errors
+def visualize(
+    clip: Annotated[
+        Optional[Path],
+        typer.Argument(help="Video file. Default: the example clip examples/clip.mp4.", show_default=False),
+    ] = None,
+    weights: WeightsOpt = None,
+    offsets: Annotated[bool, typer.Option("--offsets", help="Arrows: where each location's samples moved in the next frame.")] = False,
+    attention: Annotated[bool, typer.Option("--attention", help="Heat-map: where the correlation weight lands in the next frame.")] = False,
+    block: Annotated[
+        Optional[str],
+        typer.Option("--block", help="SIFA block name(s), comma separated, or 'all' (see --list-blocks). Default: the first."),
+    ] = None,
+    point: Annotated[
+        Optional[str],
+        typer.Option("--point", help="X,Y in pixels of the clip: also show that query's KxK weights at their sampled positions."),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Output .mp4. Default: CLIP's name + _sifa.mp4 in the current folder.", dir_okay=False),
+    ] = None,
+    sheet: Annotated[
+        Optional[Path], typer.Option("--sheet", help="Also write a PNG contact sheet (one frame per feature-frame step).", dir_okay=False)
+    ] = None,
+    list_blocks: Annotated[bool, typer.Option("--list-blocks", help="List the model's SIFA blocks and their feature sizes, then exit.")] = False,
+    panel_size: Annotated[
+        Optional[int], typer.Option("--panel-size", help="Side of each panel in pixels. Default: as large as fits 1920x1080.")
+    ] = None,
+    arrow_scale: Annotated[float, typer.Option("--arrow-scale", help="Lengthen the offset arrows by this factor (shown in the caption).")] = 1.0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Render a video of a model's SIFA offsets and inter-frame attention on a clip.
+
+    Without --offsets, --attention or --point both offsets and attention are shown. Each step from
+    feature frame f-1 to f is drawn over the clip frames of f (4 clip frames per feature frame in
+    SIFA-Net, 8 in its dual path); the first feature frame has nothing to attend from.
+    """
+    from sifa_cli import visualize as vis
+    from sifa_cli.data.decode import capture_native_stderr
+    from sifa_cli.data.spec import InputSpec
+    from sifa_cli.engine.device import resolve_device
+    from sifa_cli.weights.checkpoint import load_model
+
+    # What the user typed is checked before anything slow happens.
+    parsed_point = vis.parse_point(point) if point is not None else None
+    views = [name for name, wanted in (("offsets", offsets), ("attention", attention)) if wanted]
+    if not list_blocks:
+        clip = clip if clip is not None else default_clip()
+        if not clip.exists():
+            raise InputError(f"{clip}: no such file")
+        if out is None:
+            out = Path(f"{clip.stem}_sifa.mp4")
+        vis.check_output_path(out, vis.VIDEO_SUFFIX, "--out")
+        if sheet is not None:
+            vis.check_output_path(sheet, vis.SHEET_SUFFIX, "--sheet")
+
+    model, meta = load_model(weights, resolve_device(device))
+    if list_blocks:
+        spec = InputSpec.from_meta(meta.get("input"))
+        _print_blocks(vis.describe_blocks(model, spec), spec, meta.get("arch", "the model"))
+        return
+
+    with capture_native_stderr():  # decoders print to the terminal directly; errors quote what they said
+        report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
+                               panel_size=panel_size, arrow_scale=arrow_scale)
+    width, height = report.size
+    label = f"{report.prediction.label} ({report.prediction.probability:.0%})"
+    console.print(
+        f"wrote [bold]{escape(str(report.out))}[/]: {report.frames} frames, {width}x{height}, {report.fps:.3g} fps, "
+        f"{report.codec} · {', '.join(report.views)} of {', '.join(report.blocks)} · predicted {escape(label)}",
+        highlight=False, soft_wrap=True,
+    )
+    if report.sheet is not None:
+        console.print(f"contact sheet: [bold]{escape(str(report.sheet))}[/]", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        err_console.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
+    times = ", ".join(f"{name} {seconds:.2f}" for name, seconds in report.seconds.items() if name != "total")
+    err_console.print(f"[dim]{report.seconds['total']:.1f} s ({times}) on {next(model.parameters()).device}[/]",
+                      highlight=False)
+
+
+def _print_blocks(blocks, spec, arch: str) -> None:
+    table = Table("block", "channels", "feature frames", "feature size", "stride", "kernel", header_style="bold",
+                  title=f"SIFA blocks of {escape(arch)} for {spec.frames}-frame {spec.size}x{spec.size} clips")
+    for b in blocks:
+        kernel = f"{b.kernel_size}x{b.kernel_size}" + (f", dilation {b.dilation}" if b.dilation != 1 else "")
+        table.add_row(b.name, str(b.channels), str(b.frames), f"{b.height}x{b.width}", f"{b.stride:g} px", kernel)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("visualize")(visualize)
