@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from sifa_cli.errors import WeightsError
+from sifa_cli.data.sampling import parse_views
+from sifa_cli.errors import InputError, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -15,7 +16,8 @@ SAMPLING_MODES = ("dense", "uniform")
 @dataclass(frozen=True)
 class InputSpec:
     """How to build one clip: `frames` frames, sampled densely at `step` or uniformly (TSN),
-    short side resized to `resize`, cropped to `size`, normalized with `mean`/`std` (0..1 scale)."""
+    short side resized to `resize`, cropped to `size`, normalized with `mean`/`std` (0..1 scale).
+    `views` ("CLIPSxCROPS") is the default multi-view testing for this model."""
 
     frames: int = 16
     step: int = 1
@@ -24,6 +26,7 @@ class InputSpec:
     resize: int = 256
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    views: str = "1x1"
 
     def __post_init__(self) -> None:
         problems = []
@@ -37,6 +40,10 @@ class InputSpec:
             problems.append(f"size={self.size}, resize={self.resize}: need 0 < size <= resize")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append("mean and std need 3 values each, std positive")
+        try:
+            parse_views(self.views)
+        except InputError:
+            problems.append(f"views={self.views!r} must look like CLIPSxCROPS with 1 or 3 crops")
         if problems:
             raise WeightsError("invalid input spec in the checkpoint: " + "; ".join(problems))
 
@@ -55,8 +62,9 @@ class InputSpec:
             for name in ("mean", "std"):
                 if name in known:
                     known[name] = tuple(float(v) for v in known[name])
-            if "sampling" in known:
-                known["sampling"] = str(known["sampling"])
+            for name in ("sampling", "views"):
+                if name in known:
+                    known[name] = str(known[name])
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"invalid input spec in the checkpoint: {exc}") from None
         return cls(**known)

@@ -1,0 +1,208 @@
+"""`sifa predict PATH...`: ranked actions for video files, folders and globs; timelines of long videos."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sifa_cli.cli.common import (
+    DeviceOpt,
+    OutputOpt,
+    Precision,
+    PrecisionOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    handle_errors,
+    is_tty,
+)
+from sifa_cli.errors import InputError
+
+# Tables list every window up to this many; beyond it only the merged segments (files get all).
+MAX_TABLE_WINDOWS = 60
+
+
+@handle_errors
+def predict(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Video files, folders (searched recursively) or glob patterns.", show_default=False),
+    ],
+    weights: WeightsOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per video.")] = 5,
+    views: Annotated[
+        Optional[str],
+        typer.Option("--views", help="Multi-view testing CLIPSxCROPS, e.g. 4x3; crops 1 or 3. Default: the model's."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = Precision.fp32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")] = 8,
+    decoder: Annotated[
+        str, typer.Option("--decoder", help="auto (decord, falling back to OpenCV), decord or opencv.")
+    ] = "auto",
+    output_format: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="table, json, jsonl or csv. Default: table, or --output's suffix."),
+    ] = None,
+    output: OutputOpt = None,
+    timeline: Annotated[
+        bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
+    ] = False,
+    window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
+    stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+) -> None:
+    """Recognise the actions in videos.
+
+    Re-running with the same --output skips the videos already in it. The exit code is 1 when
+    any input failed (each failure is also recorded in the output).
+    """
+    from sifa_cli.data.decode import BACKENDS, capture_native_stderr
+    from sifa_cli.data.inputs import find_videos
+    from sifa_cli.data.sampling import parse_views
+    from sifa_cli.engine.device import resolve_device
+    from sifa_cli.engine.predict import Predictor, plan_windows
+    from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.weights.checkpoint import load_model
+
+    # Everything a user can get wrong is checked before the model loads.
+    fmt = pick_format(output, output_format)
+    if decoder not in BACKENDS:
+        raise InputError(f"--decoder must be one of {', '.join(BACKENDS)}; got {decoder!r}")
+    chosen_views = parse_views(views) if views is not None else None
+    if top_k < 1 or batch_size < 1:
+        raise InputError("--top-k and --batch-size must be at least 1")
+    if timeline:
+        plan_windows(2 * window, window, stride)
+    found = find_videos(paths)
+    for _, problem in found.problems:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if not found.videos:
+        raise typer.Exit(2)
+
+    kept = read_finished(output, fmt) if output is not None else []
+    done_keys = {path_key(record["path"]) for record in kept}
+    videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
+    skipped = len(found.videos) - len(videos)
+    if not videos:
+        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
+        raise typer.Exit(1 if found.problems else 0)
+
+    model, meta = load_model(weights, resolve_device(device))
+    predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
+                          views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder)
+    view_text = str(predictor.views)
+    if output is not None:
+        writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)
+    elif fmt != "table":
+        writer = ResultWriter(fmt, stream=sys.stdout)
+    else:
+        writer = None
+
+    results = []
+    failed = len(found.problems)
+    show_bar = is_tty() and (timeline or len(videos) > 1)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not show_bar,
+    )
+    task = progress.add_task("windows" if timeline else "videos", total=None if timeline else len(videos))
+
+    def count_windows(planned: int, done: int) -> None:
+        if planned:
+            progress.update(task, total=(progress.tasks[0].total or 0) + planned)
+        if done:
+            progress.advance(task, done)
+
+    with capture_native_stderr(), progress:
+        stream = (predictor.timeline(videos, window, stride, progress=count_windows) if timeline
+                  else predictor.predict(videos))
+        try:
+            for result in stream:
+                if not timeline:
+                    progress.advance(task)
+                record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
+                if writer is not None:
+                    writer.write(record)
+                if result.ok:
+                    results.append(result)
+                else:
+                    failed += 1
+                    progress.console.print(f"[bold red]error:[/] {escape(result.error)}", highlight=False, soft_wrap=True)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    if fmt == "table":
+        if timeline:
+            _print_timelines(results)
+        else:
+            _print_predictions(results, top_k)
+    _print_summary(predictor.stats, failed, skipped, output, predictor.device, view_text)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _label_list(top) -> str:
+    return ", ".join(f"{escape(label)} {score:.3f}" for label, score in top)
+
+
+def _print_predictions(results, top_k: int) -> None:
+    if not results:
+        return
+    table = Table("video", "top-1", "score", *(["next"] if top_k > 1 else []), header_style="bold")
+    for result in results:
+        label, score = result.top[0]
+        row = [escape(result.path), f"[bold]{escape(label)}[/]", f"{score:.3f}"]
+        if top_k > 1:
+            row.append(_label_list(result.top[1:]))
+        table.add_row(*row)
+    console.print(table)
+    _print_notes(results)
+
+
+def _print_timelines(results) -> None:
+    for result in results:
+        windows = result.windows or []
+        console.print(f"[bold]{escape(result.path)}[/]  {result.duration:.2f} s, {len(windows)} windows")
+        if len(windows) <= MAX_TABLE_WINDOWS:
+            table = Table("start", "end", "top-1", "score", "next", header_style="bold")
+            for w in windows:
+                table.add_row(f"{w.start:.2f}", f"{w.end:.2f}", escape(w.top[0][0]), f"{w.top[0][1]:.3f}",
+                              _label_list(w.top[1:]))
+            console.print(table)
+        else:
+            console.print(f"[dim]{len(windows)} windows: write them all with --output or --format json/csv[/]")
+        segments = Table("segment start", "end", "label", "mean score", "windows", header_style="bold")
+        for s in result.segments or []:
+            segments.add_row(f"{s.start:.2f}", f"{s.end:.2f}", f"[bold]{escape(s.label)}[/]", f"{s.score:.3f}",
+                             str(s.windows))
+        console.print(segments)
+    _print_notes(results)
+
+
+def _print_notes(results) -> None:
+    for result in results:
+        for note in result.notes:
+            console.print(f"[dim]note: {escape(result.path)}: {escape(note)}[/]", highlight=False, soft_wrap=True)
+
+
+def _print_summary(stats, failed: int, skipped: int, output: Optional[Path], device, views: str) -> None:
+    parts = [f"{stats.videos_ok} video(s) ok", f"{failed} failed"]
+    if skipped:
+        parts.append(f"{skipped} skipped (already in {output})")
+    speed = f"{stats.inputs} clips ({views} views) in {stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s on {device}"
+    line = ", ".join(parts) + " · " + speed
+    if output is not None:
+        line += f" · results in {output}"
+    colour = "red" if failed else "green"
+    err_console.print(f"[{colour}]{escape(line)}[/]", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

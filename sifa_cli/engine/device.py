@@ -1,0 +1,58 @@
+"""Which device runs the model (`--device`) and in which arithmetic (`--precision`)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import ContextManager
+
+import torch
+
+from sifa_cli.errors import InputError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; refuses one that is not there."""
+    text = (name or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match:
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise InputError(f"--device {name}: no CUDA GPU is available (torch {torch.__version__}, {build})")
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device("cuda", index)
+    if text == "mps":
+        if not _mps_available():
+            raise InputError("--device mps: Apple's Metal backend is not available here")
+        return torch.device("mps")
+    raise InputError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """Mixed precision for inference: fp32 runs as is, bf16/fp16 through torch.autocast."""
+    precision = getattr(precision, "value", precision)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise InputError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
+    return torch.autocast(device_type=device.type, dtype=dtype)

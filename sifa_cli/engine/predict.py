@@ -1,0 +1,409 @@
+"""Predict actions in videos: sample clips, cut views, batch them through the model, average.
+
+A background thread opens and decodes the videos a few clips ahead of the model, so decoding and
+inference overlap; clips from consecutive videos share batches. Results come back in input order.
+`timeline` does the same for consecutive windows of long videos and merges windows that agree.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sifa_cli.data.decode import DEFAULT_TIMEOUT_S, Video, read_sampled
+from sifa_cli.data.sampling import Views, dense_span, parse_views, sample_clips
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.data.transforms import evaluation_views
+from sifa_cli.engine.device import autocast
+from sifa_cli.errors import InputError, ModelError, SifaError
+from sifa_cli.models import predict_proba
+
+TopK = list[tuple[str, float]]
+ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+    top: TopK
+
+
+@dataclass
+class Segment:
+    """Consecutive windows with the same top class. Boundaries sit halfway between the centres
+    of the last window of one class and the first of the next; `score` is their mean top score."""
+
+    start: float
+    end: float
+    label: str
+    score: float
+    windows: int
+
+
+@dataclass
+class VideoResult:
+    path: str
+    top: TopK = field(default_factory=list)
+    error: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+    inputs: int = 0  # clips x crops the model ran for this video
+    duration: Optional[float] = None
+    windows: Optional[list[Window]] = None
+    segments: Optional[list[Segment]] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunStats:
+    videos_ok: int = 0
+    videos_failed: int = 0
+    inputs: int = 0  # model inputs (clips x crops)
+    model_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def inputs_per_second(self) -> float:
+        return self.inputs / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def merge_segments(windows: list[Window]) -> list[Segment]:
+    """Runs of windows whose top-1 label is the same, as a partition of the timeline."""
+    segments: list[Segment] = []
+    for i, window in enumerate(windows):
+        label, score = window.top[0]
+        if segments and segments[-1].label == label:
+            segment = segments[-1]
+            segment.score = (segment.score * segment.windows + score) / (segment.windows + 1)
+            segment.windows += 1
+            segment.end = window.end
+            continue
+        if segments:
+            previous = windows[i - 1]
+            boundary = ((previous.start + previous.end) / 2 + (window.start + window.end) / 2) / 2
+            segments[-1].end = boundary
+            start = boundary
+        else:
+            start = window.start
+        segments.append(Segment(start, window.end, label, score, 1))
+    return segments
+
+
+def plan_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """Windows of `window` seconds every `stride` seconds; the last one is aligned to the end so
+    the tail is covered; a video shorter than one window is one window."""
+    if window <= 0 or stride <= 0:
+        raise InputError("--window and --stride must be positive numbers of seconds")
+    if duration <= window:
+        return [(0.0, duration)]
+    count = int(np.floor((duration - window) / stride + 1e-9)) + 1
+    windows = [(k * stride, k * stride + window) for k in range(count)]
+    if windows[-1][1] < duration - 1e-6:
+        windows.append((duration - window, duration))
+    return windows
+
+
+class _Job:
+    """One video: produces model inputs (in a background thread), then turns scores into a result.
+
+    The inputs come in units (a whole video, or a timeline window) of `per_unit` inputs each."""
+
+    def __init__(self, predictor: "Predictor", path: Path):
+        self.predictor = predictor
+        self.path = path
+        self.notes: list[str] = []
+        self.duration: Optional[float] = None
+        self.window_times: list[tuple[float, float]] = []
+
+    def open(self) -> Video:
+        p = self.predictor
+        short_side = p.spec.resize if p.views.crops == 1 else p.spec.size
+        return Video(self.path, backend=p.decoder, short_side=short_side, timeout=p.decode_timeout)
+
+    def clip_views(self, frames: np.ndarray) -> Iterator[Tensor]:
+        spec, views = self.predictor.spec, self.predictor.views
+        for clip in frames:
+            yield from evaluation_views(clip, spec.size, spec.resize, views.crops, spec.mean, spec.std)
+
+    def sample(self, start: int, stop: int) -> tuple[np.ndarray, bool]:
+        spec = self.predictor.spec
+        sampled = sample_clips(spec.frames, spec.step, spec.sampling, self.predictor.views.clips, start, stop)
+        return sampled.indices, sampled.short
+
+    def short_note(self, what: str) -> str:
+        spec = self.predictor.spec
+        needed = dense_span(spec.frames, spec.step) if spec.sampling == "dense" else spec.frames
+        how = "looped" if spec.sampling == "dense" else "repeated"
+        return f"{what}, fewer than the {needed} a clip needs: frames were {how}"
+
+
+class _ClipJob(_Job):
+    def units(self, video: Video) -> int:
+        return 1
+
+    def inputs(self, video: Video) -> Iterator[Tensor]:
+        shortness: list[bool] = []
+
+        def sample(num_frames: int) -> np.ndarray:
+            indices, short = self.sample(0, num_frames)
+            shortness.append(short)
+            return indices
+
+        frames, _ = read_sampled(video, sample)
+        if shortness[-1]:
+            self.notes.append(self.short_note(f"the video has {video.num_frames} frames"))
+        self.duration = video.info.duration
+        yield from self.clip_views(frames)
+
+    def finish(self, scores: Tensor) -> VideoResult:
+        p = self.predictor
+        return VideoResult(str(self.path), p.top(scores.mean(dim=0)), notes=self.notes,
+                           inputs=len(scores), duration=self.duration)
+
+
+class _TimelineJob(_Job):
+    def __init__(self, predictor: "Predictor", path: Path, window: float, stride: float):
+        super().__init__(predictor, path)
+        self.window, self.stride = window, stride
+        self._planned: list[tuple[float, float]] = []
+
+    def units(self, video: Video) -> int:
+        times = video.frame_times()
+        steps = np.diff(times)
+        # the last frame lasts about as long as the gap before it (variable frame rates vary)
+        frame_duration = float(steps[-1]) if len(steps) else (1.0 / video.info.fps if video.info.fps else 0.04)
+        self.duration = float(times[-1] + frame_duration)
+        self._times = times
+        self._planned = plan_windows(self.duration, self.window, self.stride)
+        return len(self._planned)
+
+    def inputs(self, video: Video) -> Iterator[Tensor]:
+        short_windows, fewest = 0, None
+        for start_time, end_time in self._planned:
+            first = int(np.searchsorted(self._times, start_time - 1e-6, side="left"))
+            stop = max(int(np.searchsorted(self._times, end_time - 1e-6, side="left")), first + 1)
+            if first >= video.num_frames:
+                break  # the file held fewer frames than it announced; its notes say so
+            shortness: list[bool] = []
+
+            def sample(num_frames: int, first=first, stop=stop) -> np.ndarray:
+                indices, short = self.sample(min(first, num_frames - 1), min(stop, num_frames))
+                shortness.append(short)
+                return indices
+
+            frames, _ = read_sampled(video, sample)
+            if shortness[-1]:
+                short_windows += 1
+                fewest = min(fewest or stop - first, stop - first)
+            self.window_times.append((start_time, end_time))
+            yield from self.clip_views(frames)
+        if short_windows:
+            self.notes.append(self.short_note(f"{short_windows} window(s) hold as few as {fewest} frames"))
+
+    def finish(self, scores: Tensor) -> VideoResult:
+        p = self.predictor
+        per_window = scores.view(len(self.window_times), p.views.count, -1).mean(dim=1)
+        windows = [Window(round(s, 3), round(e, 3), p.top(row)) for (s, e), row in zip(self.window_times, per_window)]
+        overall = p.top(per_window.mean(dim=0))
+        return VideoResult(str(self.path), overall, notes=self.notes, inputs=len(scores),
+                           duration=round(self.duration, 3), windows=windows, segments=merge_segments(windows))
+
+
+class Predictor:
+    """A model plus everything needed to turn video files into ranked labels.
+
+    meta: the checkpoint metadata ("categories", "input"). views: multi-view testing, default
+    from the checkpoint's input spec. batch_size: model inputs per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: Mapping[str, Any],
+        *,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        views: Views | str | None = None,
+        batch_size: int = 8,
+        top_k: int = 5,
+        decoder: str = "auto",
+        decode_timeout: float = DEFAULT_TIMEOUT_S,
+    ):
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        if top_k < 1:
+            raise InputError(f"--top-k must be at least 1, got {top_k}")
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.precision = getattr(precision, "value", precision)
+        autocast(self.device, self.precision)  # refuses a bad precision now rather than mid-run
+        self.spec = InputSpec.from_meta(meta.get("input"))
+        self.categories = [str(c) for c in meta["categories"]]
+        self.views = parse_views(views) if isinstance(views, str) else (views or parse_views(self.spec.views))
+        self.batch_size = batch_size
+        self.top_k = min(top_k, len(self.categories))
+        self.decoder = decoder
+        self.decode_timeout = decode_timeout
+        self.stats = RunStats()
+
+    # -- public -------------------------------------------------------------------------------
+
+    def predict(self, paths: Iterable[str | Path], progress: Optional[ProgressFn] = None) -> Iterator[VideoResult]:
+        """One result per path, in order; a path that fails gets a result with `error` set."""
+        return self._run((_ClipJob(self, Path(p)) for p in paths), progress)
+
+    def timeline(
+        self, paths: Iterable[str | Path], window: float, stride: float, progress: Optional[ProgressFn] = None
+    ) -> Iterator[VideoResult]:
+        """Per-window top-k over each video, plus merged segments; progress counts windows."""
+        plan_windows(window * 2, window, stride)  # validates window and stride before any work
+        return self._run((_TimelineJob(self, Path(p), window, stride) for p in paths), progress)
+
+    def top(self, scores: Tensor) -> TopK:
+        values, indices = scores.float().topk(self.top_k)
+        return [(self.categories[i], round(float(v), 6)) for v, i in zip(values.tolist(), indices.tolist())]
+
+    def forward(self, batch: Tensor) -> Tensor:
+        """Class probabilities for a batch of model inputs N,C,T,H,W (on the CPU)."""
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                probs = predict_proba(self.model, batch.to(self.device, non_blocking=True))
+            probs = probs.float().cpu()
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise SifaError(
+                    f"out of memory on {self.device}: try a smaller --batch-size or fewer --views"
+                ) from None
+            raise ModelError(
+                f"the model rejected inputs of shape {tuple(batch.shape)}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.stats.model_seconds += time.perf_counter() - started
+        if probs.shape[-1] != len(self.categories):
+            raise ModelError(
+                f"the model gives {probs.shape[-1]} scores but the checkpoint names {len(self.categories)} categories"
+            )
+        return probs
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def _run(self, jobs: Iterable[_Job], progress: Optional[ProgressFn]) -> Iterator[VideoResult]:
+        report = progress or (lambda planned, done: None)
+        per_unit = self.views.count
+        messages: queue.Queue = queue.Queue(maxsize=max(2 * self.batch_size, per_unit + 1))
+        stop = threading.Event()
+        producer = threading.Thread(target=self._produce, args=(jobs, messages, stop), name="sifa-prefetch", daemon=True)
+        started = time.perf_counter()
+        producer.start()
+
+        order: list[_Job] = []  # jobs not yet yielded, in input order
+        state: dict[int, dict[str, Any]] = {}  # per job: scores, expected units, finished flag, error
+        batch: list[tuple[int, Tensor]] = []
+
+        def run_batch() -> None:
+            if not batch:
+                return
+            probs = self.forward(torch.stack([tensor for _, tensor in batch]))
+            for (job_id, _), row in zip(batch, probs):
+                job_state = state[job_id]
+                job_state["scores"].append(row)
+                if len(job_state["scores"]) % per_unit == 0:
+                    job_state["done"] += 1
+                    report(0, 1)
+            self.stats.inputs += len(batch)
+            batch.clear()
+
+        def completed() -> Iterator[VideoResult]:
+            pending = {job_id for job_id, _ in batch}
+            while order and state[id(order[0])]["finished"] and id(order[0]) not in pending:
+                job = order.pop(0)
+                job_state = state.pop(id(job))
+                if job_state["error"] is not None:
+                    result = VideoResult(str(job.path), error=job_state["error"])
+                    self.stats.videos_failed += 1
+                else:
+                    result = job.finish(torch.stack(job_state["scores"]))
+                    self.stats.videos_ok += 1
+                self.stats.wall_seconds = time.perf_counter() - started
+                yield result
+
+        try:
+            while True:
+                kind, job, payload = messages.get()
+                if kind == "start":
+                    order.append(job)
+                    state[id(job)] = {"scores": [], "finished": False, "error": None, "units": 0, "done": 0}
+                elif kind == "plan":
+                    state[id(job)]["units"] = payload
+                    report(payload, 0)
+                elif kind == "input":
+                    batch.append((id(job), payload))
+                    if len(batch) >= self.batch_size:
+                        run_batch()
+                        yield from completed()
+                elif kind in ("end", "failed"):
+                    job_state = state[id(job)]
+                    job_state["finished"] = True
+                    if kind == "failed":
+                        job_state["error"] = payload
+                        batch[:] = [item for item in batch if item[0] != id(job)]
+                        if job_state["units"]:
+                            report(0, job_state["units"] - job_state["done"])
+                        else:  # failed before it could say how much work it was
+                            report(1, 1)
+                    if messages.empty():  # nothing else decoded yet: run what we have now
+                        run_batch()
+                    yield from completed()
+                elif kind == "done":
+                    run_batch()
+                    yield from completed()
+                    return
+                elif kind == "crash":
+                    raise payload
+        finally:
+            stop.set()  # the producer notices within 0.1 s; it is a daemon thread
+            self.stats.wall_seconds = time.perf_counter() - started
+
+    def _produce(self, jobs: Iterable[_Job], messages: queue.Queue, stop: threading.Event) -> None:
+        def put(kind: str, job: Optional[_Job] = None, payload: Any = None) -> None:
+            while not stop.is_set():
+                try:
+                    messages.put((kind, job, payload), timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        try:
+            for job in jobs:
+                if stop.is_set():
+                    return
+                put("start", job)
+                try:
+                    with job.open() as video:
+                        put("plan", job, job.units(video))
+                        for tensor in job.inputs(video):
+                            put("input", job, tensor)
+                            if stop.is_set():
+                                return
+                        job.notes[:0] = video.notes
+                except SifaError as exc:
+                    put("failed", job, str(exc))
+                    continue
+                except MemoryError:
+                    put("failed", job, f"{job.path}: out of memory while decoding; try fewer --views")
+                    continue
+                put("end", job)
+            put("done")
+        except BaseException as exc:  # a bug: hand it to the consumer so it surfaces with its traceback
+            put("crash", None, exc)

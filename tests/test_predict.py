@@ -1,0 +1,178 @@
+"""The prediction engine on real videos with a tiny SIFA-Net trained to name colours."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
+from sifa_cli.engine.predict import Predictor, Window, merge_segments, plan_windows
+from sifa_cli.engine.results import ResultWriter, csv_rows, read_finished, result_record
+from sifa_cli.errors import InputError, ModelError
+from sifa_cli.weights.checkpoint import load_model
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    return load_model(colour_checkpoint(tmp_path_factory.mktemp("ckpt")), "cpu")
+
+
+@pytest.fixture
+def predictor(loaded):
+    model, meta = loaded
+    return Predictor(model, meta, batch_size=4, top_k=3)
+
+
+@pytest.fixture(scope="module")
+def colour_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return {name: write_colour_video(folder / f"{name}.mp4", [name] * 20) for name in CATEGORIES}
+
+
+def test_predicts_each_colour(predictor, colour_videos):
+    order = ["blue", "red", "green", "red"]
+    results = list(predictor.predict([colour_videos[c] for c in order]))
+    assert [r.path for r in results] == [str(colour_videos[c]) for c in order]
+    assert [r.top[0][0] for r in results] == order
+    for result in results:
+        scores = [score for _, score in result.top]
+        assert scores == sorted(scores, reverse=True) and 0.99 < sum(scores) <= 1.0 + 1e-5
+        assert result.inputs == 1 and result.ok
+    assert predictor.stats.videos_ok == 4 and predictor.stats.inputs == 4
+
+
+def test_batching_across_videos_keeps_scores_apart(loaded, colour_videos):
+    model, meta = loaded
+    paths = [colour_videos[c] for c in ["red", "green", "blue", "green", "red"]]
+    one_at_a_time = list(Predictor(model, meta, batch_size=1, views="2x3").predict(paths))
+    shared = list(Predictor(model, meta, batch_size=7, views="2x3").predict(paths))
+    for a, b in zip(one_at_a_time, shared):
+        assert a.inputs == b.inputs == 6
+        assert [label for label, _ in a.top] == [label for label, _ in b.top]
+        assert np.allclose([s for _, s in a.top], [s for _, s in b.top], atol=1e-5)
+
+
+def test_multi_view_averages_views(loaded, colour_videos):
+    model, meta = loaded
+    (single,) = Predictor(model, meta, views="1x1").predict([colour_videos["green"]])
+    (many,) = Predictor(model, meta, views="3x3").predict([colour_videos["green"]])
+    assert single.inputs == 1 and many.inputs == 9
+    assert many.top[0][0] == "green"
+    assert many.top[0][1] != pytest.approx(single.top[0][1], abs=1e-7)  # really other views
+
+
+def test_failures_are_recorded_and_the_batch_goes_on(predictor, colour_videos, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.avi"
+    text.write_text("not a video")
+    paths = [empty, colour_videos["red"], tmp_path / "missing.mp4", text, colour_videos["blue"]]
+    results = list(predictor.predict(paths))
+    assert [r.ok for r in results] == [False, True, False, False, True]
+    assert "empty" in results[0].error and "no such file" in results[2].error and "not a video" in results[3].error
+    assert [r.top[0][0] for r in results if r.ok] == ["red", "blue"]
+    assert predictor.stats.videos_failed == 3 and predictor.stats.videos_ok == 2
+
+
+def test_short_video_is_looped_and_says_so(predictor, tmp_path):
+    path = write_colour_video(tmp_path / "short.mp4", ["blue"] * 3)
+    (result,) = predictor.predict([path])
+    assert result.top[0][0] == "blue"
+    assert any("3 frames, fewer than the 8" in note and "looped" in note for note in result.notes)
+
+
+def test_bf16_agrees_with_fp32(loaded, colour_videos):
+    model, meta = loaded
+    fp32 = list(Predictor(model, meta).predict(colour_videos.values()))
+    bf16 = list(Predictor(model, meta, precision="bf16").predict(colour_videos.values()))
+    assert [r.top[0][0] for r in fp32] == [r.top[0][0] for r in bf16]
+
+
+def test_categories_must_match_the_model(loaded, colour_videos):
+    model, meta = loaded
+    with pytest.raises(ModelError, match="2 categories"):
+        list(Predictor(model, {**meta, "categories": ["a", "b"]}).predict([colour_videos["red"]]))
+
+
+def test_bad_settings_are_refused(loaded):
+    model, meta = loaded
+    for kwargs in ({"batch_size": 0}, {"top_k": 0}, {"views": "2x2"}, {"precision": "fp8"}):
+        with pytest.raises(InputError):
+            Predictor(model, meta, **kwargs)
+
+
+def test_plan_windows():
+    assert plan_windows(10.0, 2.0, 1.0) == [(float(k), float(k + 2)) for k in range(9)]
+    assert plan_windows(10.0, 3.0, 2.0) == [(0, 3), (2, 5), (4, 7), (6, 9), (7.0, 10.0)]  # tail aligned
+    assert plan_windows(1.5, 2.0, 1.0) == [(0.0, 1.5)]
+    with pytest.raises(InputError):
+        plan_windows(10.0, 0.0, 1.0)
+
+
+def test_merge_segments_partitions_the_timeline():
+    labels = ["a", "a", "b", "b", "b", "a"]
+    windows = [Window(k * 1.0, k * 1.0 + 2.0, [(label, 0.5 + k / 100)]) for k, label in enumerate(labels)]
+    segments = merge_segments(windows)
+    assert [(s.label, s.windows) for s in segments] == [("a", 2), ("b", 3), ("a", 1)]
+    # boundaries halfway between the centres of the neighbouring windows (2.0|3.0 and 5.0|6.0)
+    assert [(s.start, s.end) for s in segments] == [(0.0, 2.5), (2.5, 5.5), (5.5, 7.0)]
+    assert segments[1].score == pytest.approx(np.mean([0.52, 0.53, 0.54]))
+    assert merge_segments([]) == []
+
+
+def test_timeline_finds_the_change(predictor, tmp_path):
+    # 8 s at 10 fps: red for the first 4 s, blue after.
+    path = write_colour_video(tmp_path / "long.mp4", ["red"] * 40 + ["blue"] * 40, fps=10)
+    planned = []
+    (result,) = predictor.timeline([path], window=1.0, stride=0.5, progress=lambda p, d: planned.append((p, d)))
+    assert result.duration == pytest.approx(8.0)
+    starts = [w.start for w in result.windows]
+    assert starts == pytest.approx([k * 0.5 for k in range(15)])
+    assert all(w.end == pytest.approx(w.start + 1.0) for w in result.windows)
+    for window in result.windows:
+        if window.end <= 4.0:
+            assert window.top[0][0] == "red", window
+        elif window.start >= 4.0:
+            assert window.top[0][0] == "blue", window
+    assert [s.label for s in result.segments] == ["red", "blue"]
+    assert result.segments[0].start == 0.0 and result.segments[-1].end == pytest.approx(8.0)
+    assert abs(result.segments[0].end - 4.0) <= 0.25 + 1e-6
+    assert sum(s.windows for s in result.segments) == 15
+    assert sum(p for p, _ in planned) == 15 and sum(d for _, d in planned) == 15
+    assert result.inputs == 15
+
+
+def test_timeline_on_variable_frame_rate_uses_real_times(predictor, tmp_path):
+    from conftest import make_variable_frame_rate
+
+    # 40 red frames lasting 0.15 s each (6 s), then 40 blue frames of 0.05 s (2 s): the change is
+    # at 6 s although it is the middle frame.
+    path = write_colour_video(tmp_path / "vfr.mp4", ["red"] * 40 + ["blue"] * 40, fps=10)
+    make_variable_frame_rate(path, [1.5] * 40 + [0.5] * 40)
+    (result,) = predictor.timeline([path], window=1.0, stride=1.0)
+    assert result.duration == pytest.approx(8.0, abs=0.06)
+    labels = [(w.start, w.top[0][0]) for w in result.windows]
+    assert all(label == "red" for start, label in labels if start + 1.0 <= 6.0)
+    assert all(label == "blue" for start, label in labels if start >= 6.0)
+    assert abs(result.segments[0].end - 6.0) <= 0.5 + 1e-6
+
+
+def test_records_and_resuming_from_files(predictor, colour_videos, tmp_path):
+    results = list(predictor.predict([colour_videos["red"], tmp_path / "gone.mp4"]))
+    records = [result_record(r, "1x1") for r in results]
+    assert set(records[0]) >= {"path", "top", "views", "clips"} and records[1] == {
+        "path": str(tmp_path / "gone.mp4"), "error": results[1].error}
+    assert [row["kind"] for row in csv_rows(records[0])] == ["top"] * 3
+    for fmt in ("jsonl", "json", "csv"):
+        out = tmp_path / f"out.{fmt}"
+        writer = ResultWriter(fmt, path=out)
+        for record in records:
+            writer.write(record)
+        writer.close()
+        finished = read_finished(out, fmt)
+        assert [r["path"] for r in finished] == [str(colour_videos["red"])]  # the failure gets retried
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
