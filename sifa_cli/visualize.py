@@ -364,15 +364,31 @@ def colour_of(value: float) -> tuple[int, int, int]:
 # Views. Each draws on a BGR panel of the key frame (the frame the samples come from).
 
 
+def window_shift(capture: BlockCapture, t: int | slice) -> np.ndarray:
+    """(.., 2, h, w): how far each location's sampling window moved, the mean offset of its K*K taps."""
+    return capture.offsets[t].mean(axis=-4)
+
+
+def arrow_grid_step(capture: BlockCapture, geometry: PanelGeometry, arrow_scale: float = 1.0) -> int:
+    """Every how many feature cells an arrow starts: arrows at least MIN_ARROW_SPACING apart, and
+    further when most arrows of the clip are long, so they do not run into each other (but at least
+    4 arrows a side)."""
+    cell = min(geometry.pixels_per_feature(capture.height), geometry.pixels_per_feature(capture.width))
+    shifts = window_shift(capture, slice(1, None))
+    lengths = np.hypot(shifts[:, 0], shifts[:, 1]) * arrow_scale * cell
+    spacing = max(MIN_ARROW_SPACING, 1.25 * float(np.percentile(lengths, 90)) if lengths.size else 0.0)
+    return max(1, min(math.ceil(spacing / cell), min(capture.height, capture.width) // 4))
+
+
 def render_offsets(frame: np.ndarray, capture: BlockCapture, t: int, geometry: PanelGeometry,
-                   arrow_scale: float = 1.0) -> np.ndarray:
-    """One arrow per location of a sparse grid: from the query location to the mean of its K*K
-    sampled positions in frame t, i.e. where its sampling window moved."""
+                   arrow_scale: float = 1.0, step: int | None = None) -> np.ndarray:
+    """One arrow per location of a sparse grid (every `step` cells): from the query location to the
+    mean of its K*K sampled positions in frame t, i.e. where its sampling window moved."""
     image = (frame * 0.8).astype(np.uint8)
     h, w = capture.height, capture.width
-    step = max(1, math.ceil(MIN_ARROW_SPACING / min(geometry.pixels_per_feature(h), geometry.pixels_per_feature(w))))
+    step = step or arrow_grid_step(capture, geometry, arrow_scale)
     rows, cols = np.meshgrid(sparse_grid(h, step), sparse_grid(w, step), indexing="ij")
-    shift_y, shift_x = capture.offsets[t][:, :, rows, cols].mean(axis=0)  # each (grid rows, grid cols)
+    shift_y, shift_x = window_shift(capture, t)[:, rows, cols]  # each (grid rows, grid cols)
     base_y, base_x = geometry.to_panel(rows, cols, h, w)
     tip_y, tip_x = geometry.to_panel(rows + arrow_scale * shift_y, cols + arrow_scale * shift_x, h, w)
     pairs = [((bx, by), (tx, ty)) for bx, by, tx, ty in zip(base_x.ravel(), base_y.ravel(), tip_x.ravel(), tip_y.ravel())]
@@ -613,6 +629,7 @@ def render_clip(
     """One BGR frame per clip frame: a header and, for every block, one panel per view."""
     total = len(clip.indices)
     points: dict[str, PointView] = {}
+    arrow_steps = {name: arrow_grid_step(c, geometry, arrow_scale) for name, c in captures.items()}
     heat: dict[str, dict[int, np.ndarray]] = {}
     heat_scale: dict[str, HeatScale] = {}
     for name, capture in captures.items():
@@ -635,7 +652,7 @@ def render_clip(
                 else:
                     step = f"{t - 1}->{t} of {capture.frames}"
                     if view == "offsets":
-                        panel = render_offsets(frame, capture, t, geometry, arrow_scale)
+                        panel = render_offsets(frame, capture, t, geometry, arrow_scale, arrow_steps[name])
                     elif view == "attention":
                         panel = render_attention(frame, heat[name][t], geometry, heat_scale[name])
                     else:
