@@ -354,12 +354,6 @@ def draw_arrow(image: np.ndarray, start: tuple[float, float], end: tuple[float, 
     cv2.arrowedLine(image, _fixed(*start), _fixed(*end), colour, thickness, cv2.LINE_AA, _SUBPIXEL_BITS, head)
 
 
-def colour_of(value: float) -> tuple[int, int, int]:
-    """The heat-map colour of a value in [0, 1]."""
-    level = np.uint8(np.clip(round(value * 255), 0, 255))
-    return tuple(int(c) for c in cv2.applyColorMap(np.array([[level]], np.uint8), HEAT_COLOURMAP)[0, 0])
-
-
 # ---------------------------------------------------------------------------------------------
 # Views. Each draws on a BGR panel of the key frame (the frame the samples come from).
 
@@ -461,7 +455,8 @@ class PointView:
     """One query of one block, and the square of the panel its view zooms into: it holds every place
     the query samples during the clip, so the view keeps still while the samples move."""
 
-    query: tuple[int, int]  # feature-grid row, column
+    query: tuple[int, int]  # feature-grid row, column: the cell nearest to the --point
+    clicked: tuple[float, float]  # the --point itself, (x, y) in panel pixels
     peak: float  # largest weight of this query over the clip: discs compare across frames
     top: float  # zoom square in panel pixels
     left: float
@@ -489,7 +484,7 @@ def plan_point_view(capture: BlockCapture, geometry: PanelGeometry, query_panel:
     else:
         top, left = float(cy) - side / 2, float(cx) - side / 2
     peak = float(np.abs(capture.correlation[1:, :, qy, qx]).max(initial=0.0))
-    return PointView((qy, qx), peak, top, left, float(side))
+    return PointView((qy, qx), (float(query_panel[0]), float(query_panel[1])), peak, top, left, float(side))
 
 
 POINT_COLOUR = (255, 255, 0)  # cyan
@@ -499,7 +494,8 @@ GRID_COLOUR = (170, 170, 170)
 def render_point(frame: np.ndarray, capture: BlockCapture, t: int, geometry: PanelGeometry, view: PointView) -> np.ndarray:
     """The K*K weights of one query, zoomed in: a disc at each position it samples in frame t, its area
     the weight's size (and its share of this query's weight written next to it); a thin line joins the
-    tap's place on the regular grid (small square) to where it moved."""
+    tap's place on the regular grid (small square) to where it moved. A cross marks the query's cell,
+    a ring the --point it was snapped from."""
     panel = geometry.panel
     scale = panel / view.side
     to_zoom = np.array([[scale, 0.0, -view.left * scale], [0.0, scale, -view.top * scale]])
@@ -533,6 +529,8 @@ def render_point(frame: np.ndarray, capture: BlockCapture, t: int, geometry: Pan
             put_text(image, text, int(sample_x[k] + radii[k] * 0.7) + 3, int(sample_y[k] - radii[k] * 0.7) - 2, 0.4)
     cy, cx = view.to_view(*geometry.to_panel(qy, qx, h, w), panel)
     cv2.drawMarker(image, (int(round(float(cx))), int(round(float(cy)))), BASE_COLOUR, cv2.MARKER_CROSS, 14, 2)
+    py, px = view.to_view(view.clicked[1], view.clicked[0], panel)  # the point as given, before snapping
+    cv2.circle(image, _fixed(float(px), float(py)), 5 * _SUBPIXEL, BASE_COLOUR, 1, cv2.LINE_AA, _SUBPIXEL_BITS)
     return image
 
 

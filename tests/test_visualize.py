@@ -204,6 +204,16 @@ def test_arrows_point_along_the_shift_set_in_the_offset_conv(tiny_model, make_vi
     assert colour_at(bases - 0.5 * arrow).mean() < 0.1
 
 
+def test_a_block_with_a_single_feature_frame_has_nothing_to_show(tiny_model, make_video, tmp_path):
+    video = make_video("clip.mp4", num_frames=12, width=64, height=64)
+    meta = tiny_meta()
+    meta["input"]["frames"] = 8  # the dual path pools 8 frames into one feature frame
+    with pytest.raises(vis.InputError, match="single feature frame"):
+        vis.visualize(video, tiny_model, meta, tmp_path / "o.mp4", block="layer4_dual.1")
+    report = vis.visualize(video, tiny_model, meta, tmp_path / "o.mp4", block="all", panel_size=64)
+    assert report.frames == 8
+
+
 # ---------------------------------------------------------------------------------------------
 # Heat-map and point view, fed with crafted captures
 
@@ -291,12 +301,9 @@ def test_cli_writes_video_and_sheet(checkpoint, make_video, tmp_path):
     assert cv2.imread(str(sheet)) is not None
 
 
-def test_cli_lists_blocks(checkpoint):
-    result = subprocess.run(
-        [sys.executable, "-m", "sifa_cli.cli.main", "visualize", "--weights", str(checkpoint), "--list-blocks"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+def test_cli_lists_blocks(cli, checkpoint):
+    result = cli("--weights", checkpoint, "--list-blocks", "--device", "cpu")
+    assert result.exit_code == 0, result.output
     for name, size in [("layer2.1", "8x8"), ("layer3.1", "4x4"), ("layer4.1", "2x2"), ("layer4_dual.1", "4x4")]:
         line = next(line for line in result.stdout.splitlines() if f" {name} " in line)
         assert size in line
