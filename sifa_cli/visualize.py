@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from sifa_cli.data.decode import Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
-from sifa_cli.data.transforms import resize_short_side, spatial_crops, to_model_input
+from sifa_cli.data.transforms import evaluation_views, resize_short_side, spatial_crops
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.models import predict_proba
 from sifa_cli.models.ops import sifa_padding
@@ -235,19 +235,26 @@ def playback_fps(source_fps: float, indices: np.ndarray) -> float:
 
 
 def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> PreparedClip:
-    """Sample one clip as the model's input spec says (the centre one), and its frames at panel size."""
-    display_short_side = max(1, round(spec.resize * panel / spec.size))
-    with Video(path, short_side=max(spec.resize, display_short_side)) as video:
+    """Sample one clip as the model's input spec says (the centre one) and build its single centre-crop
+    view exactly as `sifa predict --views 1x1` does; decode the same frames again at panel size for
+    display when that needs more pixels."""
+
+    def sample(num_frames: int) -> np.ndarray:
+        return sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, num_frames).indices[0]
+
+    with Video(path, short_side=spec.resize) as video:
         source = video.info
-
-        def sample(num_frames: int) -> np.ndarray:
-            return sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, num_frames).indices[0]
-
         frames, indices = read_sampled(video, sample)
         notes = list(video.notes)
-    if np.unique(indices).size < indices.size and spec.sampling == "dense":
-        notes.append(f"the video has fewer frames than one {spec.frames}-frame clip, so frames repeat")
-    model_frames = spatial_crops(resize_short_side(frames, spec.resize), spec.size, 1)[0]
+        short = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, video.num_frames).short
+    if short:
+        notes.append(f"the video has fewer frames than one {spec.frames}-frame clip spans, so frames repeat")
+    model_input = evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
+
+    display_short_side = max(1, round(spec.resize * panel / spec.size))
+    if display_short_side > min(frames.shape[1:3]) and min(source.width, source.height) > min(frames.shape[1:3]):
+        with Video(path, short_side=display_short_side) as video:
+            frames = video.read(indices)
     resized = resize_short_side(frames, display_short_side)
     display = np.ascontiguousarray(spatial_crops(resized, panel, 1)[0])
     scale = resized.shape[2] / source.width
@@ -255,7 +262,7 @@ def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> Prepar
     offset_x = (panel - 1) / 2 - ((source.width - 1) / 2 + 0.5) * scale + 0.5
     offset_y = (panel - 1) / 2 - ((source.height - 1) / 2 + 0.5) * scale + 0.5
     return PreparedClip(
-        model_input=to_model_input(model_frames, spec.mean, spec.std).unsqueeze(0),
+        model_input=model_input.unsqueeze(0),
         display=display,
         indices=indices,
         fps=playback_fps(source.fps, indices),

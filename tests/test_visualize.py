@@ -132,6 +132,17 @@ def test_output_decodes_with_one_frame_per_clip_frame_at_the_sampling_rate(tiny_
     assert not list(tmp_path.glob(".out.*")), "the partial file was left behind"
 
 
+def test_the_predicted_label_is_what_predict_gives_for_one_centre_view(tiny_model, make_video):
+    from sifa_cli.engine.predict import Predictor
+
+    video = make_video("wide.mp4", num_frames=30, width=112, height=80)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), panel_size=160)
+    [result] = Predictor(tiny_model, tiny_meta(), views="1x1", top_k=1).predict([video])
+    label, score = result.top[0]
+    assert rendering.prediction.label == label
+    assert rendering.prediction.probability == pytest.approx(score, abs=1e-6)
+
+
 def test_a_video_shorter_than_a_clip_is_looped_with_a_note(tiny_model, make_video, tmp_path):
     video = make_video("short.mp4", num_frames=10, width=64, height=64)
     report = vis.visualize(video, tiny_model, tiny_meta(), tmp_path / "short_sifa.mp4", panel_size=96)
