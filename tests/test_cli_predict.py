@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from predict_helpers import colour_checkpoint, write_colour_video
-from sifa_cli.cli import predict as predict_cmd
 from sifa_cli.models import create_model
 from sifa_cli.weights.checkpoint import save_checkpoint
 
@@ -24,13 +22,9 @@ WIDE = {"COLUMNS": "200"}
 
 @pytest.fixture(scope="module")
 def app():
-    app = typer.Typer()
-    predict_cmd.register(app)
+    from sifa_cli.cli.main import _register, app
 
-    @app.command("other")  # a second command keeps `predict` a named subcommand, as in `sifa`
-    def other() -> None:
-        pass
-
+    _register()
     return app
 
 

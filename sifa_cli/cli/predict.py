@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,19 @@ from sifa_cli.cli.common import (
 )
 from sifa_cli.errors import InputError
 
+class Decoder(str, Enum):
+    auto = "auto"
+    decord = "decord"
+    opencv = "opencv"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
 # Tables list every window up to this many; beyond it only the merged segments (files get all).
 MAX_TABLE_WINDOWS = 60
 
@@ -32,7 +46,8 @@ MAX_TABLE_WINDOWS = 60
 def predict(
     paths: Annotated[
         list[str],
-        typer.Argument(help="Video files, folders (searched recursively) or glob patterns.", show_default=False),
+        typer.Argument(help="Video files, folders (searched recursively) or glob patterns.", metavar="PATH",
+                       show_default=False),
     ],
     weights: WeightsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per video.")] = 5,
@@ -44,11 +59,11 @@ def predict(
     precision: PrecisionOpt = Precision.fp32,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")] = 8,
     decoder: Annotated[
-        str, typer.Option("--decoder", help="auto (decord, falling back to OpenCV), decord or opencv.")
-    ] = "auto",
+        Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
+    ] = Decoder.auto,
     output_format: Annotated[
-        Optional[str],
-        typer.Option("--format", "-f", help="table, json, jsonl or csv. Default: table, or --output's suffix."),
+        Optional[OutputFormat],
+        typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
     ] = None,
     output: OutputOpt = None,
     timeline: Annotated[
@@ -62,7 +77,7 @@ def predict(
     Re-running with the same --output skips the videos already in it. The exit code is 1 when
     any input failed (each failure is also recorded in the output).
     """
-    from sifa_cli.data.decode import BACKENDS, capture_native_stderr
+    from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device
@@ -71,9 +86,7 @@ def predict(
     from sifa_cli.weights.checkpoint import load_model
 
     # Everything a user can get wrong is checked before the model loads.
-    fmt = pick_format(output, output_format)
-    if decoder not in BACKENDS:
-        raise InputError(f"--decoder must be one of {', '.join(BACKENDS)}; got {decoder!r}")
+    fmt = pick_format(output, output_format.value if output_format else None)
     chosen_views = parse_views(views) if views is not None else None
     if top_k < 1 or batch_size < 1:
         raise InputError("--top-k and --batch-size must be at least 1")
@@ -95,7 +108,7 @@ def predict(
 
     model, meta = load_model(weights, resolve_device(device))
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
-                          views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder)
+                          views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
     view_text = str(predictor.views)
     if output is not None:
         writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)
@@ -196,7 +209,7 @@ def _print_summary(stats, failed: int, skipped: int, output: Optional[Path], dev
     parts = [f"{stats.videos_ok} video(s) ok", f"{failed} failed"]
     if skipped:
         parts.append(f"{skipped} skipped (already in {output})")
-    speed = f"{stats.inputs} clips ({views} views) in {stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s on {device}"
+    speed = f"{stats.inputs} clip(s) ({views} views) in {stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s on {device}"
     line = ", ".join(parts) + " · " + speed
     if output is not None:
         line += f" · results in {output}"

@@ -514,6 +514,8 @@ class Video:
             if exc.available < 1:
                 raise DecodeError(f"{self.path}: no frame could be decoded (corrupt or truncated)") from None
             raise
+        if len(unique) == len(wanted) and (unique == wanted).all():
+            return frames  # already in order: skip a copy of every frame
         return frames[inverse]
 
     def frame_times(self) -> np.ndarray:

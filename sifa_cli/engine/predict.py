@@ -70,6 +70,7 @@ class RunStats:
     videos_ok: int = 0
     videos_failed: int = 0
     inputs: int = 0  # model inputs (clips x crops)
+    batches: int = 0  # forward passes
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -115,9 +116,9 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
 
 
 class _Job:
-    """One video: produces model inputs (in a background thread), then turns scores into a result.
-
-    The inputs come in units (a whole video, or a timeline window) of `per_unit` inputs each."""
+    """One video: `plan` says how many units of work it is (1, or one per timeline window),
+    `inputs` produces the model inputs (views.count per unit) in the background thread, and
+    `finish` turns their scores into a result."""
 
     def __init__(self, predictor: "Predictor", path: Path):
         self.predictor = predictor
@@ -149,7 +150,7 @@ class _Job:
 
 
 class _ClipJob(_Job):
-    def units(self, video: Video) -> int:
+    def plan(self, video: Video) -> int:
         return 1
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
@@ -177,8 +178,9 @@ class _TimelineJob(_Job):
         super().__init__(predictor, path)
         self.window, self.stride = window, stride
         self._planned: list[tuple[float, float]] = []
+        self._times = np.zeros(0)
 
-    def units(self, video: Video) -> int:
+    def plan(self, video: Video) -> int:
         times = video.frame_times()
         steps = np.diff(times)
         # the last frame lasts about as long as the gap before it (variable frame rates vary)
@@ -290,6 +292,7 @@ class Predictor:
                 f"the model rejected inputs of shape {tuple(batch.shape)}: {str(exc).splitlines()[0]}"
             ) from None
         self.stats.model_seconds += time.perf_counter() - started
+        self.stats.batches += 1
         if probs.shape[-1] != len(self.categories):
             raise ModelError(
                 f"the model gives {probs.shape[-1]} scores but the checkpoint names {len(self.categories)} categories"
@@ -329,6 +332,8 @@ class Predictor:
             while order and state[id(order[0])]["finished"] and id(order[0]) not in pending:
                 job = order.pop(0)
                 job_state = state.pop(id(job))
+                if job_state["error"] is None and job_state["units"] > job_state["done"]:
+                    report(0, job_state["units"] - job_state["done"])  # windows a short file lacked
                 if job_state["error"] is not None:
                     result = VideoResult(str(job.path), error=job_state["error"])
                     self.stats.videos_failed += 1
@@ -391,7 +396,7 @@ class Predictor:
                 put("start", job)
                 try:
                     with job.open() as video:
-                        put("plan", job, job.units(video))
+                        put("plan", job, job.plan(video))
                         for tensor in job.inputs(video):
                             put("input", job, tensor)
                             if stop.is_set():
