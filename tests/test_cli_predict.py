@@ -101,6 +101,16 @@ def test_jsonl_output_is_resumable(runner, app, weights, videos, tmp_path):
     assert fourth.exit_code == 0 and "nothing to do" in fourth.stderr
 
 
+def test_a_foreign_output_file_is_left_alone(runner, app, weights, videos, tmp_path):
+    for name, content in [("notes.jsonl", "my notes\nmore notes\n"), ("table.csv", "a,b\n1,2\n"),
+                          ("data.json", '{"not": "a list"}')]:
+        out = tmp_path / name
+        out.write_text(content)
+        result = runner.invoke(app, ["predict", str(videos), "-w", str(weights), "-o", str(out)])
+        assert result.exit_code == 2
+        assert "is not a" in one_error_line(result) and out.read_text() == content
+
+
 def test_machine_formats_on_stdout(runner, app, weights, videos):
     red = str(videos / "red.mp4")
     as_json = runner.invoke(app, ["predict", red, "-w", str(weights), "-f", "json", "--views", "2x3"])

@@ -84,20 +84,24 @@ def path_key(path: str) -> str:
 def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
     """Successful records an earlier run left in `output` (failed ones are retried). A record cut
     off by an interrupted run is ignored."""
-    if not output.exists() or output.stat().st_size == 0:
-        return []
     if output.is_dir():
         raise InputError(f"--output {output} is a folder")
+    if not output.exists() or output.stat().st_size == 0:
+        return []
     text = output.read_text(encoding="utf-8", errors="replace")
+    if fmt != "json" and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # an interrupted run cut its last line short
     records: list[dict[str, Any]] = []
     if fmt == "jsonl":
-        for line in text.splitlines():
+        for line in filter(str.strip, text.splitlines()):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+                # Rewriting would lose this file's content: it is not ours to drop.
+                raise InputError(f"--output {output} exists but is not a sifa results file; move it away")
+            records.append(record)
     elif fmt == "json":
         try:
             loaded = json.loads(text)
@@ -107,10 +111,9 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
             raise InputError(f"--output {output} exists but is not a JSON list of results; move it away")
         records = [r for r in loaded if isinstance(r, dict)]
     else:
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if rows and set(CSV_FIELDS) - set(rows[0]):
+        if text.splitlines()[:1] != [",".join(CSV_FIELDS)]:
             raise InputError(f"--output {output} exists but is not a sifa results CSV; move it away")
-        records = _records_from_rows(rows)
+        records = _records_from_rows(list(csv.DictReader(io.StringIO(text))))
     return [r for r in records if isinstance(r.get("path"), str) and "error" not in r]
 
 
@@ -126,8 +129,11 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 class ResultWriter:
-    """Writes records to a file (kept complete after every record, so an interrupted run can be
-    resumed) or streams them to a text stream such as stdout."""
+    """Writes records to a file or streams them to a text stream such as stdout. JSON Lines and
+    CSV files get each record as it comes, so an interrupted run can be resumed; a JSON file
+    (one list) is rewritten every JSON_EVERY records and at `close`."""
+
+    JSON_EVERY = 50
 
     def __init__(self, fmt: str, path: Optional[Path] = None, stream: Optional[IO[str]] = None,
                  keep: Iterable[dict[str, Any]] = ()):
@@ -175,7 +181,7 @@ class ResultWriter:
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if self.fmt == "json":
-            if self.path is not None:
+            if self.path is not None and len(self.records) % self.JSON_EVERY == 0:
                 self._rewrite_json()
             return
         target = self._handle if self._handle is not None else self.stream
@@ -189,6 +195,8 @@ class ResultWriter:
         target.flush()
 
     def close(self) -> None:
+        if self.fmt == "json" and self.path is not None:
+            self._rewrite_json()
         if self.fmt == "json" and self.path is None and self.stream is not None:
             self.stream.write(json.dumps(self.records, indent=2, ensure_ascii=False) + "\n")
             self.stream.flush()
