@@ -11,7 +11,7 @@ import pytest
 from conftest import make_variable_frame_rate, nearest_frame_index, pattern_frames
 
 from sifa_cli.data import decode
-from sifa_cli.data.decode import FrameCountError, Video, as_rgb_uint8, read_sampled
+from sifa_cli.data.decode import Video, as_rgb_uint8, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.errors import DecodeError, InputError
 

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
 from sifa_cli.engine.predict import Predictor, Window, merge_segments, plan_windows
