@@ -175,3 +175,14 @@ def test_records_and_resuming_from_files(predictor, colour_videos, tmp_path):
         assert [r["path"] for r in finished] == [str(colour_videos["red"])]  # the failure gets retried
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == records
+
+
+def test_slow_precision_note_only_for_emulated_cpu_arithmetic():
+    import torch
+
+    from sifa_cli.engine.device import slow_precision_note
+
+    assert slow_precision_note(torch.device("cpu"), "fp32") is None
+    assert "fp16" in slow_precision_note(torch.device("cpu"), "fp16")
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert (slow_precision_note(torch.device("cpu"), "bf16") is None) == native_bf16

@@ -80,7 +80,7 @@ def predict(
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
-    from sifa_cli.engine.device import resolve_device
+    from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.weights.checkpoint import load_model
@@ -107,6 +107,9 @@ def predict(
         raise typer.Exit(1 if found.problems else 0)
 
     model, meta = load_model(weights, resolve_device(device))
+    slow = slow_precision_note(next(model.parameters()).device, precision.value)
+    if slow:
+        err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
     view_text = str(predictor.views)

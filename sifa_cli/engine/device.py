@@ -56,3 +56,19 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise InputError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def slow_precision_note(device: torch.device, precision: str) -> str | None:
+    """A warning when 16-bit arithmetic will be emulated: on a CPU without native bf16 support
+    SIFA-R50 ran ~60x slower in bf16 than in fp32 (benchmarks/bench_model.py, AVX2-only CPU)."""
+    precision = getattr(precision, "value", precision)
+    if device.type != "cpu" or precision == "fp32":
+        return None
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) if precision == "bf16" else False
+    except (AttributeError, RuntimeError):
+        native = False
+    if native:
+        return None
+    return (f"this CPU has no native {precision} arithmetic ({torch.backends.cpu.get_cpu_capability()}); "
+            f"--precision {precision} will be much slower than fp32 here")
