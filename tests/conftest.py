@@ -151,8 +151,9 @@ def moving_square_frames(direction: str, rng: np.random.Generator, num_frames: i
     """A bright square crossing a dark, noisy background in `direction`: the label is only in
     the motion, a single frame cannot tell the classes apart."""
     dx, dy = MOTION_STEPS[direction]
-    side = int(rng.integers(12, 18))
-    speed = float(rng.uniform(2.5, 4.0))
+    side = int(size * rng.uniform(0.19, 0.28))
+    # 2.5-4 pixels a frame at 64x64, slower when the path would not fit in the frame
+    speed = min(size * rng.uniform(0.04, 0.0625), 0.9 * (size - side) / max(num_frames - 1, 1))
     travel = speed * (num_frames - 1)
     start_along = rng.uniform(0, size - side - travel)
     across = int(rng.integers(0, size - side))

@@ -105,7 +105,7 @@ def finetune(
 
     Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
     """
-    from sifa_cli.engine.train import train
+    from sifa_cli.engine.train import RunFolder, train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
 
@@ -124,7 +124,9 @@ def finetune(
             raise InputError("--resume reads the run's own config.yaml; drop --config")
         if out is not None and _absolute(out) != _absolute(resume):
             raise InputError("--resume RUN continues in RUN; drop --out")
-        run_config = resumed_config(Path(resume) / "config.yaml", {**given, "out": None})
+        run = RunFolder(Path(resume))
+        run.check_resumable()
+        run_config = resumed_config(run.config, {**given, "out": None})
         run_config.out = _absolute(resume)
         result = train(run_config, resume=True, log=_log, progress=is_tty())
     else:
@@ -150,7 +152,7 @@ def _percent(value) -> str:
 
 
 def _print_summary(result) -> None:
-    if not result.history:
+    if not result.history or not result.is_main:
         return
     table = Table(title=f"Training run {result.run}", title_justify="left")
     for column in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "lr"):
@@ -162,9 +164,9 @@ def _print_summary(result) -> None:
                       f"{record['val_loss']:.4f}", _percent(record["val_top1"]), _percent(record["val_top5"]),
                       f"{record['lr']:.3g}", style=style)
     console.print(table)
-    per_class = Table(title=f"Validation accuracy per class, best epoch ({best_epoch})", title_justify="left")
+    per_class = Table()
     per_class.add_column("class")
-    per_class.add_column("top-1", justify="right")
+    per_class.add_column(f"val top-1, epoch {best_epoch}", justify="right")
     for name, accuracy in result.best["val_per_class"].items():
         per_class.add_row(name, _percent(accuracy))
     console.print(per_class)

@@ -37,6 +37,7 @@ CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
 SPLIT_FOLDERS = ("train", "val")
 # Seconds a single file may keep a decoder busy during the scan before it counts as unreadable.
 SCAN_TIMEOUT_S = 30.0
+REPLACEMENT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,7 @@ class ClipDataset(Dataset):
     Training clips (`augmentation` given) get a random temporal position, crop, jitter and flip
     drawn from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the clips
     the uninterrupted run would have seen, whatever the number of loader workers. Evaluation clips
-    are the centre clip and centre crop, as `sifa predict` makes them. A file that fails to decode
-    now (it passed the scan) yields None, which `collate_clips` drops.
+    are the centre clip and centre crop, as `sifa predict` makes them.
     """
 
     def __init__(self, samples: Sequence[Sample], categories: Sequence[str], spec: InputSpec,
@@ -305,13 +305,18 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int]]:
-        sample = self.samples[index]
-        try:
-            return self.load_clip(sample, index), self.label_index[sample.label]
-        except SifaError as exc:
-            print(f"warning: skipping a clip: {exc}", file=sys.stderr, flush=True)
-            return None
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        # Every process must yield a full batch (DDP steps in lockstep), so a file that broke since
+        # the scan is replaced by the next readable one rather than dropped.
+        for attempt in range(min(len(self.samples), REPLACEMENT_ATTEMPTS)):
+            position = (index + attempt) % len(self.samples)
+            sample = self.samples[position]
+            try:
+                return self.load_clip(sample, position), self.label_index[sample.label]
+            except SifaError as exc:
+                print(f"warning: could not read a training video, using the next one instead: {exc}",
+                      file=sys.stderr, flush=True)
+        raise DecodeError(f"{REPLACEMENT_ATTEMPTS} videos in a row could not be read; is the dataset still there?")
 
     def load_clip(self, sample: Sample, index: int) -> torch.Tensor:
         spec = self.spec
@@ -327,12 +332,3 @@ class ClipDataset(Dataset):
             )
         frames = augment_frames(frames, spec.size, self.augmentation, rng)
         return to_model_input(frames, spec.mean, spec.std)
-
-
-def collate_clips(batch: list) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """Stack clips and labels, leaving out clips that could not be read (None if none could)."""
-    batch = [item for item in batch if item is not None]
-    if not batch:
-        return None
-    clips, labels = zip(*batch)
-    return torch.stack(clips), torch.tensor(labels, dtype=torch.long)

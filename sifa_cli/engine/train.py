@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -430,7 +430,7 @@ class TrainResult:
     skipped: int
     train_clips: int
     val_clips: int
-    messages: list[str] = field(default_factory=list)
+    is_main: bool = True  # False on torchrun's other processes, which write and print nothing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +443,7 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.device = training_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.dist = start_distributed(self.device)
         self._log = log
         self.run = RunFolder(Path(config.out))
@@ -543,7 +544,7 @@ class Trainer:
         if not trainable:
             raise ModelError(f"{start.arch} has no trainable parameters left after --freeze-backbone")
 
-        precision = resolve_precision(config.precision, self.device)
+        precision = self.precision
         scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         optimizer = make_optimizer(model, config, config.lr, config.weight_decay)
         network = model
@@ -657,6 +658,7 @@ class Trainer:
                 "val_top1": val.top1,
                 "val_top5": val.top5,
                 "val_per_class": val.per_class(categories),
+                "val_clips": val.clips,
                 "train_clips_per_s": float(totals[2]) / train_seconds,
                 "epoch_seconds": time.perf_counter() - epoch_start,
             }
@@ -705,7 +707,7 @@ class Trainer:
         return TrainResult(
             run=self.run.root, categories=categories, history=history, best=best, epochs_done=epoch,
             stopped_early=stopped_early, skipped=len(splits.skipped), train_clips=len(splits.train),
-            val_clips=len(splits.val),
+            val_clips=len(splits.val), is_main=self.dist.is_main,
         )
 
     def _describe_start(self, splits: DatasetSplits) -> None:

@@ -1,0 +1,163 @@
+"""Fine-tuning data: layouts, CSV lists, the seeded stratified split, the pre-flight scan of real
+(and deliberately broken) video files, training clips and their augmentation."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import moving_square_frames, write_motion_dataset, write_video
+from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
+from sifa_cli.data.dataset import (
+    ClipDataset,
+    Sample,
+    find_labelled_videos,
+    prepare_dataset,
+    read_csv_list,
+    scan_videos,
+    stratified_split,
+    write_scan_report,
+)
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.errors import InputError
+
+SPEC = InputSpec(frames=8, step=1, sampling="dense", size=32, resize=36)
+
+
+def _samples(counts: dict[str, int]) -> list[Sample]:
+    return [Sample(f"/videos/{label}/{i}.mp4", label) for label, n in counts.items() for i in range(n)]
+
+
+def test_stratified_split_holds_out_each_class_and_depends_only_on_the_seed():
+    samples = _samples({"a": 10, "b": 5, "c": 2, "d": 1})
+    train, val = stratified_split(samples, 0.2, seed=3)
+    assert Counter(s.label for s in val) == {"a": 2, "b": 1, "c": 1}  # d has one clip: it trains
+    assert sorted(train + val, key=lambda s: s.path) == sorted(samples, key=lambda s: s.path)
+    assert not {s.path for s in train} & {s.path for s in val}
+    # Same seed, any input order: same split. Another seed: another split.
+    again_train, again_val = stratified_split(list(reversed(samples)), 0.2, seed=3)
+    assert {s.path for s in again_val} == {s.path for s in val}
+    other = [stratified_split(samples, 0.2, seed=s)[1] for s in range(4, 10)]
+    assert any({s.path for s in o} != {s.path for s in val} for o in other)
+    with pytest.raises(InputError):
+        stratified_split(samples, 1.5, seed=0)
+
+
+def test_class_folders_csv_and_train_val_layouts(tmp_path):
+    root = write_motion_dataset(tmp_path / "folders", per_class=3, num_frames=10, size=32)
+    (root / "left" / "notes.txt").write_text("not a video")
+    found = find_labelled_videos(root)
+    assert Counter(s.label for s in found) == {"left": 3, "right": 3}
+    assert all(Path(s.path).suffix == ".mp4" and Path(s.path).is_absolute() for s in found)
+
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label\n# a comment\n\nfolders/left/000.mp4,went left\n"
+                       f"{root / 'right' / '000.mp4'},went right\n")
+    rows = read_csv_list(listing)
+    assert [(Path(r.path).name, r.label) for r in rows] == [("000.mp4", "went left"), ("000.mp4", "went right")]
+    assert Path(rows[0].path) == (root / "left" / "000.mp4").resolve()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a.mp4,left\nb.mp4\n")
+    with pytest.raises(InputError, match="line 2"):
+        read_csv_list(bad)
+
+    split_root = tmp_path / "split"
+    write_motion_dataset(split_root / "train", per_class=2, num_frames=10, size=32)
+    write_motion_dataset(split_root / "val", per_class=1, num_frames=10, size=32, seed=9)
+    splits = prepare_dataset(split_root, min_frames=8, scan_workers=2)
+    assert splits.categories == ["left", "right"]
+    assert len(splits.train) == 4 and len(splits.val) == 2
+    assert all("/val/" in s.path for s in splits.val)
+
+
+def test_scan_reports_broken_and_short_videos_and_keeps_the_rest(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12, size=32)
+    garbage = root / "left" / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (root / "right" / "empty.mp4").write_bytes(b"")
+    whole = (root / "right" / "000.mp4").read_bytes()
+    (root / "right" / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    write_video(root / "left" / "short.mp4", moving_square_frames("left", np.random.default_rng(1), 3, 32))
+
+    splits = prepare_dataset(root, val_fraction=0.25, seed=0, min_frames=8, scan_workers=3)
+    problems = {Path(s.path).name: s.problem for s in splits.skipped}
+    assert set(problems) == {"garbage.mp4", "empty.mp4", "truncated.mp4", "short.mp4"}
+    assert "only 3 frames" in problems["short.mp4"]
+    assert "empty" in problems["empty.mp4"]
+    assert "truncated" in problems["truncated.mp4"] or "moov" in problems["truncated.mp4"]
+    kept = splits.train + splits.val
+    assert len(kept) == 8 and all(s.num_frames == 12 for s in kept)
+    assert Counter(s.label for s in splits.val) == {"left": 1, "right": 1}
+
+    report = tmp_path / "report.csv"
+    write_scan_report(report, splits.skipped)
+    rows = list(csv.DictReader(report.open()))
+    assert {Path(r["path"]).name for r in rows} == set(problems)
+    assert all(r["problem"] for r in rows)
+
+
+def test_scan_needs_two_usable_classes(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=12, size=32)
+    for path in (root / "right").iterdir():
+        path.write_bytes(b"broken")
+    with pytest.raises(InputError, match="at least 2 classes"):
+        prepare_dataset(root, min_frames=8, scan_workers=2)
+
+
+def test_training_clips_are_reproducible_per_epoch_and_evaluation_clips_fixed(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=16, size=48)
+    usable, skipped = scan_videos(find_labelled_videos(root), min_frames=8, workers=2)
+    assert not skipped
+    augmentation = Augmentation(color_jitter=0.3)
+    train = ClipDataset(usable, ["left", "right"], SPEC, augmentation, seed=5)
+    clip, label = train[1]
+    assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.float32
+    assert label == 0 and train[3][1] == 1
+    assert torch.equal(train[1][0], clip)  # same (seed, epoch, index): same clip
+    train.set_epoch(1)
+    assert not torch.equal(train[1][0], clip)  # a new epoch draws new crops
+    evaluation = ClipDataset(usable, ["left", "right"], SPEC)
+    assert torch.equal(evaluation[0][0], evaluation[0][0])
+    assert evaluation[0][0].shape == (3, 8, 32, 32)
+
+
+def test_a_file_that_breaks_after_the_scan_is_replaced_not_fatal(tmp_path, capsys):
+    root = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=12, size=32)
+    usable, _ = scan_videos(find_labelled_videos(root), min_frames=8, workers=2)
+    Path(usable[0].path).write_bytes(b"gone bad")
+    dataset = ClipDataset(usable, ["left", "right"], SPEC, Augmentation(), seed=0)
+    clip, label = dataset[0]
+    assert clip.shape == (3, 8, 32, 32)
+    assert label == 0  # the next sample, also "left", stands in
+    assert "warning: could not read" in capsys.readouterr().err
+
+
+def test_horizontal_flip_only_when_asked():
+    frame = np.zeros((4, 32, 32, 3), np.uint8)
+    frame[:, :, :8] = 255  # bright on the left
+    whole_frame = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.0)
+    rng = np.random.default_rng(0)
+    unflipped = [augment_frames(frame, 32, Augmentation(**whole_frame), rng) for _ in range(40)]
+    assert all(np.array_equal(out, frame) for out in unflipped)
+    flipped = [augment_frames(frame, 32, Augmentation(**whole_frame, hflip=True), rng) for _ in range(40)]
+    mirrored = sum(np.array_equal(out, frame[:, :, ::-1]) for out in flipped)
+    assert 8 < mirrored < 32 and mirrored + sum(np.array_equal(o, frame) for o in flipped) == 40
+
+
+def test_random_clip_indices():
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(50):
+        dense = random_clip_indices(40, 8, 2, "dense", rng)
+        assert np.all(np.diff(dense) == 2) and dense[0] >= 0 and dense[-1] < 40
+        starts.add(int(dense[0]))
+        uniform = random_clip_indices(40, 8, 1, "uniform", rng)
+        assert np.array_equal(uniform // 5, np.arange(8))  # one frame inside each fifth-of-40 segment
+    assert len(starts) > 10
+    looped = random_clip_indices(5, 8, 1, "dense", rng)
+    assert looped.max() < 5 and len(looped) == 8

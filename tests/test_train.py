@@ -1,0 +1,286 @@
+"""`sifa finetune` end to end on generated motion videos (label = direction of motion), run as real
+subprocesses: learning, predict agreeing with the run's checkpoint, exact resume after SIGKILL,
+two-process data-parallel training under torchrun, and the pieces (schedule, config, init)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from conftest import moving_square_frames, write_motion_dataset, write_video
+from sifa_cli.cli import finetune as finetune_cmd
+from sifa_cli.data.dataset import ClipDataset, find_labelled_videos, scan_videos
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.engine.train import (
+    STATE_FORMAT,
+    Trainer,
+    build_starting_model,
+    get_lr,
+    load_training_state,
+)
+from sifa_cli.engine.train_config import TrainConfig, build_config, read_config_file, resumed_config
+from sifa_cli.errors import InputError
+from sifa_cli.models import create_model, predict_proba
+from sifa_cli.weights.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+SIFA = [sys.executable, "-m", "sifa_cli.cli.main"]
+TINY = ["--model", "sifa_resnet_tiny", "--frames", "8", "--size", "64", "--workers", "0"]
+# Fields of metrics.jsonl that measure wall-clock time and so differ between identical runs.
+TIMING_FIELDS = ("train_clips_per_s", "epoch_seconds")
+
+
+def _env() -> dict:
+    # One thread per process keeps the 2-process runs from fighting over the cores.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+
+
+def finetune(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*SIFA, "finetune", *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=_env())
+
+
+def _metrics_without_timing(path: Path) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_learns_motion_direction_skips_bad_videos_and_predict_agrees(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=20, num_frames=12)
+    (data / "left" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    write_video(data / "right" / "short.mp4", moving_square_frames("right", np.random.default_rng(5), 4))
+    run = tmp_path / "run"
+    result = finetune(data, *TINY, "--epochs", "6", "--batch-size", "8", "--optimizer", "adamw", "--lr", "0.002",
+                      "--out", run)
+    assert result.returncode == 0, result.stderr
+
+    report = (run / "scan_report.csv").read_text()
+    assert "corrupt.mp4" in report and "short.mp4" in report and "only 4 frames" in report
+    assert "2 videos skipped" in result.stderr
+    for name in ("best.safetensors", "last.safetensors", "train_state.pt", "config.yaml", "dataset.json"):
+        assert (run / name).is_file(), name
+    for name in ("curves.png", "confusion_matrix.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run.glob(".*tmp*"))
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert set(history[0]["val_per_class"]) == {"left", "right"}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"] == "sifa_resnet_tiny" and config["lr"] == 0.002 and config["hflip"] is False
+    assert "best validation top-1" in result.stdout
+
+    state, meta = load_checkpoint(run / "best.safetensors")
+    assert meta["arch"] == "sifa_resnet_tiny" and meta["categories"] == ["left", "right"]
+    assert meta["input"]["frames"] == 8 and meta["input"]["size"] == 64
+    assert meta["arch_kwargs"] == {"clip_length": 8}
+    assert meta["training"]["config"]["optimizer"] == "adamw"
+    best_epoch = max(history, key=lambda h: (h["val_top1"], -h["val_loss"]))["epoch"]
+    assert meta["metrics"]["epoch"] == best_epoch
+
+    # Held-out clips the run never saw (another seed), through `sifa predict` with the run's checkpoint.
+    held_out = write_motion_dataset(tmp_path / "held_out", per_class=12, num_frames=12, seed=1234)
+    predictions_file = tmp_path / "predictions.jsonl"
+    predicted = subprocess.run([*SIFA, "predict", str(held_out), "--weights", str(run / "best.safetensors"),
+                                "--output", str(predictions_file), "--device", "cpu"],
+                               capture_output=True, text=True, timeout=240, env=_env())
+    assert predicted.returncode == 0, predicted.stderr
+    predictions = {Path(r["path"]).resolve(): r["top"] for r in map(json.loads, predictions_file.read_text().splitlines())}
+    assert len(predictions) == 24
+    correct = sum(top[0]["label"] == path.parent.name for path, top in predictions.items())
+    assert correct >= 18, f"{correct}/24 held-out clips right (chance: 12)"
+
+    # The engine's own evaluation path (what validation scores) gives the same answers as predict.
+    model, _ = load_model(run / "best.safetensors")
+    samples, _ = scan_videos(find_labelled_videos(held_out), min_frames=8)
+    clips = ClipDataset(samples, meta["categories"], InputSpec.from_meta(meta["input"]))
+    batch = torch.stack([clips[i][0] for i in range(len(clips))])
+    with torch.no_grad():
+        probabilities = predict_proba(model, batch)
+    for sample, row in zip(samples, probabilities):
+        top = predictions[Path(sample.path).resolve()]
+        assert meta["categories"][int(row.argmax())] == top[0]["label"]
+        assert float(row.max()) == pytest.approx(top[0]["score"], abs=1e-4)
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=8, num_frames=12)
+    common = [data, *TINY, "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--log-every", "1"]
+    uninterrupted = finetune(*common, "--out", tmp_path / "whole")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    killed_run = tmp_path / "killed"
+    process = subprocess.Popen([*SIFA, "finetune", *map(str, common), "--out", str(killed_run)],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env())
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("epoch 2/2 batch 1/"):
+            process.send_signal(signal.SIGKILL)  # mid-epoch, without any chance to clean up
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "".join(seen)
+    # What the killed run left is whole and consistent: epoch 1 done, epoch 2 lost.
+    assert load_training_state(killed_run / "train_state.pt")["epoch"] == 1
+    for name in ("best.safetensors", "last.safetensors"):
+        assert load_checkpoint(killed_run / name)[1]["training"]["epoch"] == 1
+    assert len((killed_run / "metrics.jsonl").read_text().splitlines()) == 1
+
+    resumed = finetune("--resume", killed_run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "after epoch 1" in resumed.stderr
+    whole, _ = load_checkpoint(tmp_path / "whole" / "last.safetensors")
+    continued, meta = load_checkpoint(killed_run / "last.safetensors")
+    assert meta["training"]["epoch"] == 2
+    assert whole.keys() == continued.keys()
+    assert all(torch.equal(whole[k], continued[k]) for k in whole), "resumed weights differ from the uninterrupted run"
+    assert _metrics_without_timing(killed_run / "metrics.jsonl") == _metrics_without_timing(tmp_path / "whole" / "metrics.jsonl")
+    state = load_training_state(killed_run / "train_state.pt")
+    assert state["format"] == STATE_FORMAT and state["step"] == 2 * 3  # 12 clips / 4 per batch, 2 epochs
+
+    finished = finetune("--resume", killed_run)
+    assert finished.returncode == 0 and "already finished" in finished.stderr
+    longer = finetune("--resume", killed_run, "--epochs", "3", "--log-every", "100")
+    assert longer.returncode == 0, longer.stderr
+    assert len((killed_run / "metrics.jsonl").read_text().splitlines()) == 3
+    changed = finetune("--resume", killed_run, "--lr", "0.5")
+    assert changed.returncode == 2 and "cannot change 'lr'" in changed.stderr
+
+
+def test_two_process_torchrun_on_cpu_with_gloo(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=6, num_frames=12)
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "sifa_cli.cli.main", "finetune", str(data), *TINY, "--epochs", "2", "--batch-size", "2",
+               "--val-fraction", "0.34", "--out", str(run)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data-parallel training on 2 processes (cpu)" in result.stderr
+    assert result.stdout.count("best validation top-1") == 1  # only rank 0 reports
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2
+    # 4 validation clips, 2 per process: the counts were summed across processes.
+    assert all(h["val_clips"] == 4 for h in history)
+    state = load_training_state(run / "train_state.pt")
+    assert state["step"] == 2 * 2  # 8 training clips / 2 processes / 2 per batch, 2 epochs
+    assert sum(map(sum, state["best"]["confusion"])) == 4
+    model, meta = load_model(run / "best.safetensors")
+    assert meta["training"]["processes"] == 2
+    assert not any(k.startswith("module.") for k in model.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_warms_up_then_follows_a_cosine():
+    lrs = [get_lr(s, base_lr=0.1, total_steps=100, warmup_steps=10, min_lr=0.001) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[10] == pytest.approx(0.1)
+    assert lrs[55] == pytest.approx(0.001 + 0.5 * 0.099)
+    assert get_lr(100, base_lr=0.1, total_steps=100, warmup_steps=10, min_lr=0.001) == pytest.approx(0.001)
+    assert get_lr(0, base_lr=0.1, total_steps=5) == pytest.approx(0.1)
+
+
+def test_config_file_and_command_line_precedence(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("epochs: 7\nbatch-size: 3\noptimizer: adamw\nhflip: true\nlr: 1\n")
+    config = build_config({"epochs": 2, "lr": None}, yaml_file)
+    assert (config.epochs, config.batch_size, config.optimizer, config.hflip, config.lr) == (2, 3, "adamw", True, 1.0)
+    toml_file = tmp_path / "run.toml"
+    toml_file.write_text('model = "sifa_resnet_tiny"\nlabel_smoothing = 0.2\n')
+    assert read_config_file(toml_file) == {"model": "sifa_resnet_tiny", "label_smoothing": 0.2}
+    (tmp_path / "typo.yaml").write_text("epoch: 3\n")
+    with pytest.raises(InputError, match="unknown option.*epoch"):
+        build_config({}, tmp_path / "typo.yaml")
+    (tmp_path / "type.yaml").write_text("epochs: ten\n")
+    with pytest.raises(InputError, match="'epochs' must be a int"):
+        build_config({}, tmp_path / "type.yaml")
+    with pytest.raises(InputError, match="size must be a multiple of 32"):
+        build_config({"size": 100})
+    recorded = tmp_path / "config.yaml"
+    recorded.write_text(yaml.safe_dump(TrainConfig(epochs=3, lr=0.1).to_dict()))
+    assert resumed_config(recorded, {"epochs": 5, "lr": 0.1}).epochs == 5
+    with pytest.raises(InputError, match="cannot change 'batch_size'"):
+        resumed_config(recorded, {"batch_size": 2})
+
+
+def test_starting_from_a_checkpoint_keeps_or_resets_the_classifier(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("sifa_resnet_tiny", num_classes=2, clip_length=8)
+    path = save_checkpoint(tmp_path / "start.safetensors", source, {
+        "arch": "sifa_resnet_tiny", "arch_kwargs": {"clip_length": 8}, "categories": ["left", "right"],
+        "input": {"frames": 8, "size": 64, "resize": 72}})
+    spec = InputSpec(frames=8, size=64, resize=72)
+    messages: list[str] = []
+    same = build_starting_model(TrainConfig(model="sifa_resnet_tiny", init=str(path)), ["left", "right"], spec,
+                                messages.append)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.model.state_dict().items())
+    assert "classifier is kept" in messages[-1]
+    other = build_starting_model(TrainConfig(model="sifa_resnet_tiny", init=str(path)), ["a", "b", "c"], spec,
+                                 messages.append)
+    assert other.model.fc.out_features == 3 and other.model.fc_dual.out_features == 3
+    assert "starts afresh" in messages[-1]
+    kept = {k: v for k, v in other.model.state_dict().items() if not k.startswith(("fc.", "fc_dual."))}
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in kept.items())
+    with pytest.raises(InputError, match="not --model sifa_resnet_small"):
+        build_starting_model(TrainConfig(model="sifa_resnet_small", init=str(path)), ["a", "b"], spec, messages.append)
+
+
+def test_freeze_backbone_trains_only_the_classifier(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=10, size=64)
+    config = build_config(dict(data=str(data), out=str(tmp_path / "run"), model="sifa_resnet_tiny", frames=8, size=64,
+                               workers=0, epochs=1, batch_size=4, freeze_backbone=True, seed=1))
+    torch.manual_seed(config.seed)
+    before = create_model("sifa_resnet_tiny", num_classes=2, clip_length=8).state_dict()
+    Trainer(config, log=lambda message: None).fit()
+    after, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    for key, value in before.items():
+        if key.startswith(("fc.", "fc_dual.")):
+            assert not torch.equal(after[key], value), key
+        else:  # weights and normalisation statistics alike
+            assert torch.equal(after[key], value), key
+
+
+@pytest.fixture(scope="module")
+def cli():
+    app = typer.Typer()
+    finetune_cmd.register(app)
+    app.command("other")(lambda: None)  # a second command keeps `finetune` a subcommand
+    return app
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, cli):
+    runner = CliRunner()
+    data = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=10, size=32)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something").write_text("x")
+    cases = [
+        (["finetune", str(tmp_path / "missing"), "--out", str(tmp_path / "r1")], "dataset not found"),
+        (["finetune", str(data)], "--out"),
+        (["finetune", str(data), "--out", str(tmp_path / "full")], "not empty"),
+        (["finetune", "--resume", str(tmp_path / "full")], "not a sifa run folder"),
+        (["finetune", str(data), "--out", str(tmp_path / "r2"), "--precision", "fp16", "--device", "cpu",
+          *TINY[:4]], "fp16"),
+        (["finetune", str(data), "--out", str(tmp_path / "r3"), "--model", "nonexistent"], "unknown model"),
+        (["finetune", str(data), "--out", str(tmp_path / "r4"), "--config", str(tmp_path / "none.yaml")],
+         "config file not found"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert expected in result.output, (args, result.output)
+        assert "Traceback" not in result.output
