@@ -112,3 +112,16 @@ class SIFABottleneck(Bottleneck):
         offsets = self.conv_offset(difference_rescaled(out))
         aggregated, _ = self.sifa(out, offsets)
         return out + shift_to_query_frame(aggregated)
+
+
+class SIFAModel(nn.Module):
+    """What SIFA-Net and SIFA-Transformer share: finding and switching their SIFA blocks."""
+
+    def sifa_blocks(self) -> list[tuple[str, nn.Module]]:
+        """(name, block) of every block that runs the SIFA step, in forward order."""
+        return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
+
+    def set_sifa_enabled(self, enabled: bool) -> None:
+        """Switch the SIFA step of every block on or off (benchmarks measure its cost this way)."""
+        for _, block in self.sifa_blocks():
+            block.sifa_enabled = enabled

@@ -22,14 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from sifa_cli.errors import ModelError
-from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, conv1x1x1
+from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, conv1x1x1
 from sifa_cli.models.registry import register_model
 
 STEM_TEMPORAL_STRIDE = 4
 DUAL_TEMPORAL_POOL = 2
 
 
-class SIFAResNet(nn.Module):
+class SIFAResNet(SIFAModel):
     """SIFA-Net. Input N,3,T,H,W with T a multiple of 8; returns (main_logits, dual_logits)."""
 
     def __init__(
@@ -85,13 +85,6 @@ class SIFAResNet(nn.Module):
                 nn.init.zeros_(m.bn3.weight)  # each residual branch starts as identity
             if isinstance(m, SIFABottleneck):
                 nn.init.zeros_(m.conv_offset.weight)  # an untrained block samples the regular grid
-
-    def sifa_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
-
-    def set_sifa_enabled(self, enabled: bool) -> None:
-        for _, block in self.sifa_blocks():
-            block.sifa_enabled = enabled
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sifa_cli.errors import ModelError
-from sifa_cli.models.blocks import difference_rescaled, shift_to_query_frame
+from sifa_cli.models.blocks import SIFAModel, difference_rescaled, shift_to_query_frame
 from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention
 from sifa_cli.models.registry import register_model
 
@@ -266,7 +266,7 @@ class TubeletEmbed(nn.Module):
         return self.proj(x)
 
 
-class SIFASwinTransformer(nn.Module):
+class SIFASwinTransformer(SIFAModel):
     """SIFA-Transformer. Input N,3,T,H,W (T a multiple of early_stride, H and W of 32); returns logits."""
 
     def __init__(
@@ -324,13 +324,6 @@ class SIFASwinTransformer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         # LayerNorms start at weight 1 / bias 0 by default, except tda_norm which SIFASwinBlock zeroes.
-
-    def sifa_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
-
-    def set_sifa_enabled(self, enabled: bool) -> None:
-        for _, block in self.sifa_blocks():
-            block.sifa_enabled = enabled
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
