@@ -49,7 +49,7 @@ from sifa_cli.engine.train_config import (
     TrainConfig,
     write_config_yaml,
 )
-from sifa_cli.errors import InputError, ModelError, WeightsError
+from sifa_cli.errors import InputError, ModelError
 from sifa_cli.models import create_model, predict_proba
 
 STATE_FORMAT = "sifa-train-state/1"
