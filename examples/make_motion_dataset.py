@@ -72,15 +72,23 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     return np.where(mean > 127, 0, 255)
 
 
-def render_motion_clip(direction: str, rng: np.random.Generator, size: int = 128, frames: int = 32) -> np.ndarray:
-    """Frames (T, size, size, 3, BGR uint8) of one shape moving in `direction`."""
+def render_motion_clip(direction: str, rng: np.random.Generator, size: int = 128, frames: int = 32,
+                       plain: bool = False) -> np.ndarray:
+    """Frames (T, size, size, 3, BGR uint8) of one shape moving in `direction`.
+
+    plain: a bright shape on a dark flat background and no distractors (an easier task).
+    """
     dx, dy = DIRECTIONS[direction]
-    background = _background(rng, size)
-    for _ in range(int(rng.integers(0, 3))):  # static distractors: shapes that do not move
-        _draw(background, SHAPES[rng.integers(len(SHAPES))], tuple(rng.uniform(0, size, 2)),
-              rng.uniform(0.04, 0.1) * size, _contrasting_colour(rng, background))
+    if plain:
+        background = np.full((size, size, 3), rng.integers(0, 60), dtype=np.uint8)
+        colour = rng.integers(160, 256, 3)
+    else:
+        background = _background(rng, size)
+        for _ in range(int(rng.integers(0, 3))):  # static distractors: shapes that do not move
+            _draw(background, SHAPES[rng.integers(len(SHAPES))], tuple(rng.uniform(0, size, 2)),
+                  rng.uniform(0.04, 0.1) * size, _contrasting_colour(rng, background))
+        colour = _contrasting_colour(rng, background)
     shape = SHAPES[rng.integers(len(SHAPES))]
-    colour = _contrasting_colour(rng, background)
     radius = rng.uniform(0.07, 0.16) * size
     speed = rng.uniform(0.025, 0.05) * size  # pixels per frame: a clear displacement between feature frames
     travel = speed * (frames - 1)
@@ -122,14 +130,14 @@ def write_clip(path: Path, frames: np.ndarray, fps: float = 25.0) -> Path:
 
 
 def make_motion_dataset(root: Path, clips_per_class: int, size: int = 128, frames: int = 32, seed: int = 0,
-                        directions: Sequence[str] = tuple(DIRECTIONS)) -> list[Path]:
+                        directions: Sequence[str] = tuple(DIRECTIONS), plain: bool = False) -> list[Path]:
     """root/<direction>/<direction>_<i>.mp4 for every direction; returns the written paths."""
     written = []
     for class_index, direction in enumerate(directions):
         for i in range(clips_per_class):
             rng = np.random.default_rng([seed, class_index, i])
             path = Path(root) / direction / f"{direction.replace(' ', '_')}_{i:04d}.mp4"
-            written.append(write_clip(path, render_motion_clip(direction, rng, size, frames)))
+            written.append(write_clip(path, render_motion_clip(direction, rng, size, frames, plain)))
     return written
 
 
@@ -142,15 +150,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip", type=Path, help="write a single clip to this file instead of a dataset")
     parser.add_argument("--direction", choices=[d.split()[1] for d in DIRECTIONS], default="right")
+    parser.add_argument("--plain", action="store_true", help="bright shapes on dark flat backgrounds, no distractors")
     args = parser.parse_args()
     if args.clip is not None:
         rng = np.random.default_rng([args.seed, 99])
-        clip = render_motion_clip(f"moving {args.direction}", rng, args.size, args.frames)
+        clip = render_motion_clip(f"moving {args.direction}", rng, args.size, args.frames, args.plain)
         print(write_clip(args.clip, clip))
         return
     if args.out is None:
         parser.error("give the dataset folder, or --clip FILE")
-    paths = make_motion_dataset(args.out, args.clips_per_class, args.size, args.frames, args.seed)
+    paths = make_motion_dataset(args.out, args.clips_per_class, args.size, args.frames, args.seed, plain=args.plain)
     print(f"wrote {len(paths)} clips to {args.out}")
 
 

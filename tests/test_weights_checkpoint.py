@@ -248,3 +248,20 @@ def test_payload_in_a_subprocess_cli_never_runs(malicious, tmp_path, home):
     assert result.returncode == 1
     assert "refusing to load" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+def test_saved_checkpoints_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from sifa_cli.models import create_model
+    from sifa_cli.weights.checkpoint import save_checkpoint
+
+    mask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", create_model("sifa_resnet_tiny", num_classes=2),
+                               {"arch": "sifa_resnet_tiny", "arch_kwargs": {}, "categories": ["a", "b"],
+                                "input": {"frames": 8, "size": 64}})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

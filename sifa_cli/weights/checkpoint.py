@@ -45,12 +45,19 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[nn.Module
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files owner-only; use the usual mode
         os.replace(tmp, path)
     except OSError as exc:
         raise WeightsError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _plain_tensors(state: Mapping[str, Any]) -> StateDict:
