@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sifa_cli.fileio import atomic_write_path
 from sifa_cli.data.decode import Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
@@ -699,9 +699,8 @@ def check_output_path(path: Path, suffix: str, option: str) -> Path:
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
     """Write BGR frames to an mp4 next to `path` and move it into place; returns the codec's name."""
     height, width = frames[0].shape[:2]
-    handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=VIDEO_SUFFIX, dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_write_path(path) as tmp:
+        partial = str(tmp)
         writer, codec = None, None
         with capture_native_stderr():  # a missing H.264 encoder makes FFmpeg print several lines
             for fourcc, name in CODECS:
@@ -715,10 +714,6 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
         for frame in frames:
             writer.write(frame)
         writer.release()
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
     return codec
 
 
@@ -750,15 +745,9 @@ def sheet_frames(total: int, captures: Iterable[BlockCapture]) -> list[int]:
 
 
 def write_sheet(path: Path, sheet: np.ndarray) -> None:
-    handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=SHEET_SUFFIX, dir=path.parent)
-    os.close(handle)
-    try:
-        if not cv2.imwrite(partial, sheet):
+    with atomic_write_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), sheet):
             raise SifaError(f"could not write the contact sheet {path}")
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,7 +153,6 @@ def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
         (["predict", str(tmp_path / "nope.mp4"), "-w", str(weights)], "no such file or folder"),
         (["predict", str(empty_folder), "-w", str(weights)], "no video files in this folder"),
         (["predict", str(tmp_path / "*.mkv"), "-w", str(weights)], "no video files match"),
-        (["predict", red], "--weights"),
         (["predict", red, "-w", "no_such_weights"], "no_such_weights"),
         (["predict", red, "-w", str(tmp_path / "absent.safetensors")], "not found"),
         (["predict", red, "-w", str(other_arch)], "does not fit sifa_resnet_tiny"),
@@ -169,6 +168,13 @@ def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
         result = runner.invoke(app, args, env={**WIDE, "SIFA_HOME": str(tmp_path / "home")})
         assert result.exit_code != 0, args
         assert expected in one_error_line(result), (args, result.stderr)
+
+
+def test_without_weights_the_shipped_default_model_runs(runner, app, videos):
+    result = runner.invoke(app, ["predict", str(videos / "red.mp4"), "--format", "json"], env=WIDE)
+    assert result.exit_code == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    assert record["top"][0]["label"].startswith("moving ")
 
 
 def test_single_bad_video_is_one_line_and_fails(runner, app, weights, tmp_path):

@@ -5,9 +5,10 @@ matplotlib runs on its Agg backend, so figures render on machines without a disp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
+
+from sifa_cli.fileio import atomic_write_path
 
 
 def _pyplot():
@@ -20,10 +21,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    # Written beside the target and renamed, so a reader never sees half a PNG.
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_write_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def plot_curves(history: Sequence[dict], path: Path) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Optional
 
+from sifa_cli.fileio import atomic_write_path
 from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
 
@@ -157,8 +157,7 @@ class ResultWriter:
     def _start_file(self) -> None:
         # Rewrite the kept records first (dropping failed and cut-off ones), then append.
         assert self.path is not None
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
+        with atomic_write_path(self.path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
             if self.fmt == "csv":
                 writer = csv.DictWriter(handle, CSV_FIELDS)
                 writer.writeheader()
@@ -167,16 +166,14 @@ class ResultWriter:
             else:
                 for record in self.kept:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
         self._handle = self.path.open("a", encoding="utf-8", newline="")
         if self.fmt == "csv":
             self._csv = csv.DictWriter(self._handle, CSV_FIELDS)
 
     def _rewrite_json(self) -> None:
         assert self.path is not None
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.kept + self.records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        with atomic_write_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.kept + self.records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sifa_cli import __version__
+from sifa_cli.fileio import atomic_write_path
 from sifa_cli.data.augment import Augmentation
 from sifa_cli.data.dataset import ClipDataset, DatasetSplits, prepare_dataset, write_scan_report
 from sifa_cli.data.sampling import dense_span
@@ -115,19 +116,16 @@ class RunFolder:
             path.unlink(missing_ok=True)
 
     def write_metrics(self, history: list[dict]) -> None:
-        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in history), encoding="utf-8")
-        os.replace(tmp, self.metrics)
+        with atomic_write_path(self.metrics) as tmp:
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in history), encoding="utf-8")
 
 
 def save_training_state(path: Path, state: dict) -> None:
     """torch.save to a temporary file, flushed to disk, then renamed over the old state."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_write_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def load_training_state(path: Path) -> dict:

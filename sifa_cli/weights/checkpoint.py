@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from sifa_cli.fileio import atomic_write_path
 from sifa_cli.errors import WeightsError
 from sifa_cli.weights.download import ProgressFn, fetch
 from sifa_cli.weights.manifest import KIND_INIT, WeightsEntry, WeightsRegistry, load_registry
@@ -42,15 +43,12 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[nn.Module
     meta = validate_meta({**meta, "format": CHECKPOINT_FORMAT}, str(path))
     tensors = _plain_tensors(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files owner-only; use the usual mode
-        os.replace(tmp, path)
+        with atomic_write_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+            os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files owner-only; use the usual mode
     except OSError as exc:
         raise WeightsError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
