@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +13,8 @@ from rich.table import Table
 from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
 from sifa_cli.errors import InputError
 
-EXAMPLE_CLIP = Path(__file__).resolve().parents[2] / "examples" / "clip.mp4"
+# examples/ is installed as the package `sifa_cli.examples` (see pyproject.toml).
+EXAMPLE_CLIP = Path(str(resources.files("sifa_cli.examples").joinpath("clip.mp4")))
 
 
 def default_clip() -> Path:
