@@ -15,23 +15,18 @@ def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Shell-style filter, e.g. 'sifa_resnet*'.")] = None,
 ) -> None:
     """List model architectures with their parameter counts (for 400 classes)."""
+    import torch
+
     from sifa_cli.models import create_model, list_models
     from sifa_cli.models.registry import model_entrypoint
 
     table = Table("name", "parameters", "description")
     for name in list_models(pattern):
-        with _meta_device():
+        with torch.device("meta"):  # no memory or init time, so counting Swin-L is instant
             params = sum(p.numel() for p in create_model(name, num_classes=400).parameters())
         doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()[0]
         table.add_row(name, f"{params / 1e6:.1f} M", doc)
     console.print(table)
-
-
-def _meta_device():
-    # Parameters on the meta device cost no memory or init time, so counting Swin-L is instant.
-    import torch
-
-    return torch.device("meta")
 
 
 def register(app: typer.Typer) -> None:

@@ -51,7 +51,7 @@ from sifa_cli.engine.train_config import (
     write_config_yaml,
 )
 from sifa_cli.errors import InputError, ModelError
-from sifa_cli.models import create_model, predict_proba
+from sifa_cli.models import create_model, head_probabilities, predict_proba
 
 STATE_FORMAT = "sifa-train-state/1"
 # Parameters of these modules form the classifier; --freeze-backbone trains only them.
@@ -365,11 +365,6 @@ def classification_loss(outputs, labels: Tensor, label_smoothing: float) -> Tens
     return sum(F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing) for logits in heads)
 
 
-def mean_head_softmax(outputs) -> Tensor:
-    heads = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    return torch.stack([logits.detach().float().softmax(dim=-1) for logits in heads]).mean(dim=0)
-
-
 # ---------------------------------------------------------------------------------------------
 # RNG state, for an exact resume
 
@@ -625,7 +620,7 @@ class Trainer:
                     loss = classification_loss(outputs, labels, config.label_smoothing)
                     scaler.scale(loss / steps_in_this_group).backward()
                 loss_sum += loss.detach().double().cpu() * len(labels)
-                correct += (mean_head_softmax(outputs).argmax(dim=-1) == labels).sum().double().cpu()
+                correct += (head_probabilities(outputs).argmax(dim=-1) == labels).sum().double().cpu()
                 seen += len(labels)
                 if last_of_group:
                     lr = get_lr(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=warmup_steps,

@@ -16,6 +16,7 @@ __all__ = [
     "SIFAAttention",
     "clean_reference_state_dict",
     "create_model",
+    "head_probabilities",
     "list_models",
     "predict_proba",
     "register_model",
@@ -23,9 +24,13 @@ __all__ = [
 ]
 
 
+def head_probabilities(outputs) -> Tensor:
+    """Class probabilities from a model's output: the mean softmax of SIFA-Net's two heads, or the
+    softmax of SIFA-Transformer's single logits."""
+    heads = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return torch.stack([logits.float().softmax(dim=-1) for logits in heads]).mean(dim=0)
+
+
 def predict_proba(model: nn.Module, x: Tensor) -> Tensor:
-    """Class probabilities for clips x: SIFA-Net averages the softmaxes of its two heads."""
-    logits = model(x)
-    if isinstance(logits, (tuple, list)):
-        return torch.stack([l.float().softmax(dim=-1) for l in logits]).mean(dim=0)
-    return logits.float().softmax(dim=-1)
+    """Class probabilities for clips x (see `head_probabilities`)."""
+    return head_probabilities(model(x))
