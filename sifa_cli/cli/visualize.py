@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,9 +11,9 @@ from rich.table import Table
 
 from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
 from sifa_cli.errors import InputError
+from sifa_cli.resources import examples_dir
 
-# examples/ is installed as the package `sifa_cli.examples` (see pyproject.toml).
-EXAMPLE_CLIP = Path(str(resources.files("sifa_cli.examples").joinpath("clip.mp4")))
+EXAMPLE_CLIP = examples_dir() / "clip.mp4"
 
 
 def default_clip() -> Path:

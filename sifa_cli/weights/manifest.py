@@ -15,11 +15,11 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from sifa_cli.errors import WeightsError
+from sifa_cli.resources import shipped_dir
 
 MANIFEST_FORMAT = "sifa-manifest/1"
 MANIFEST_ENV = "SIFA_MANIFEST"
@@ -114,7 +114,7 @@ class WeightsRegistry:
 
 
 def shipped_manifest_path() -> Path:
-    return Path(str(resources.files("sifa_cli.shipped").joinpath("manifest.json")))
+    return shipped_dir() / "manifest.json"
 
 
 def manifest_paths(extra: Iterable[os.PathLike | str] = ()) -> list[Path]:
