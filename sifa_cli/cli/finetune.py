@@ -37,7 +37,9 @@ def finetune(
                                          panel=_MODEL)] = None,
     init: Annotated[Optional[str], _opt("--init", help="Starting weights: scratch, imagenet (inflated ImageNet "
                                         "weights for --model), a registry name, or a checkpoint file; a classifier "
-                                        "for other classes is re-initialised. [default: scratch]",
+                                        "for other classes is re-initialised. [default: the shipped default model, "
+                                        "pretrained on camera movement, when --model is unset or the same "
+                                        "architecture; else scratch]",
                                         panel=_MODEL)] = None,
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
                                           "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
@@ -80,6 +82,9 @@ def finetune(
                                                panel=_OPT)] = None,
     precision: Annotated[Optional[Precision], _opt("--precision", help="Autocast precision. [default: bf16 or "
                                                    "fp16 on GPUs, fp32 on CPU]", panel=_OPT)] = None,
+    sifa: Annotated[Optional[bool], _opt("--sifa/--no-sifa", help="Run the SIFA steps (default). --no-sifa "
+                                         "switches every one off, leaving plain bottlenecks: the ablation.",
+                                         panel=_MODEL)] = None,
     freeze_backbone: Annotated[Optional[bool], _opt("--freeze-backbone/--no-freeze-backbone",
                                                     help="Train only the classifier. [default: off]",
                                                     panel=_OPT)] = None,
@@ -115,7 +120,7 @@ def finetune(
         scan_workers=scan_workers, workers=workers, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
         optimizer=optimizer, lr=lr, min_lr=min_lr, momentum=momentum, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
-        precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone,
+        precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone, sifa=sifa,
         hflip=hflip, color_jitter=color_jitter, min_crop_area=min_crop_area, device=device, seed=seed,
         patience=patience, min_delta=min_delta, log_every=log_every, license=license,
     )

@@ -263,6 +263,23 @@ def read_init_checkpoint(path: Path, arch: Optional[str]) -> tuple[dict, dict]:
     return state, reference_meta(state, arch=arch, source=f"reference checkpoint {path.name}")
 
 
+def default_init(model: Optional[str], log: Log) -> str:
+    """--init left unset: start from the shipped default model (motion-pretrained: its backbone
+    is kept, its classifier re-initialised for the dataset's classes) when --model is unset or the
+    same architecture; otherwise from scratch, and say so."""
+    from sifa_cli.weights.manifest import load_registry
+
+    registry = load_registry()
+    if registry.default is None:
+        return "scratch"
+    entry = registry.default_entry()
+    if model is None or model == entry.arch:
+        return entry.name
+    log(f"--model {model} differs from the default model's {entry.arch}: training from scratch "
+        f"(--init NAME|FILE to start from other weights)")
+    return "scratch"
+
+
 def init_arch_and_input(init: str) -> tuple[Optional[str], dict]:
     """The architecture a starting point fixes (None for scratch/imagenet) and the input spec it
     was trained with ({} when unknown)."""
@@ -289,7 +306,8 @@ def build_starting_model(config: TrainConfig, categories: list[str], spec: Input
     from sifa_cli.weights.manifest import KIND_INIT, load_registry
 
     arch = config.model
-    kwargs = checkpoint_arch_kwargs(arch, {}, spec.frames, spec.size)
+    sifa_off = {} if config.sifa else {"sifa": False}
+    kwargs = checkpoint_arch_kwargs(arch, sifa_off, spec.frames, spec.size)
     num_classes = len(categories)
     if config.init == "scratch":
         return StartingPoint(create_model(arch, num_classes=num_classes, **kwargs), arch, kwargs, "random initialisation")
@@ -312,7 +330,8 @@ def build_starting_model(config: TrainConfig, categories: list[str], spec: Input
     state, meta = read_init_checkpoint(path, arch)
     if meta["arch"] != arch:
         raise InputError(f"--init {config.init} holds a {meta['arch']} model, not --model {arch}")
-    kwargs = checkpoint_arch_kwargs(arch, dict(meta.get("arch_kwargs") or {}), spec.frames, spec.size)
+    recorded = {k: v for k, v in dict(meta.get("arch_kwargs") or {}).items() if k != "sifa"}
+    kwargs = checkpoint_arch_kwargs(arch, {**recorded, **sifa_off}, spec.frames, spec.size)
     model = create_model(arch, num_classes=len(meta["categories"]), **kwargs)
     load_strict(model, state, str(path), arch)
     what = f"'{entry.name}'" if entry is not None else str(path)
@@ -482,6 +501,8 @@ class Trainer:
     def resolve_model_and_input(self) -> InputSpec:
         """Fill the options left unset from the starting checkpoint or the defaults."""
         config = self.config
+        if config.init is None:
+            config.init = default_init(config.model, self.log)
         fixed_arch, recorded = init_arch_and_input(config.init)
         if config.model is None:
             config.model = fixed_arch or DEFAULT_MODEL
