@@ -18,7 +18,7 @@ python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/camera" --train 500 -
 for variant in sifa nosifa; do
     flag=$([ "$variant" = sifa ] && echo --sifa || echo --no-sifa)
     $SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init scratch --model sifa_resnet_small \
-        --frames 16 --step 2 --size 112 --resize 128 --epochs 25 --batch-size 32 --optimizer adamw --lr 0.002 \
+        --frames 16 --step 2 --size 128 --resize 128 --epochs 14 --batch-size 32 --optimizer adamw --lr 0.002 \
         --warmup-epochs 1 --min-crop-area 0.5 --seed 0 --device "$DEVICE" $flag --out "$WORK/runs/camera_$variant"
 done
 for variant in sifa nosifa; do

@@ -263,6 +263,14 @@ def read_init_checkpoint(path: Path, arch: Optional[str]) -> tuple[dict, dict]:
     return state, reference_meta(state, arch=arch, source=f"reference checkpoint {path.name}")
 
 
+def _single_threaded_worker(_worker_id: int) -> None:
+    """Loader workers decode one clip each: OpenCV's own thread pool in every worker would
+    oversubscribe the cores (torch already runs single-threaded in workers)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def default_init(model: Optional[str], log: Log) -> str:
     """--init left unset: start from the shipped default model (motion-pretrained: its backbone
     is kept, its classifier re-initialised for the dataset's classes) when --model is unset or the
@@ -745,6 +753,7 @@ class Trainer:
             # model's (dropout) alone; the clips' own randomness is seeded by (seed, epoch, index).
             generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch),
             persistent_workers=False, multiprocessing_context="fork" if workers and sys.platform != "win32" else None,
+            worker_init_fn=_single_threaded_worker,
         )
 
     def _progress(self, iterable, description: str, total: int):
@@ -771,7 +780,7 @@ class Trainer:
         k = min(5, num_classes)
         if len(dataset):
             loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
-                                num_workers=self.config.workers or 0)
+                                num_workers=self.config.workers or 0, worker_init_fn=_single_threaded_worker)
             for clips, labels in self._progress(loader, "validation", math.ceil(len(dataset) / self.config.batch_size)):
                 clips = clips.to(self.device)
                 with autocast(self.device, precision):
