@@ -45,10 +45,32 @@ def split_of(source_id: str, test: float = 0.15, val: float = 0.10) -> str:
     return "test" if u < test else "val" if u < test + val else "train"
 
 
+def _group(entry) -> str:
+    """Files that show the same picture: a Plasma wallpaper ships one artwork in several crops and
+    light/dark variants under usr/share/wallpapers/<name>/."""
+    parts = entry.origin.split("/")
+    if "wallpapers" in parts[:-1] and entry.collection == "plasma-workspace-wallpapers":
+        return f"{entry.collection}:{parts[parts.index('wallpapers') + 1]}"
+    return f"{entry.collection}:{entry.origin}"
+
+
+def assign_splits(entries) -> dict[str, str]:
+    """Split of every source id. Train and validation come from the hash of the id alone; a test
+    source whose picture also appears (as another file) in train or validation is left out
+    ("excluded"), so the test split never holds a picture seen in training."""
+    splits = {e.id: split_of(e.id) for e in entries}
+    outside_test = {_group(e) for e in entries if splits[e.id] != "test"}
+    for e in entries:
+        if splits[e.id] == "test" and _group(e) in outside_test:
+            splits[e.id] = "excluded"
+    return splits
+
+
 def _pools(root: Path, split: str) -> tuple[list[Path], list[Path], list[Path]]:
     entries = pool_sources.load_pool(root)
     folder = root / "pool"
-    pick = [e for e in entries if split_of(e.id) == split]
+    splits = assign_splits(entries)
+    pick = [e for e in entries if splits[e.id] == split]
     images = [folder / e.id for e in pick if e.kind == "background"]
     videos = [folder / e.id for e in pick if e.kind == "video"]
     objects = [folder / e.id for e in pick if e.kind == "object"]
