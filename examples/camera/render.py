@@ -188,9 +188,13 @@ class VideoSource:
 
 def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray | VideoSource,
                 object_pool: Sequence[np.ndarray], object_count: int,
-                main_object: Optional[Callable[[float, np.ndarray], MovingObject]] = None) -> list[np.ndarray]:
+                main_object: Optional[Callable[[float, np.ndarray], MovingObject]] = None,
+                path: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+                degrade: bool = True) -> list[np.ndarray]:
     """The clip's frames (BGR uint8), following `plan` over the background. `main_object(window,
-    view_centre)`, if given, makes one more object placed for this clip's window (drawn first)."""
+    view_centre)`, if given, makes one more object placed for this clip's window (drawn first).
+    `path` (centre, log-size, roll as from `camera_path`) replaces the plan's own camera path;
+    `degrade=False` leaves out blur, noise, lighting change and compression."""
     video = background if isinstance(background, VideoSource) else None
     first = video.frame(0) if video else background
     # Real footage is small: enlarge it so the window can move over it.
@@ -198,7 +202,7 @@ def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray
     source_hw = (int(first.shape[0] * enlarge), int(first.shape[1] * enlarge))
     start_offset = int(rng.integers(0, 200)) if video else 0
 
-    centre, logsize, roll = camera_path(rng, plan)
+    centre, logsize, roll = path if path is not None else camera_path(rng, plan)
     window, origin = _fit_window(source_hw, plan, centre, logsize, rng)
     view_centre = origin + centre[0] * window
     objects = make_objects(rng, object_pool, object_count, window, view_centre, plan) \
@@ -214,6 +218,9 @@ def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray
     if rng.random() < 0.15:  # flicker (lamps, auto exposure hunting)
         gain = gain * (1 + 0.06 * np.sin(np.arange(plan.frames) * rng.uniform(0.5, 2.5)))
     jpeg_quality = int(rng.integers(20, 85)) if rng.random() < 0.5 else None
+    if not degrade:
+        blur_sigma, motion_blur, noise, jpeg_quality = 0.0, False, 0.0, None
+        gain = np.ones(plan.frames)
 
     out = []
     previous_centre = None
