@@ -9,6 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from sifa_cli import __version__
+from sifa_cli.cli.helpfmt import tidy_help_types
+
+tidy_help_types()
 
 
 class OneLineErrors(TyperGroup):
