@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sifa_cli.cli.common import (
     DeviceOpt,
@@ -186,14 +187,24 @@ def _label_list(top) -> str:
 def _print_predictions(results, top_k: int) -> None:
     if not results:
         return
-    table = Table("video", "top-1", "score", *(["next"] if top_k > 1 else []), header_style="bold")
-    for result in results:
+    from sifa_cli.cli.tables import Col, cut_left, fit_table, relative_paths
+
+    root, shown = relative_paths([result.path for result in results])
+    cols = [Col("video", cut_left=True, min_width=40), Col("top-1"), Col("score", justify="right", priority=1)]
+    if top_k > 1:
+        cols.append(Col("next", wrap=True, min_width=16, priority=2, fold_at=", "))
+    rows = []
+    for result, path in zip(results, shown):
         label, score = result.top[0]
-        row = [escape(result.path), f"[bold]{escape(label)}[/]", f"{score:.3f}"]
-        if top_k > 1:
-            row.append(_label_list(result.top[1:]))
-        table.add_row(*row)
-    console.print(table)
+        rows.append([path, Text(label, style="bold"), f"{score:.3f}",
+                     *([", ".join(f"{l} {s:.3f}" for l, s in result.top[1:])] if top_k > 1 else [])])
+    fitted = fit_table(cols, rows, console.width, header_style="bold")
+    if root:
+        console.print(Text("videos in ") + cut_left(root, max(16, console.width - 10)), no_wrap=True)
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(f"[dim]not shown at this width: {', '.join(fitted.dropped)} (widen the terminal or use "
+                      "--format json)[/]", highlight=False)
     _print_notes(results)
 
 
