@@ -114,7 +114,7 @@ def predict(
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
-                                   (window, stride) if timeline else None, weights_name=weights)
+                                   (window, stride) if timeline else None)
 
     kept = [] if overwrite else existing
     if kept:

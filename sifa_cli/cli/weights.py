@@ -26,8 +26,8 @@ ManifestOpt = Annotated[
         dir_okay=False,
     ),
 ]
-NameArg = Annotated[str, typer.Argument(help="A registry name (see `sifa weights list`).")]
-TargetArg = Annotated[str, typer.Argument(help="A registry name or a weights file.")]
+NameArg = Annotated[str, typer.Argument(help="A registry name (see `sifa weights list`).", metavar="NAME")]
+TargetArg = Annotated[str, typer.Argument(help="A registry name or a weights file.", metavar="TARGET")]
 
 
 def _size(num_bytes: Optional[int]) -> str:
@@ -157,7 +157,8 @@ def verify(target: TargetArg, manifest: ManifestOpt = None) -> None:
 @weights_app.command("import")
 @handle_errors
 def import_checkpoint(
-    file: Annotated[Path, typer.Argument(help="A reference SIFA checkpoint (.pth).", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="A reference SIFA checkpoint (.pth).", exists=True, dir_okay=False,
+                                                metavar="FILE")],
     arch: Annotated[str, typer.Option("--arch", help="The architecture it was trained as (see `sifa models`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The sifa checkpoint to write.", dir_okay=False)],
     labels: Annotated[
@@ -183,7 +184,7 @@ def import_checkpoint(
 
 @weights_app.command("rm")
 @handle_errors
-def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose cached files to delete.")],
+def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose cached files to delete.", metavar="NAME")],
            manifest: ManifestOpt = None) -> None:
     """Delete cached weights (shipped files are never touched)."""
     from sifa_cli.weights.cache import cache_path, remove_cached

@@ -21,23 +21,28 @@ COMPARED = ("weights_sha256", "input", "views", "top_k", "timeline")
 INPUT_FIELDS = ("frames", "step", "sampling", "size", "resize")
 
 
-def weights_file(weights: Union[str, Path, None], manifests: Iterable[Union[str, Path]] = ()) -> Path:
-    """The local file a --weights value loads (a registry entry's verified copy, or the file)."""
+def weights_file(weights: Union[str, Path, None], manifests: Iterable[Union[str, Path]] = ()) -> tuple[Path, str]:
+    """(the local file a --weights value loads, a name for it): a registry entry's verified copy and
+    its registry name, or the file and its path as given."""
     from sifa_cli.weights.checkpoint import weights_target
     from sifa_cli.weights.download import fetch
     from sifa_cli.weights.manifest import load_registry
 
     target = weights_target(weights, load_registry(manifests))
-    return target if isinstance(target, Path) else fetch(target, progress=False)
+    if isinstance(target, Path):
+        return target, str(weights)
+    return fetch(target, progress=False), target.name
 
 
-def prediction_settings(weights_path: Path, spec: InputSpec, views: Any, top_k: int,
-                        timeline: Optional[tuple[float, float]] = None, weights_name: Optional[str] = None) -> dict:
-    """The settings record for predictions made with these choices (see the module docstring)."""
+def prediction_settings(weights: tuple[Path, str], spec: InputSpec, views: Any, top_k: int,
+                        timeline: Optional[tuple[float, float]] = None) -> dict:
+    """The settings record for predictions made with these choices (see the module docstring);
+    `weights` as `weights_file` returns it."""
     from sifa_cli.weights.cache import file_sha256
 
+    weights_path, weights_name = weights
     return {
-        "weights": weights_name or Path(weights_path).name,
+        "weights": weights_name,
         "weights_sha256": file_sha256(Path(weights_path)),
         "input": {name: getattr(spec, name) for name in INPUT_FIELDS},
         "views": str(views),
