@@ -24,8 +24,8 @@ def _opt(*names: str, help: str, panel: str, **kwargs):
 @handle_errors
 def finetune(
     data: Annotated[Optional[Path], typer.Argument(
-        help="Videos: DIR/<class>/*.mp4, DIR/train + DIR/val, or a CSV of path,label rows.",
-        show_default=False)] = None,
+        help="Videos: `DIR/<class>/*.mp4`, `DIR/train` + `DIR/val`, or a CSV of `path,label` rows.",
+        show_default=False, metavar="DATA")] = None,
     out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots).",
                                         panel=_RUN, file_okay=False)] = None,
     resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sifa_cli.cli.common import (
     DeviceOpt,
@@ -66,6 +67,9 @@ def predict(
         typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
     ] = None,
     output: OutputOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it.")
+    ] = False,
     timeline: Annotated[
         bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
     ] = False,
@@ -74,8 +78,10 @@ def predict(
 ) -> None:
     """Recognise the actions in videos.
 
-    Re-running with the same --output skips the videos already in it. The exit code is 1 when
-    any input failed (each failure is also recorded in the output).
+    Re-running with the same --output skips the videos already in it, if they were made with the
+    same weights, input, views, top-k and timeline settings (recorded in each result); otherwise it
+    stops, unless --overwrite starts the file afresh. The exit code is 1 when any input failed
+    (each failure is also recorded in the output).
     """
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
@@ -83,6 +89,7 @@ def predict(
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
     from sifa_cli.weights.checkpoint import load_model
 
     # Everything a user can get wrong is checked before the model loads.
@@ -97,14 +104,8 @@ def predict(
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not found.videos:
         raise typer.Exit(2)
-
-    kept = read_finished(output, fmt) if output is not None else []
-    done_keys = {path_key(record["path"]) for record in kept}
-    videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
-    skipped = len(found.videos) - len(videos)
-    if not videos:
-        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
-        raise typer.Exit(1 if found.problems else 0)
+    # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
+    existing = read_finished(output, fmt) if output is not None else []
 
     model, meta = load_model(weights, resolve_device(device))
     slow = slow_precision_note(next(model.parameters()).device, precision.value)
@@ -112,6 +113,19 @@ def predict(
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
+    settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
+                                   (window, stride) if timeline else None)
+
+    kept = [] if overwrite else existing
+    if kept:
+        check_resumable(kept, settings, output)
+    done_keys = {path_key(record["path"]) for record in kept}
+    videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
+    skipped = len(found.videos) - len(videos)
+    if not videos:
+        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
+        raise typer.Exit(1 if found.problems else 0)
+
     view_text = str(predictor.views)
     if output is not None:
         writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)
@@ -143,6 +157,8 @@ def predict(
                 if not timeline:
                     progress.advance(task)
                 record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
+                if result.ok:
+                    record["settings"] = settings
                 if writer is not None:
                     writer.write(record)
                 if result.ok:
@@ -171,14 +187,24 @@ def _label_list(top) -> str:
 def _print_predictions(results, top_k: int) -> None:
     if not results:
         return
-    table = Table("video", "top-1", "score", *(["next"] if top_k > 1 else []), header_style="bold")
-    for result in results:
+    from sifa_cli.cli.tables import Col, cut_left, fit_table, relative_paths
+
+    root, shown = relative_paths([result.path for result in results])
+    cols = [Col("video", cut_left=True, min_width=40), Col("top-1"), Col("score", justify="right", priority=1)]
+    if top_k > 1:
+        cols.append(Col("next", wrap=True, min_width=16, priority=2, fold_at=", "))
+    rows = []
+    for result, path in zip(results, shown):
         label, score = result.top[0]
-        row = [escape(result.path), f"[bold]{escape(label)}[/]", f"{score:.3f}"]
-        if top_k > 1:
-            row.append(_label_list(result.top[1:]))
-        table.add_row(*row)
-    console.print(table)
+        rows.append([path, Text(label, style="bold"), f"{score:.3f}",
+                     *([", ".join(f"{l} {s:.3f}" for l, s in result.top[1:])] if top_k > 1 else [])])
+    fitted = fit_table(cols, rows, console.width, header_style="bold")
+    if root:
+        console.print(Text("videos in ") + cut_left(root, max(16, console.width - 10)), no_wrap=True)
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(f"[dim]not shown at this width: {', '.join(fitted.dropped)} (widen the terminal or use "
+                      "--format json)[/]", highlight=False)
     _print_notes(results)
 
 
