@@ -117,7 +117,8 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     plan = render.plan_clip(rng, label if task == "camera" else "static", frames, short_side)
     if task == "object":
         main = _main_object(rng, plan, label, object_pool[:1])
-        frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main)
+        frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
+                                        object_scale=0.4)
     else:
         # Objects move through the scene in every class, and most often in static shots.
         chance = 0.75 if label == "static" else 0.45

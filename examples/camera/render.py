@@ -190,11 +190,12 @@ def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray
                 object_pool: Sequence[np.ndarray], object_count: int,
                 main_object: Optional[Callable[[float, np.ndarray], MovingObject]] = None,
                 path: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
-                degrade: bool = True) -> list[np.ndarray]:
+                degrade: bool = True, object_scale: float = 1.0) -> list[np.ndarray]:
     """The clip's frames (BGR uint8), following `plan` over the background. `main_object(window,
     view_centre)`, if given, makes one more object placed for this clip's window (drawn first).
     `path` (centre, log-size, roll as from `camera_path`) replaces the plan's own camera path;
-    `degrade=False` leaves out blur, noise, lighting change and compression."""
+    `degrade=False` leaves out blur, noise, lighting change and compression; `object_scale` shrinks
+    (and slows) the `object_count` other objects, so that a main object stays the main subject."""
     video = background if isinstance(background, VideoSource) else None
     first = video.frame(0) if video else background
     # Real footage is small: enlarge it so the window can move over it.
@@ -207,6 +208,9 @@ def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray
     view_centre = origin + centre[0] * window
     objects = make_objects(rng, object_pool, object_count, window, view_centre, plan) \
         if object_pool and object_count else []
+    for obj in objects:
+        obj.size *= object_scale
+        obj.velocity *= object_scale
     if main_object is not None:
         objects.insert(0, main_object(window, view_centre))
 
