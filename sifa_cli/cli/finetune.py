@@ -159,15 +159,23 @@ def _percent(value) -> str:
 def _print_summary(result) -> None:
     if not result.history or not result.is_main:
         return
-    table = Table(title=f"Training run {result.run}", title_justify="left")
-    for column in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "lr"):
-        table.add_column(column, justify="right")
+    # Every epoch was logged as it ended (and is in metrics.jsonl): the summary shows the best and the last.
     best_epoch = result.best.get("epoch")
-    for record in result.history:
-        style = "bold green" if record["epoch"] == best_epoch else None
-        table.add_row(str(record["epoch"]), f"{record['train_loss']:.4f}", _percent(record["train_top1"]),
-                      f"{record['val_loss']:.4f}", _percent(record["val_top1"]), _percent(record["val_top5"]),
-                      f"{record['lr']:.3g}", style=style)
+    shown = [r for r in result.history if r["epoch"] == best_epoch]
+    if result.history[-1]["epoch"] != best_epoch:
+        shown.append(result.history[-1])
+    with_top5 = any(r.get("val_top5") is not None for r in shown)
+    table = Table(title=f"Training run {result.run}", title_justify="left")
+    for column in ("", "epoch", "train loss", "train top-1", "val loss", "val top-1", *(["val top-5"] if with_top5
+                                                                                         else []), "objective"):
+        table.add_column(column, justify="right" if column else "left")
+    for record in shown:
+        name = "best" if record["epoch"] == best_epoch else "last"
+        top5 = [_percent(record.get("val_top5"))] if with_top5 else []
+        train_loss = record.get("train_nll", record["train_loss"])
+        table.add_row(name, str(record["epoch"]), f"{train_loss:.4f}", _percent(record["train_top1"]),
+                      f"{record['val_loss']:.4f}", _percent(record["val_top1"]), *top5, f"{record['train_loss']:.4f}",
+                      style="bold green" if name == "best" else None)
     console.print(table)
     per_class = Table()
     per_class.add_column("class")

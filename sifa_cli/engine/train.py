@@ -54,6 +54,8 @@ from sifa_cli.errors import InputError, ModelError
 from sifa_cli.models import create_model, head_probabilities, predict_proba
 
 STATE_FORMAT = "sifa-train-state/1"
+# Top-k accuracy reported besides top-1, only for models with more classes than this.
+TOP_K = 5
 # Parameters of these modules form the classifier; --freeze-backbone trains only them.
 HEAD_MODULES = ("fc", "fc_dual")
 
@@ -427,7 +429,7 @@ def _as_tuples(value):
 class EpochMetrics:
     loss: float
     top1: float
-    top5: float
+    top5: Optional[float]  # None with TOP_K classes or fewer, where it is always 100%
     confusion: list[list[int]]
     clips: int
 
@@ -451,6 +453,41 @@ class TrainResult:
     train_clips: int
     val_clips: int
     is_main: bool = True  # False on torchrun's other processes, which write and print nothing
+
+
+LOSS_EXPLANATION = ("loss: mean -log p(true class) of the predicted probabilities (as `sifa predict` gives them), "
+                    "on the augmented training clips and on the validation clips; objective: what training "
+                    "minimises (cross-entropy of each head, summed, with label smoothing)")
+
+
+def epoch_line(record: dict, epochs: int, improved: bool) -> str:
+    """One log line per epoch: comparable train and validation losses, accuracy, speed and timing."""
+    top5 = f" top-{TOP_K} {100 * record['val_top5']:.1f}%" if record.get("val_top5") is not None else ""
+    train_loss = record.get("train_nll", record["train_loss"])
+    timing = f"{record['train_clips_per_s']:.1f} clips/s, {record['epoch_seconds']:.0f} s"
+    if "data_wait_seconds" in record:
+        timing += f" (waiting for data {record['data_wait_seconds']:.0f} s, validation {record['val_seconds']:.0f} s)"
+    return (f"epoch {record['epoch']}/{epochs}: train loss {train_loss:.4f} top-1 {100 * record['train_top1']:.1f}% | "
+            f"val loss {record['val_loss']:.4f} top-1 {100 * record['val_top1']:.1f}%{top5}"
+            f"{' (best)' if improved else ''} | objective {record['train_loss']:.4f} | {timing}")
+
+
+def slow_epoch_note(previous: dict, current: dict) -> Optional[str]:
+    """When an epoch trained at under half the next one's speed, where its extra time went."""
+    if not previous.get("train_clips_per_s") or current["train_clips_per_s"] < 2 * previous["train_clips_per_s"]:
+        return None
+    if "data_wait_seconds" not in previous:
+        return None
+    ratio = current["train_clips_per_s"] / previous["train_clips_per_s"]
+    train_time = {r["epoch"]: r["epoch_seconds"] - r.get("val_seconds", 0.0) for r in (previous, current)}
+    extra = train_time[previous["epoch"]] - train_time[current["epoch"]]
+    extra_wait = previous["data_wait_seconds"] - current["data_wait_seconds"]
+    start_up = previous["first_batch_seconds"] - current["first_batch_seconds"]
+    cause = ("mostly waiting for data (decoding files the first time, loader start-up)" if extra_wait > extra / 2
+             else "mostly in the model (one-time set-up of its kernels, or other programs busy on the same cores)")
+    return (f"note: epoch {previous['epoch']} trained {ratio:.1f}x slower than epoch {current['epoch']}: "
+            f"{extra:.0f} s more, {max(extra_wait, 0):.0f} s of it waiting for data (its first batch took "
+            f"{previous['first_batch_seconds']:.1f} s, {start_up:+.1f} s); {cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,11 +669,20 @@ class Trainer:
             loader = self._loader(train_set, sampler, epoch)
             set_train_mode(model, config.freeze_backbone)
             loss_sum = torch.zeros((), dtype=torch.float64)
+            nll_sum = torch.zeros((), dtype=torch.float64)
             correct = torch.zeros((), dtype=torch.float64)
             seen = torch.zeros((), dtype=torch.float64)
             optimizer.zero_grad(set_to_none=True)
             batches = self._progress(loader, f"epoch {epoch + 1}/{config.epochs}", batches_per_epoch)
+            # Where the epoch's time goes: waiting for the loader (decoding, augmentation, worker
+            # start-up) versus the model; the first batch also pays the loader's start-up.
+            data_wait, first_batch = 0.0, None
+            waiting_since = time.perf_counter()
             for batch_index, (clips, labels) in enumerate(batches):
+                arrived = time.perf_counter()
+                data_wait += arrived - waiting_since
+                if first_batch is None:
+                    first_batch = arrived - epoch_start
                 clips = clips.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 in_step = batch_index % config.accumulate
@@ -649,7 +695,10 @@ class Trainer:
                     loss = classification_loss(outputs, labels, config.label_smoothing)
                     scaler.scale(loss / steps_in_this_group).backward()
                 loss_sum += loss.detach().double().cpu() * len(labels)
-                correct += (head_probabilities(outputs).argmax(dim=-1) == labels).sum().double().cpu()
+                probabilities = head_probabilities(outputs).detach().float()
+                # the validation loss's definition, on the (augmented) training clips
+                nll_sum -= probabilities.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().double().cpu()
+                correct += (probabilities.argmax(dim=-1) == labels).sum().double().cpu()
                 seen += len(labels)
                 if last_of_group:
                     lr = get_lr(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=warmup_steps,
@@ -666,15 +715,19 @@ class Trainer:
                 if not self.progress and (batch_index + 1) % config.log_every == 0:
                     self.log(f"epoch {epoch + 1}/{config.epochs} batch {batch_index + 1}/{batches_per_epoch} "
                              f"loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.3g}")
+                waiting_since = time.perf_counter()
             train_seconds = time.perf_counter() - epoch_start
-            totals = self.dist.sum(torch.stack([loss_sum, correct, seen]).to(self.device)).cpu()
+            totals = self.dist.sum(torch.stack([loss_sum, correct, seen, nll_sum]).to(self.device)).cpu()
+            val_start = time.perf_counter()
             val = self.evaluate(network, val_set, len(categories), precision)
+            val_seconds = time.perf_counter() - val_start
             epoch += 1
             record = {
                 "epoch": epoch,
                 "step": step,
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_loss": float(totals[0] / max(totals[2], 1)),
+                "train_nll": float(totals[3] / max(totals[2], 1)),
                 "train_top1": float(totals[1] / max(totals[2], 1)),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
@@ -683,6 +736,9 @@ class Trainer:
                 "val_clips": val.clips,
                 "train_clips_per_s": float(totals[2]) / train_seconds,
                 "epoch_seconds": time.perf_counter() - epoch_start,
+                "data_wait_seconds": data_wait,
+                "first_batch_seconds": first_batch or 0.0,
+                "val_seconds": val_seconds,
             }
             history.append(record)
             improved = not best or record["val_top1"] > best["val_top1"] + config.min_delta or (
@@ -716,12 +772,11 @@ class Trainer:
                 self.run.write_metrics(history)
                 self._plot(history, best, categories)
             self.dist.barrier()
-            self.log(
-                f"epoch {epoch}/{config.epochs}: train loss {record['train_loss']:.4f} "
-                f"top-1 {100 * record['train_top1']:.1f}% | val loss {val.loss:.4f} top-1 {100 * val.top1:.1f}% "
-                f"top-5 {100 * val.top5:.1f}%{' (best)' if improved else ''} | "
-                f"{record['train_clips_per_s']:.1f} clips/s, {record['epoch_seconds']:.0f}s"
-            )
+            self.log(epoch_line(record, config.epochs, improved))
+            if len(history) >= 2 and history[-2]["epoch"] == epoch - 1:
+                note = slow_epoch_note(history[-2], record)
+                if note:
+                    self.log(note)
             if stopped_early:
                 self.log(f"stopping early: no improvement for {bad_epochs} epochs")
         if self.dist.enabled:
@@ -738,6 +793,7 @@ class Trainer:
             counts[sample.label] += 1
         self.log(f"{len(splits.categories)} classes, {len(splits.train)} training and {len(splits.val)} "
                  f"validation clips ({len(splits.skipped)} videos skipped, see {self.run.scan_report})")
+        self.log(LOSS_EXPLANATION)
         if splits.skipped:
             for item in splits.skipped[:5]:
                 self.log(f"  skipped {item.path}: {item.problem}")
@@ -777,7 +833,7 @@ class Trainer:
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
         loss_sum = torch.zeros((), dtype=torch.float64)
         top5_hits = torch.zeros((), dtype=torch.float64)
-        k = min(5, num_classes)
+        k = min(TOP_K, num_classes)
         if len(dataset):
             loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
                                 num_workers=self.config.workers or 0, worker_init_fn=_single_threaded_worker)
@@ -795,7 +851,7 @@ class Trainer:
         return EpochMetrics(
             loss=float(totals[-2]) / max(clips, 1),
             top1=float(confusion.diagonal().sum()) / max(clips, 1),
-            top5=float(totals[-1]) / max(clips, 1),
+            top5=float(totals[-1]) / max(clips, 1) if num_classes > TOP_K else None,
             confusion=confusion.round().long().tolist(),
             clips=int(clips),
         )
