@@ -89,6 +89,7 @@ def _register() -> None:
     _registered = True
     from sifa_cli.cli import evaluate as evaluate_cmd
     from sifa_cli.cli import finetune as finetune_cmd
+    from sifa_cli.cli import merge as merge_cmd
     from sifa_cli.cli import models as models_cmd
     from sifa_cli.cli import predict as predict_cmd
     from sifa_cli.cli import visualize as visualize_cmd
@@ -96,6 +97,7 @@ def _register() -> None:
 
     evaluate_cmd.register(app)
     finetune_cmd.register(app)
+    merge_cmd.register(app)
     models_cmd.register(app)
     predict_cmd.register(app)
     visualize_cmd.register(app)

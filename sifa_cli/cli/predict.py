@@ -75,18 +75,25 @@ def predict(
     ] = False,
     window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
     stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="K/N: only part K of N of the inputs (independent jobs, e.g. a Slurm array); "
+                                     "see 'sifa merge-results'."),
+    ] = None,
 ) -> None:
     """Recognise the actions in videos.
 
     Re-running with the same --output skips the videos already in it, if they were made with the
     same weights, input, views, top-k and timeline settings (recorded in each result); otherwise it
     stops, unless --overwrite starts the file afresh. The exit code is 1 when any input failed
-    (each failure is also recorded in the output).
+    (each failure is also recorded in the output). Under torchrun the processes share the inputs
+    and rank 0 writes all results.
     """
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
-    from sifa_cli.engine.device import resolve_device, slow_precision_note
+    from sifa_cli.engine.device import slow_precision_note
+    from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
@@ -99,15 +106,21 @@ def predict(
         raise InputError("--top-k and --batch-size must be at least 1")
     if timeline:
         plan_windows(2 * window, window, stride)
+    part = parse_shard(shard)
+    group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
     found = find_videos(paths)
-    for _, problem in found.problems:
+    for _, problem in found.problems if group.is_main else []:
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not found.videos:
         raise typer.Exit(2)
+    found.videos = shard_of(found.videos, part)
+    if not found.videos:
+        err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")
+        raise typer.Exit(1 if found.problems else 0)
     # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
-    existing = read_finished(output, fmt) if output is not None else []
+    existing = read_finished(output, fmt) if output is not None and group.is_main else []
 
-    model, meta = load_model(weights, resolve_device(device))
+    model, meta = load_model(weights, group.device(device))
     slow = slow_precision_note(next(model.parameters()).device, precision.value)
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
@@ -120,15 +133,19 @@ def predict(
     if kept:
         check_resumable(kept, settings, output)
     done_keys = {path_key(record["path"]) for record in kept}
-    videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
+    videos = group.share([v for v in found.videos if path_key(str(v)) not in done_keys])
     skipped = len(found.videos) - len(videos)
+    if not videos and not group.is_main:
+        raise typer.Exit(0)
     if not videos:
         err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
 
     view_text = str(predictor.views)
-    if output is not None:
-        writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)
+    if not group.is_main:
+        writer: Optional[ResultWriter] = None  # rank 0 writes every process's results
+    elif output is not None:
+        writer = ResultWriter(fmt, path=output, keep=kept)
     elif fmt != "table":
         writer = ResultWriter(fmt, stream=sys.stdout)
     else:
@@ -136,7 +153,7 @@ def predict(
 
     results = []
     failed = len(found.problems)
-    show_bar = is_tty() and (timeline or len(videos) > 1)
+    show_bar = is_tty() and (timeline or len(videos) > 1) and group.is_main
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not show_bar,
@@ -150,8 +167,9 @@ def predict(
             progress.advance(task, done)
 
     with capture_native_stderr(), progress:
-        stream = (predictor.timeline(videos, window, stride, progress=count_windows) if timeline
-                  else predictor.predict(videos))
+        stream = group.run(videos, lambda claimed: (
+            predictor.timeline(claimed, window, stride, progress=count_windows) if timeline
+            else predictor.predict(claimed)), predictor.stats, progress=count_windows)
         try:
             for result in stream:
                 if not timeline:
@@ -170,12 +188,14 @@ def predict(
             if writer is not None:
                 writer.close()
 
+    if not group.is_main:
+        return
     if fmt == "table":
         if timeline:
             _print_timelines(results)
         else:
             _print_predictions(results, top_k)
-    _print_summary(predictor.stats, failed, skipped, output, predictor.device, view_text)
+    _print_summary(predictor.stats, failed, skipped, output, group.describe(predictor.device), view_text)
     if failed:
         raise typer.Exit(1)
 
