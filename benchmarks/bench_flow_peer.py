@@ -43,7 +43,7 @@ CLASSES = ("static", "pan left", "pan right", "tilt up", "tilt down", "zoom in",
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 # The shipped model's input: 16 frames at step 2 from the middle of the clip.
 MODEL_FRAMES, MODEL_STEP = 16, 2
-# Tracking settings (chosen on the validation split; see the report in benchmarks/RESULTS.md).
+# Tracking settings, chosen on the validation split (30 clips per class).
 # A low quality level keeps corners in weakly textured background (sky, walls), so that a textured
 # object crossing a static shot does not outvote it in the RANSAC fit.
 CORNERS = dict(maxCorners=400, qualityLevel=0.001, minDistance=8, blockSize=7)
@@ -188,7 +188,10 @@ def measure(clips: Sequence[tuple[Path, str]], mode: str, what: str) -> tuple[li
     motions = []
     start = time.perf_counter()
     for n, (path, _) in enumerate(clips, 1):
-        motions.append(clip_motion(read_gray(path, mode)))
+        try:
+            motions.append(clip_motion(read_gray(path, mode)))
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
         if n % 100 == 0 or n == len(clips):
             print(f"{what}: {n}/{len(clips)} clips", file=sys.stderr, flush=True)
     return motions, time.perf_counter() - start
@@ -257,6 +260,8 @@ def main(argv=None) -> None:
         name, _, path = item.partition("=")
         if not path:
             raise SystemExit(f"error: --predictions takes NAME=CSV, got {item!r}")
+        if not Path(path).is_file():
+            raise SystemExit(f"error: --predictions {name}: no such file {path}")
         top = read_predictions(Path(path))
         missing = sum(k not in top for k in keys)
         if missing:
