@@ -46,7 +46,9 @@ MAX_TABLE_WINDOWS = 60
 def predict(
     paths: Annotated[
         list[str],
-        typer.Argument(help="Video files, folders (searched recursively) or glob patterns.", metavar="PATH",
+        typer.Argument(help="Video files, folders (searched recursively) or glob patterns; or one stream: "
+                            "camera:N or an rtsp://, http(s):// ... URL, scored window by window as it plays.",
+                       metavar="PATH",
                        show_default=False),
     ],
     weights: WeightsOpt = None,
@@ -71,6 +73,11 @@ def predict(
     ] = False,
     window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
     stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    annotate: Annotated[
+        Optional[Path],
+        typer.Option("--annotate", help="Write VIDEO with its top labels (with --timeline: the segment label) "
+                     "drawn on every frame to this .mp4.", dir_okay=False),
+    ] = None,
 ) -> None:
     """Recognise the actions in videos.
 
@@ -92,6 +99,13 @@ def predict(
         raise InputError("--top-k and --batch-size must be at least 1")
     if timeline:
         plan_windows(2 * window, window, stride)
+    from sifa_cli.cli.predict_live import predict_live, stream_source
+
+    source = stream_source(paths)
+    if source is not None:
+        return predict_live(source, weights=weights, top_k=top_k, views=chosen_views, device=device,
+                            precision=precision.value, fmt=fmt, output=output, window=window, stride=stride,
+                            timeline=timeline, annotate=annotate)
     found = find_videos(paths)
     for _, problem in found.problems:
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
