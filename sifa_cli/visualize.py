@@ -696,9 +696,14 @@ def check_output_path(path: Path, suffix: str, option: str) -> Path:
     return path
 
 
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
-    """Write BGR frames to an mp4 next to `path` and move it into place; returns the codec's name."""
-    height, width = frames[0].shape[:2]
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> str:
+    """Write BGR frames (all of one size; any iterable, so they can be made one at a time) to an mp4
+    next to `path` and move it into place; returns the codec's name."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise SifaError(f"no frames to write to {path}")
+    height, width = first.shape[:2]
     with atomic_write_path(path) as tmp:
         partial = str(tmp)
         writer, codec = None, None
@@ -711,9 +716,12 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
                 writer.release()
         if codec is None:
             raise SifaError("OpenCV on this system cannot write mp4 video (neither H.264 nor mp4v)")
-        for frame in frames:
-            writer.write(frame)
-        writer.release()
+        try:
+            writer.write(first)
+            for frame in frames:
+                writer.write(frame)
+        finally:
+            writer.release()
     return codec
 
 

@@ -111,6 +111,10 @@ def predict(
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not found.videos:
         raise typer.Exit(2)
+    if annotate is not None:
+        from sifa_cli.engine.annotate import check_annotate_target
+
+        annotate = check_annotate_target(annotate, found.videos)
 
     kept = read_finished(output, fmt) if output is not None else []
     done_keys = {path_key(record["path"]) for record in kept}
@@ -174,6 +178,12 @@ def predict(
         else:
             _print_predictions(results, top_k)
     _print_summary(predictor.stats, failed, skipped, output, predictor.device, view_text)
+    if annotate is not None and results:
+        from sifa_cli.engine.annotate import annotate_video
+
+        drawn = annotate_video(results[0], annotate)
+        err_console.print(f"labelled video: {escape(str(drawn.path))} ({drawn.frames} frames, {drawn.width}x"
+                          f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
