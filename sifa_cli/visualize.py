@@ -679,13 +679,14 @@ def compose(panels: Sequence[tuple[str, np.ndarray]], layout: Layout, header: Se
     panel on the grid."""
     width, height = layout.size
     canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
-    bar_room = colour_bar_width(HEAT_BAR_LABEL, 120) + 12 if colour_bar else 0
-    if colour_bar and width - bar_room < 320:  # too narrow beside the header: the bar takes the second line
-        bar_room = 0
-        header = [header[0], ""]
-        draw_colour_bar(canvas, 6, 30, min(120, max(40, width - colour_bar_width(HEAT_BAR_LABEL, 0) - 12)), HEAT_BAR_LABEL)
-    elif colour_bar:
-        draw_colour_bar(canvas, width - bar_room + 6, 30, 120, HEAT_BAR_LABEL)
+    bar_room = 0
+    if colour_bar:  # beside the prediction line, shorter when room is short, left out when there is none
+        for label, bar, keep in ((HEAT_BAR_LABEL, 120, 320), ("heat, per frame:", 80, 200)):
+            room = colour_bar_width(label, bar) + 12
+            if width - room >= keep:
+                bar_room = room
+                draw_colour_bar(canvas, width - room + 6, 30, bar, label)
+                break
     for row, line in enumerate(header[:2]):
         room = width - 12 - (bar_room if row == 1 else 0)
         put_text(canvas, fit_text(line, room, 0.55), 6, 20 + row * 24, 0.55)
@@ -718,6 +719,8 @@ def mean_shift(capture: BlockCapture) -> tuple[float, float]:
     """(dy, dx) in feature pixels: how far the sampling windows moved on average over the clip's steps.
     A block can learn a constant offset that has nothing to do with motion; this is it."""
     shifts = window_shift(capture, slice(1, None))
+    if shifts.size == 0:  # a single feature frame: no step
+        return 0.0, 0.0
     return float(shifts[:, 0].mean()), float(shifts[:, 1].mean())
 
 
