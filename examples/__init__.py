@@ -1,1 +1,1 @@
-"""Examples: the example clip (installed as `sifa_cli.examples`) and the synthetic dataset generator."""
+"""Examples: the example clips (installed as `sifa_cli.examples`), the camera-movement corpus (camera/) and the synthetic motion generator."""

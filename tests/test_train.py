@@ -37,7 +37,7 @@ from sifa_cli.weights.checkpoint import load_checkpoint, load_model, save_checkp
 SIFA = [sys.executable, "-m", "sifa_cli.cli.main"]
 TINY = ["--model", "sifa_resnet_tiny", "--frames", "8", "--size", "64", "--workers", "0"]
 # Fields of metrics.jsonl that measure wall-clock time and so differ between identical runs.
-TIMING_FIELDS = ("train_clips_per_s", "epoch_seconds")
+TIMING_FIELDS = ("train_clips_per_s", "epoch_seconds", "data_wait_seconds", "first_batch_seconds", "val_seconds")
 
 
 def _env() -> dict:
@@ -82,6 +82,16 @@ def test_learns_motion_direction_skips_bad_videos_and_predict_agrees(tmp_path):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"] == "sifa_resnet_tiny" and config["lr"] == 0.004 and config["hflip"] is False
     assert "best validation top-1" in result.stdout
+    # Comparable losses: train and validation both -log p(true class); the objective apart; no top-5 of 2 classes.
+    assert "loss: mean -log p(true class)" in result.stderr
+    assert all(h["train_nll"] > 0 and h["train_loss"] > 0 and h["val_top5"] is None for h in history)
+    assert "top-5" not in result.stderr + result.stdout
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ") and "/6:" in line]
+    assert len(epoch_lines) == 6 and all("objective" in line and "waiting for data" in line for line in epoch_lines)
+    assert f"train loss {history[-1]['train_nll']:.4f}" in epoch_lines[-1]
+    # The summary does not repeat every epoch: the best and the last only.
+    summary_rows = [line for line in result.stdout.splitlines() if line.startswith(("│ best", "│ last"))]
+    assert 1 <= len(summary_rows) <= 2 and summary_rows[0].startswith("│ best")
 
     state, meta = load_checkpoint(run / "best.safetensors")
     assert meta["arch"] == "sifa_resnet_tiny" and meta["categories"] == ["left", "right"]

@@ -24,8 +24,8 @@ def _opt(*names: str, help: str, panel: str, **kwargs):
 @handle_errors
 def finetune(
     data: Annotated[Optional[Path], typer.Argument(
-        help="Videos: DIR/<class>/*.mp4, DIR/train + DIR/val, or a CSV of path,label rows.",
-        show_default=False)] = None,
+        help="Videos: `DIR/<class>/*.mp4`, `DIR/train` + `DIR/val`, or a CSV of `path,label` rows.",
+        show_default=False, metavar="DATA")] = None,
     out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots).",
                                         panel=_RUN, file_okay=False)] = None,
     resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",
@@ -37,7 +37,9 @@ def finetune(
                                          panel=_MODEL)] = None,
     init: Annotated[Optional[str], _opt("--init", help="Starting weights: scratch, imagenet (inflated ImageNet "
                                         "weights for --model), a registry name, or a checkpoint file; a classifier "
-                                        "for other classes is re-initialised. [default: scratch]",
+                                        "for other classes is re-initialised. [default: the shipped default model, "
+                                        "pretrained on camera movement, when --model is unset or the same "
+                                        "architecture; else scratch]",
                                         panel=_MODEL)] = None,
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
                                           "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
@@ -80,6 +82,9 @@ def finetune(
                                                panel=_OPT)] = None,
     precision: Annotated[Optional[Precision], _opt("--precision", help="Autocast precision. [default: bf16 or "
                                                    "fp16 on GPUs, fp32 on CPU]", panel=_OPT)] = None,
+    sifa: Annotated[Optional[bool], _opt("--sifa/--no-sifa", help="Run the SIFA steps (default). --no-sifa "
+                                         "switches every one off, leaving plain bottlenecks: the ablation.",
+                                         panel=_MODEL)] = None,
     freeze_backbone: Annotated[Optional[bool], _opt("--freeze-backbone/--no-freeze-backbone",
                                                     help="Train only the classifier. [default: off]",
                                                     panel=_OPT)] = None,
@@ -115,7 +120,7 @@ def finetune(
         scan_workers=scan_workers, workers=workers, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
         optimizer=optimizer, lr=lr, min_lr=min_lr, momentum=momentum, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
-        precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone,
+        precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone, sifa=sifa,
         hflip=hflip, color_jitter=color_jitter, min_crop_area=min_crop_area, device=device, seed=seed,
         patience=patience, min_delta=min_delta, log_every=log_every, license=license,
     )
@@ -154,15 +159,23 @@ def _percent(value) -> str:
 def _print_summary(result) -> None:
     if not result.history or not result.is_main:
         return
-    table = Table(title=f"Training run {result.run}", title_justify="left")
-    for column in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5", "lr"):
-        table.add_column(column, justify="right")
+    # Every epoch was logged as it ended (and is in metrics.jsonl): the summary shows the best and the last.
     best_epoch = result.best.get("epoch")
-    for record in result.history:
-        style = "bold green" if record["epoch"] == best_epoch else None
-        table.add_row(str(record["epoch"]), f"{record['train_loss']:.4f}", _percent(record["train_top1"]),
-                      f"{record['val_loss']:.4f}", _percent(record["val_top1"]), _percent(record["val_top5"]),
-                      f"{record['lr']:.3g}", style=style)
+    shown = [r for r in result.history if r["epoch"] == best_epoch]
+    if result.history[-1]["epoch"] != best_epoch:
+        shown.append(result.history[-1])
+    with_top5 = any(r.get("val_top5") is not None for r in shown)
+    table = Table(title=f"Training run {result.run}", title_justify="left")
+    for column in ("", "epoch", "train loss", "train top-1", "val loss", "val top-1", *(["val top-5"] if with_top5
+                                                                                         else []), "objective"):
+        table.add_column(column, justify="right" if column else "left")
+    for record in shown:
+        name = "best" if record["epoch"] == best_epoch else "last"
+        top5 = [_percent(record.get("val_top5"))] if with_top5 else []
+        train_loss = record.get("train_nll", record["train_loss"])
+        table.add_row(name, str(record["epoch"]), f"{train_loss:.4f}", _percent(record["train_top1"]),
+                      f"{record['val_loss']:.4f}", _percent(record["val_top1"]), *top5, f"{record['train_loss']:.4f}",
+                      style="bold green" if name == "best" else None)
     console.print(table)
     per_class = Table()
     per_class.add_column("class")

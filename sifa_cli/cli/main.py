@@ -9,6 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from sifa_cli import __version__
+from sifa_cli.cli.helpfmt import tidy_help_types
+
+tidy_help_types()
 
 
 class OneLineErrors(TyperGroup):
@@ -84,13 +87,17 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
+    from sifa_cli.cli import evaluate as evaluate_cmd
     from sifa_cli.cli import finetune as finetune_cmd
+    from sifa_cli.cli import merge as merge_cmd
     from sifa_cli.cli import models as models_cmd
     from sifa_cli.cli import predict as predict_cmd
     from sifa_cli.cli import visualize as visualize_cmd
     from sifa_cli.cli import weights as weights_cmd
 
+    evaluate_cmd.register(app)
     finetune_cmd.register(app)
+    merge_cmd.register(app)
     models_cmd.register(app)
     predict_cmd.register(app)
     visualize_cmd.register(app)

@@ -12,7 +12,7 @@ from sifa_cli.cli.common import console, handle_errors
 
 @handle_errors
 def models(
-    pattern: Annotated[Optional[str], typer.Argument(help="Shell-style filter, e.g. 'sifa_resnet*'.")] = None,
+    pattern: Annotated[Optional[str], typer.Argument(help="Shell-style filter, e.g. 'sifa_resnet*'.", metavar="PATTERN")] = None,
 ) -> None:
     """List model architectures with their parameter counts (for 400 classes)."""
     import torch

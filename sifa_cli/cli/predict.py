@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sifa_cli.cli.common import (
     DeviceOpt,
@@ -68,6 +69,9 @@ def predict(
         typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
     ] = None,
     output: OutputOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it.")
+    ] = False,
     timeline: Annotated[
         bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
     ] = False,
@@ -78,18 +82,28 @@ def predict(
         typer.Option("--annotate", help="Write VIDEO with its top labels (with --timeline: the segment label) "
                      "drawn on every frame to this .mp4.", dir_okay=False),
     ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="K/N: only part K of N of the inputs (independent jobs, e.g. a Slurm array); "
+                                     "see 'sifa merge-results'."),
+    ] = None,
 ) -> None:
     """Recognise the actions in videos.
 
-    Re-running with the same --output skips the videos already in it. The exit code is 1 when
-    any input failed (each failure is also recorded in the output).
+    Re-running with the same --output skips the videos already in it, if they were made with the
+    same weights, input, views, top-k and timeline settings (recorded in each result); otherwise it
+    stops, unless --overwrite starts the file afresh. The exit code is 1 when any input failed
+    (each failure is also recorded in the output). Under torchrun the processes share the inputs
+    and rank 0 writes all results.
     """
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
-    from sifa_cli.engine.device import resolve_device, slow_precision_note
+    from sifa_cli.engine.device import slow_precision_note
+    from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
     from sifa_cli.weights.checkpoint import load_model
 
     # Everything a user can get wrong is checked before the model loads.
@@ -103,11 +117,15 @@ def predict(
 
     source = stream_source(paths)
     if source is not None:
+        if shard is not None:
+            raise InputError("--shard splits a list of videos; a stream is one input")
         return predict_live(source, weights=weights, top_k=top_k, views=chosen_views, device=device,
                             precision=precision.value, fmt=fmt, output=output, window=window, stride=stride,
-                            timeline=timeline, annotate=annotate)
+                            timeline=timeline, annotate=annotate, overwrite=overwrite)
+    part = parse_shard(shard)
+    group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
     found = find_videos(paths)
-    for _, problem in found.problems:
+    for _, problem in found.problems if group.is_main else []:
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not found.videos:
         raise typer.Exit(2)
@@ -115,24 +133,39 @@ def predict(
         from sifa_cli.engine.annotate import check_annotate_target
 
         annotate = check_annotate_target(annotate, found.videos)
-
-    kept = read_finished(output, fmt) if output is not None else []
-    done_keys = {path_key(record["path"]) for record in kept}
-    videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
-    skipped = len(found.videos) - len(videos)
-    if not videos:
-        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
+    found.videos = shard_of(found.videos, part)
+    if not found.videos:
+        err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
+    # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
+    existing = read_finished(output, fmt) if output is not None and group.is_main else []
 
-    model, meta = load_model(weights, resolve_device(device))
+    model, meta = load_model(weights, group.device(device))
     slow = slow_precision_note(next(model.parameters()).device, precision.value)
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
+    settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
+                                   (window, stride) if timeline else None)
+
+    kept = [] if overwrite else existing
+    if kept:
+        check_resumable(kept, settings, output)
+    done_keys = {path_key(record["path"]) for record in kept}
+    videos = group.share([v for v in found.videos if path_key(str(v)) not in done_keys])
+    skipped = len(found.videos) - len(videos)
+    if not videos and not group.is_main:
+        raise typer.Exit(0)
+    if not videos:
+        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
+        raise typer.Exit(1 if found.problems else 0)
+
     view_text = str(predictor.views)
-    if output is not None:
-        writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)
+    if not group.is_main:
+        writer: Optional[ResultWriter] = None  # rank 0 writes every process's results
+    elif output is not None:
+        writer = ResultWriter(fmt, path=output, keep=kept)
     elif fmt != "table":
         writer = ResultWriter(fmt, stream=sys.stdout)
     else:
@@ -140,7 +173,7 @@ def predict(
 
     results = []
     failed = len(found.problems)
-    show_bar = is_tty() and (timeline or len(videos) > 1)
+    show_bar = is_tty() and (timeline or len(videos) > 1) and group.is_main
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not show_bar,
@@ -154,13 +187,16 @@ def predict(
             progress.advance(task, done)
 
     with capture_native_stderr(), progress:
-        stream = (predictor.timeline(videos, window, stride, progress=count_windows) if timeline
-                  else predictor.predict(videos))
+        stream = group.run(videos, lambda claimed: (
+            predictor.timeline(claimed, window, stride, progress=count_windows) if timeline
+            else predictor.predict(claimed)), predictor.stats, progress=count_windows)
         try:
             for result in stream:
                 if not timeline:
                     progress.advance(task)
                 record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
+                if result.ok:
+                    record["settings"] = settings
                 if writer is not None:
                     writer.write(record)
                 if result.ok:
@@ -172,12 +208,14 @@ def predict(
             if writer is not None:
                 writer.close()
 
+    if not group.is_main:
+        return
     if fmt == "table":
         if timeline:
             _print_timelines(results)
         else:
             _print_predictions(results, top_k)
-    _print_summary(predictor.stats, failed, skipped, output, predictor.device, view_text)
+    _print_summary(predictor.stats, failed, skipped, output, group.describe(predictor.device), view_text)
     if annotate is not None and results:
         from sifa_cli.engine.annotate import annotate_video
 
@@ -195,14 +233,24 @@ def _label_list(top) -> str:
 def _print_predictions(results, top_k: int) -> None:
     if not results:
         return
-    table = Table("video", "top-1", "score", *(["next"] if top_k > 1 else []), header_style="bold")
-    for result in results:
+    from sifa_cli.cli.tables import Col, cut_left, fit_table, relative_paths
+
+    root, shown = relative_paths([result.path for result in results])
+    cols = [Col("video", cut_left=True, min_width=40), Col("top-1"), Col("score", justify="right", priority=1)]
+    if top_k > 1:
+        cols.append(Col("next", wrap=True, min_width=16, priority=2, fold_at=", "))
+    rows = []
+    for result, path in zip(results, shown):
         label, score = result.top[0]
-        row = [escape(result.path), f"[bold]{escape(label)}[/]", f"{score:.3f}"]
-        if top_k > 1:
-            row.append(_label_list(result.top[1:]))
-        table.add_row(*row)
-    console.print(table)
+        rows.append([path, Text(label, style="bold"), f"{score:.3f}",
+                     *([", ".join(f"{l} {s:.3f}" for l, s in result.top[1:])] if top_k > 1 else [])])
+    fitted = fit_table(cols, rows, console.width, header_style="bold")
+    if root:
+        console.print(Text("videos in ") + cut_left(root, max(16, console.width - 10)), no_wrap=True)
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(f"[dim]not shown at this width: {', '.join(fitted.dropped)} (widen the terminal or use "
+                      "--format json)[/]", highlight=False)
     _print_notes(results)
 
 

@@ -33,7 +33,7 @@ def stream_source(paths: Sequence[str]):
 
 def predict_live(source, *, weights: Optional[str], top_k: int, views, device: str, precision: str,
                  fmt: str, output: Optional[Path], window: float, stride: float, timeline: bool,
-                 annotate: Optional[Path] = None) -> None:
+                 annotate: Optional[Path] = None, overwrite: bool = False) -> None:
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.sampling import Views, parse_views
     from sifa_cli.data.spec import InputSpec
@@ -55,8 +55,9 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
     if output is not None:
         if output.is_dir():
             raise InputError(f"--output {output} is a folder")
-        if output.exists() and output.stat().st_size > 0:
-            raise InputError(f"--output {output} already exists; a stream cannot be resumed, choose a new file")
+        if output.exists() and output.stat().st_size > 0 and not overwrite:
+            raise InputError(f"--output {output} already exists; a stream cannot be resumed: choose a new file "
+                             "or add --overwrite")
 
     model, meta = load_model(weights, resolve_device(device))
     device_used = next(model.parameters()).device

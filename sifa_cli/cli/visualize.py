@@ -32,7 +32,8 @@ def default_clip() -> Path:
 def visualize(
     clip: Annotated[
         Optional[Path],
-        typer.Argument(help="Video file. Default: the example clip examples/clip.mp4.", show_default=False),
+        typer.Argument(help="Video file. Default: the example clip examples/clip.mp4.", show_default=False,
+                       metavar="CLIP"),
     ] = None,
     weights: WeightsOpt = None,
     offsets: Annotated[bool, typer.Option("--offsets", help="Arrows: where each location's samples moved in the next frame.")] = False,

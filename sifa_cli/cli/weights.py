@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
 from sifa_cli.cli.common import console, handle_errors
 
@@ -26,8 +26,8 @@ ManifestOpt = Annotated[
         dir_okay=False,
     ),
 ]
-NameArg = Annotated[str, typer.Argument(help="A registry name (see `sifa weights list`).")]
-TargetArg = Annotated[str, typer.Argument(help="A registry name or a weights file.")]
+NameArg = Annotated[str, typer.Argument(help="A registry name (see `sifa weights list`).", metavar="NAME")]
+TargetArg = Annotated[str, typer.Argument(help="A registry name or a weights file.", metavar="TARGET")]
 
 
 def _size(num_bytes: Optional[int]) -> str:
@@ -58,19 +58,26 @@ def list_weights(manifest: ManifestOpt = None) -> None:
     from sifa_cli.weights.cache import local_copy, weights_dir
     from sifa_cli.weights.manifest import load_registry
 
+    from sifa_cli.cli.tables import Col, fit_table
+
     registry = load_registry(manifest or ())
-    table = Table(Column("name", no_wrap=True), "kind", Column("arch", no_wrap=True), "classes", "size", "here",
-                  "checked by", title="sifa weights")
+    # Dropped right to left by priority when the terminal is narrow; names are never cut.
+    cols = [Col("name"), Col("kind", priority=2), Col("arch", priority=3), Col("classes", priority=4),
+            Col("size", justify="right", priority=5), Col("here", priority=1),
+            Col("checked by", wrap=True, min_width=7, priority=6)]
+    rows = []
     for entry in registry:
-        name = f"{entry.name} (default)" if entry.name == registry.default else entry.name
         path = local_copy(entry)
         here = "no" if path is None else ("shipped" if path == entry.local_path else "cached")
-        table.add_row(
-            name, entry.kind, entry.arch, str(len(entry.categories)) if entry.categories else "-",
-            _size(entry.size), here, entry.check,
-        )
-    console.print(table)
-    console.print(f"cache: {weights_dir()}   details: sifa weights info NAME", highlight=False)
+        rows.append([entry.name, entry.kind, entry.arch, str(len(entry.categories)) if entry.categories else "-",
+                     _size(entry.size), here, entry.check])
+    fitted = fit_table(cols, rows, console.width, title="sifa weights")
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(f"[dim]not shown at this width: {', '.join(fitted.dropped)}[/]", highlight=False)
+    default = f"default: {registry.default}   " if registry.default else ""
+    console.print(f"{default}details: sifa weights info NAME", highlight=False)
+    console.print(f"cache: {weights_dir()}", highlight=False, soft_wrap=True)
 
 
 @weights_app.command("info")
@@ -150,7 +157,8 @@ def verify(target: TargetArg, manifest: ManifestOpt = None) -> None:
 @weights_app.command("import")
 @handle_errors
 def import_checkpoint(
-    file: Annotated[Path, typer.Argument(help="A reference SIFA checkpoint (.pth).", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="A reference SIFA checkpoint (.pth).", exists=True, dir_okay=False,
+                                                metavar="FILE")],
     arch: Annotated[str, typer.Option("--arch", help="The architecture it was trained as (see `sifa models`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The sifa checkpoint to write.", dir_okay=False)],
     labels: Annotated[
@@ -176,7 +184,7 @@ def import_checkpoint(
 
 @weights_app.command("rm")
 @handle_errors
-def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose cached files to delete.")],
+def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose cached files to delete.", metavar="NAME")],
            manifest: ManifestOpt = None) -> None:
     """Delete cached weights (shipped files are never touched)."""
     from sifa_cli.weights.cache import cache_path, remove_cached

@@ -70,17 +70,22 @@ def random_resized_crop(frames: np.ndarray, size: int, scale: tuple[float, float
 
 
 def color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Scale brightness, contrast and saturation by factors from [1-strength, 1+strength]."""
+    """Scale brightness, contrast and saturation by factors from [1-strength, 1+strength].
+
+    Brightness b, then contrast c about the clip's mean grey level m, then saturation s about each
+    pixel's grey: all three are linear, so they fold into one 3x3 matrix and an offset,
+    x' = b*c*(s*I + (1-s)*1*w^T) x + (1-c)*m, applied in one pass (cv2.transform, saturating).
+    """
     if strength <= 0:
         return frames
     low, high = max(0.0, 1 - strength), 1 + strength
     brightness, contrast, saturation = rng.uniform(low, high, size=3)
-    x = frames.astype(np.float32) * brightness
-    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    x = (x - gray.mean()) * contrast + gray.mean()
-    gray = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-    x = (x - gray) * saturation + gray
-    return np.clip(x, 0, 255).astype(np.uint8)
+    luma = np.array([0.299, 0.587, 0.114])
+    mean_grey = brightness * float(frames.reshape(-1, 3).mean(axis=0) @ luma)
+    matrix = brightness * contrast * (saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), luma))
+    affine = np.hstack([matrix, np.full((3, 1), (1 - contrast) * mean_grey)])
+    out = cv2.transform(np.ascontiguousarray(frames).reshape(-1, 1, 3), affine)
+    return out.reshape(frames.shape)
 
 
 def augment_frames(frames: np.ndarray, size: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:

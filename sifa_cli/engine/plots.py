@@ -26,19 +26,34 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(history: Sequence[dict], path: Path) -> None:
-    """Training and validation loss (left) and accuracy (right) against the epoch."""
+    """Loss (left) and accuracy (right) against the epoch.
+
+    Training and validation loss share one definition, -log p(true class) of the predicted
+    probabilities; the training objective (each head's cross-entropy summed, label smoothing) is
+    on its own axis on the right, dashed. Top-5 is drawn only where it was measured (more than 5 classes)."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    comparable = all("train_nll" in h for h in history)
+    if comparable:
+        loss_ax.plot(epochs, [h["train_nll"] for h in history], marker="o", label="train")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
+    loss_ax.set_ylabel("loss: -log p(true class)")
     loss_ax.set_title("Loss")
-    loss_ax.legend()
+    objective_ax = loss_ax.twinx()
+    objective_ax.plot(epochs, [h["train_loss"] for h in history], color="grey", linestyle="--", marker=".",
+                      label="training objective")
+    objective_ax.set_ylabel("training objective (heads summed, label smoothing)", color="grey")
+    objective_ax.tick_params(axis="y", colors="grey")
+    lines = loss_ax.get_legend_handles_labels()
+    extra = objective_ax.get_legend_handles_labels()
+    loss_ax.legend(lines[0] + extra[0], lines[1] + extra[1])
     acc_ax.plot(epochs, [100 * h["train_top1"] for h in history], marker="o", label="train top-1")
     acc_ax.plot(epochs, [100 * h["val_top1"] for h in history], marker="o", label="validation top-1")
-    acc_ax.plot(epochs, [100 * h["val_top5"] for h in history], marker=".", linestyle="--", label="validation top-5")
+    if all(h.get("val_top5") is not None for h in history):
+        acc_ax.plot(epochs, [100 * h["val_top5"] for h in history], marker=".", linestyle="--",
+                    label="validation top-5")
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_ylim(0, 102)

@@ -14,7 +14,9 @@ from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
-CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error")
+CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings")
+# The header before results recorded their settings: still read (its records have unknown settings).
+LEGACY_CSV_FIELDS = CSV_FIELDS[:-1]
 _SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
@@ -46,12 +48,15 @@ def result_record(result: VideoResult, views: str, window: Optional[float] = Non
 
 def csv_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Long CSV layout: one row per ranked label ("top"), per window and rank ("window"), per
-    merged segment ("segment"), or one "error" row."""
+    merged segment ("segment"), or one "error" row. The first row of a result carries its
+    settings as JSON."""
     path = record["path"]
     if "error" in record:
         return [{"path": path, "kind": "error", "error": record["error"]}]
     rows = [{"path": path, "kind": "top", "rank": r, "label": t["label"], "score": t["score"]}
             for r, t in enumerate(record["top"], 1)]
+    if rows and record.get("settings") is not None:
+        rows[0]["settings"] = json.dumps(record["settings"], ensure_ascii=False, separators=(",", ":"))
     for window in record.get("windows", []):
         rows += [{"path": path, "kind": "window", "start": window["start"], "end": window["end"], "rank": r,
                   "label": t["label"], "score": t["score"]} for r, t in enumerate(window["top"], 1)]
@@ -111,20 +116,25 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
             raise InputError(f"--output {output} exists but is not a JSON list of results; move it away")
         records = [r for r in loaded if isinstance(r, dict)]
     else:
-        if text.splitlines()[:1] != [",".join(CSV_FIELDS)]:
+        if text.splitlines()[:1] not in ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)]):
             raise InputError(f"--output {output} exists but is not a sifa results CSV; move it away")
         records = _records_from_rows(list(csv.DictReader(io.StringIO(text))))
     return [r for r in records if isinstance(r.get("path"), str) and "error" not in r]
 
 
 def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Group CSV rows back by path; only "path", "error" and the raw rows matter for resuming."""
+    """Group CSV rows back by path; only "path", "error", "settings" and the raw rows matter for resuming."""
     by_path: dict[str, dict[str, Any]] = {}
     for row in rows:
         record = by_path.setdefault(row["path"], {"path": row["path"], "rows": []})
         if row.get("kind") == "error":
             record["error"] = row.get("error", "")
-        record["rows"].append({k: row.get(k, "") for k in CSV_FIELDS})
+        if row.get("settings"):
+            try:
+                record["settings"] = json.loads(row["settings"])
+            except json.JSONDecodeError:
+                pass  # unreadable settings count as unknown
+        record["rows"].append({k: row.get(k) or "" for k in CSV_FIELDS})
     return list(by_path.values())
 
 

@@ -54,6 +54,8 @@ from sifa_cli.errors import InputError, ModelError
 from sifa_cli.models import create_model, head_probabilities, predict_proba
 
 STATE_FORMAT = "sifa-train-state/1"
+# Top-k accuracy reported besides top-1, only for models with more classes than this.
+TOP_K = 5
 # Parameters of these modules form the classifier; --freeze-backbone trains only them.
 HEAD_MODULES = ("fc", "fc_dual")
 
@@ -263,6 +265,31 @@ def read_init_checkpoint(path: Path, arch: Optional[str]) -> tuple[dict, dict]:
     return state, reference_meta(state, arch=arch, source=f"reference checkpoint {path.name}")
 
 
+def _single_threaded_worker(_worker_id: int) -> None:
+    """Loader workers decode one clip each: OpenCV's own thread pool in every worker would
+    oversubscribe the cores (torch already runs single-threaded in workers)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def default_init(model: Optional[str], log: Log) -> str:
+    """--init left unset: start from the shipped default model (motion-pretrained: its backbone
+    is kept, its classifier re-initialised for the dataset's classes) when --model is unset or the
+    same architecture; otherwise from scratch, and say so."""
+    from sifa_cli.weights.manifest import load_registry
+
+    registry = load_registry()
+    if registry.default is None:
+        return "scratch"
+    entry = registry.default_entry()
+    if model is None or model == entry.arch:
+        return entry.name
+    log(f"--model {model} differs from the default model's {entry.arch}: training from scratch "
+        f"(--init NAME|FILE to start from other weights)")
+    return "scratch"
+
+
 def init_arch_and_input(init: str) -> tuple[Optional[str], dict]:
     """The architecture a starting point fixes (None for scratch/imagenet) and the input spec it
     was trained with ({} when unknown)."""
@@ -289,7 +316,8 @@ def build_starting_model(config: TrainConfig, categories: list[str], spec: Input
     from sifa_cli.weights.manifest import KIND_INIT, load_registry
 
     arch = config.model
-    kwargs = checkpoint_arch_kwargs(arch, {}, spec.frames, spec.size)
+    sifa_off = {} if config.sifa else {"sifa": False}
+    kwargs = checkpoint_arch_kwargs(arch, sifa_off, spec.frames, spec.size)
     num_classes = len(categories)
     if config.init == "scratch":
         return StartingPoint(create_model(arch, num_classes=num_classes, **kwargs), arch, kwargs, "random initialisation")
@@ -312,7 +340,8 @@ def build_starting_model(config: TrainConfig, categories: list[str], spec: Input
     state, meta = read_init_checkpoint(path, arch)
     if meta["arch"] != arch:
         raise InputError(f"--init {config.init} holds a {meta['arch']} model, not --model {arch}")
-    kwargs = checkpoint_arch_kwargs(arch, dict(meta.get("arch_kwargs") or {}), spec.frames, spec.size)
+    recorded = {k: v for k, v in dict(meta.get("arch_kwargs") or {}).items() if k != "sifa"}
+    kwargs = checkpoint_arch_kwargs(arch, {**recorded, **sifa_off}, spec.frames, spec.size)
     model = create_model(arch, num_classes=len(meta["categories"]), **kwargs)
     load_strict(model, state, str(path), arch)
     what = f"'{entry.name}'" if entry is not None else str(path)
@@ -400,7 +429,7 @@ def _as_tuples(value):
 class EpochMetrics:
     loss: float
     top1: float
-    top5: float
+    top5: Optional[float]  # None with TOP_K classes or fewer, where it is always 100%
     confusion: list[list[int]]
     clips: int
 
@@ -424,6 +453,41 @@ class TrainResult:
     train_clips: int
     val_clips: int
     is_main: bool = True  # False on torchrun's other processes, which write and print nothing
+
+
+LOSS_EXPLANATION = ("loss: mean -log p(true class) of the predicted probabilities (as `sifa predict` gives them), "
+                    "on the augmented training clips and on the validation clips; objective: what training "
+                    "minimises (cross-entropy of each head, summed, with label smoothing)")
+
+
+def epoch_line(record: dict, epochs: int, improved: bool) -> str:
+    """One log line per epoch: comparable train and validation losses, accuracy, speed and timing."""
+    top5 = f" top-{TOP_K} {100 * record['val_top5']:.1f}%" if record.get("val_top5") is not None else ""
+    train_loss = record.get("train_nll", record["train_loss"])
+    timing = f"{record['train_clips_per_s']:.1f} clips/s, {record['epoch_seconds']:.0f} s"
+    if "data_wait_seconds" in record:
+        timing += f" (waiting for data {record['data_wait_seconds']:.0f} s, validation {record['val_seconds']:.0f} s)"
+    return (f"epoch {record['epoch']}/{epochs}: train loss {train_loss:.4f} top-1 {100 * record['train_top1']:.1f}% | "
+            f"val loss {record['val_loss']:.4f} top-1 {100 * record['val_top1']:.1f}%{top5}"
+            f"{' (best)' if improved else ''} | objective {record['train_loss']:.4f} | {timing}")
+
+
+def slow_epoch_note(previous: dict, current: dict) -> Optional[str]:
+    """When an epoch trained at under half the next one's speed, where its extra time went."""
+    if not previous.get("train_clips_per_s") or current["train_clips_per_s"] < 2 * previous["train_clips_per_s"]:
+        return None
+    if "data_wait_seconds" not in previous:
+        return None
+    ratio = current["train_clips_per_s"] / previous["train_clips_per_s"]
+    train_time = {r["epoch"]: r["epoch_seconds"] - r.get("val_seconds", 0.0) for r in (previous, current)}
+    extra = train_time[previous["epoch"]] - train_time[current["epoch"]]
+    extra_wait = previous["data_wait_seconds"] - current["data_wait_seconds"]
+    start_up = previous["first_batch_seconds"] - current["first_batch_seconds"]
+    cause = ("mostly waiting for data (decoding files the first time, loader start-up)" if extra_wait > extra / 2
+             else "mostly in the model (one-time set-up of its kernels, or other programs busy on the same cores)")
+    return (f"note: epoch {previous['epoch']} trained {ratio:.1f}x slower than epoch {current['epoch']}: "
+            f"{extra:.0f} s more, {max(extra_wait, 0):.0f} s of it waiting for data (its first batch took "
+            f"{previous['first_batch_seconds']:.1f} s, {start_up:+.1f} s); {cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,6 +546,8 @@ class Trainer:
     def resolve_model_and_input(self) -> InputSpec:
         """Fill the options left unset from the starting checkpoint or the defaults."""
         config = self.config
+        if config.init is None:
+            config.init = default_init(config.model, self.log)
         fixed_arch, recorded = init_arch_and_input(config.init)
         if config.model is None:
             config.model = fixed_arch or DEFAULT_MODEL
@@ -603,11 +669,20 @@ class Trainer:
             loader = self._loader(train_set, sampler, epoch)
             set_train_mode(model, config.freeze_backbone)
             loss_sum = torch.zeros((), dtype=torch.float64)
+            nll_sum = torch.zeros((), dtype=torch.float64)
             correct = torch.zeros((), dtype=torch.float64)
             seen = torch.zeros((), dtype=torch.float64)
             optimizer.zero_grad(set_to_none=True)
             batches = self._progress(loader, f"epoch {epoch + 1}/{config.epochs}", batches_per_epoch)
+            # Where the epoch's time goes: waiting for the loader (decoding, augmentation, worker
+            # start-up) versus the model; the first batch also pays the loader's start-up.
+            data_wait, first_batch = 0.0, None
+            waiting_since = time.perf_counter()
             for batch_index, (clips, labels) in enumerate(batches):
+                arrived = time.perf_counter()
+                data_wait += arrived - waiting_since
+                if first_batch is None:
+                    first_batch = arrived - epoch_start
                 clips = clips.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 in_step = batch_index % config.accumulate
@@ -620,7 +695,10 @@ class Trainer:
                     loss = classification_loss(outputs, labels, config.label_smoothing)
                     scaler.scale(loss / steps_in_this_group).backward()
                 loss_sum += loss.detach().double().cpu() * len(labels)
-                correct += (head_probabilities(outputs).argmax(dim=-1) == labels).sum().double().cpu()
+                probabilities = head_probabilities(outputs).detach().float()
+                # the validation loss's definition, on the (augmented) training clips
+                nll_sum -= probabilities.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().double().cpu()
+                correct += (probabilities.argmax(dim=-1) == labels).sum().double().cpu()
                 seen += len(labels)
                 if last_of_group:
                     lr = get_lr(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=warmup_steps,
@@ -637,15 +715,19 @@ class Trainer:
                 if not self.progress and (batch_index + 1) % config.log_every == 0:
                     self.log(f"epoch {epoch + 1}/{config.epochs} batch {batch_index + 1}/{batches_per_epoch} "
                              f"loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.3g}")
+                waiting_since = time.perf_counter()
             train_seconds = time.perf_counter() - epoch_start
-            totals = self.dist.sum(torch.stack([loss_sum, correct, seen]).to(self.device)).cpu()
+            totals = self.dist.sum(torch.stack([loss_sum, correct, seen, nll_sum]).to(self.device)).cpu()
+            val_start = time.perf_counter()
             val = self.evaluate(network, val_set, len(categories), precision)
+            val_seconds = time.perf_counter() - val_start
             epoch += 1
             record = {
                 "epoch": epoch,
                 "step": step,
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_loss": float(totals[0] / max(totals[2], 1)),
+                "train_nll": float(totals[3] / max(totals[2], 1)),
                 "train_top1": float(totals[1] / max(totals[2], 1)),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
@@ -654,6 +736,9 @@ class Trainer:
                 "val_clips": val.clips,
                 "train_clips_per_s": float(totals[2]) / train_seconds,
                 "epoch_seconds": time.perf_counter() - epoch_start,
+                "data_wait_seconds": data_wait,
+                "first_batch_seconds": first_batch or 0.0,
+                "val_seconds": val_seconds,
             }
             history.append(record)
             improved = not best or record["val_top1"] > best["val_top1"] + config.min_delta or (
@@ -687,12 +772,11 @@ class Trainer:
                 self.run.write_metrics(history)
                 self._plot(history, best, categories)
             self.dist.barrier()
-            self.log(
-                f"epoch {epoch}/{config.epochs}: train loss {record['train_loss']:.4f} "
-                f"top-1 {100 * record['train_top1']:.1f}% | val loss {val.loss:.4f} top-1 {100 * val.top1:.1f}% "
-                f"top-5 {100 * val.top5:.1f}%{' (best)' if improved else ''} | "
-                f"{record['train_clips_per_s']:.1f} clips/s, {record['epoch_seconds']:.0f}s"
-            )
+            self.log(epoch_line(record, config.epochs, improved))
+            if len(history) >= 2 and history[-2]["epoch"] == epoch - 1:
+                note = slow_epoch_note(history[-2], record)
+                if note:
+                    self.log(note)
             if stopped_early:
                 self.log(f"stopping early: no improvement for {bad_epochs} epochs")
         if self.dist.enabled:
@@ -709,6 +793,7 @@ class Trainer:
             counts[sample.label] += 1
         self.log(f"{len(splits.categories)} classes, {len(splits.train)} training and {len(splits.val)} "
                  f"validation clips ({len(splits.skipped)} videos skipped, see {self.run.scan_report})")
+        self.log(LOSS_EXPLANATION)
         if splits.skipped:
             for item in splits.skipped[:5]:
                 self.log(f"  skipped {item.path}: {item.problem}")
@@ -724,6 +809,7 @@ class Trainer:
             # model's (dropout) alone; the clips' own randomness is seeded by (seed, epoch, index).
             generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch),
             persistent_workers=False, multiprocessing_context="fork" if workers and sys.platform != "win32" else None,
+            worker_init_fn=_single_threaded_worker,
         )
 
     def _progress(self, iterable, description: str, total: int):
@@ -747,10 +833,10 @@ class Trainer:
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
         loss_sum = torch.zeros((), dtype=torch.float64)
         top5_hits = torch.zeros((), dtype=torch.float64)
-        k = min(5, num_classes)
+        k = min(TOP_K, num_classes)
         if len(dataset):
             loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
-                                num_workers=self.config.workers or 0)
+                                num_workers=self.config.workers or 0, worker_init_fn=_single_threaded_worker)
             for clips, labels in self._progress(loader, "validation", math.ceil(len(dataset) / self.config.batch_size)):
                 clips = clips.to(self.device)
                 with autocast(self.device, precision):
@@ -765,7 +851,7 @@ class Trainer:
         return EpochMetrics(
             loss=float(totals[-2]) / max(clips, 1),
             top1=float(confusion.diagonal().sum()) / max(clips, 1),
-            top5=float(totals[-1]) / max(clips, 1),
+            top5=float(totals[-1]) / max(clips, 1) if num_classes > TOP_K else None,
             confusion=confusion.round().long().tolist(),
             clips=int(clips),
         )

@@ -40,7 +40,8 @@ class TrainConfig:
     workers: Optional[int] = None  # data-loading processes; default: half the CPU cores, at most 8
     # Model and its input
     model: Optional[str] = None  # default: the --init checkpoint's architecture, else DEFAULT_MODEL
-    init: str = "scratch"  # scratch | imagenet | a registry name | a checkpoint file
+    init: Optional[str] = None  # scratch | imagenet | a registry name | a checkpoint file; None: the default model
+    sifa: bool = True  # False trains with every SIFA step switched off (the ablation)
     frames: Optional[int] = None
     step: Optional[int] = None
     sampling: Optional[str] = None

@@ -34,8 +34,19 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model. Keyword arguments left as None are not passed on."""
-    return model_entrypoint(name)(**{k: v for k, v in kwargs.items() if v is not None})
+    """Build a registered model. Keyword arguments left as None are not passed on.
+
+    `sifa=False` builds the model with every SIFA step switched off (the blocks become plain
+    bottlenecks with unused offset convolutions): the ablation of the paper's claim. Checkpoints
+    record it in their arch kwargs, so such a model loads as it was trained.
+    """
+    sifa = kwargs.pop("sifa", True)
+    model = model_entrypoint(name)(**{k: v for k, v in kwargs.items() if v is not None})
+    if not sifa:
+        if not hasattr(model, "set_sifa_enabled"):
+            raise ModelError(f"{name} has no SIFA steps to switch off")
+        model.set_sifa_enabled(False)
+    return model
 
 
 def clean_reference_state_dict(state_dict: dict) -> dict:

@@ -1,0 +1,86 @@
+"""What made a set of predictions, recorded in every result so a results file can be resumed safely.
+
+Each successful record carries `"settings"`: the weights file's sha256, the model input (frames,
+step, sampling, crop and resize), the views, top-k and, for timelines, window and stride. A re-run
+with the same --output only adds to a file whose records were made with the same settings;
+otherwise it stops with one line saying what differs (`--overwrite` starts the file afresh).
+Records written before settings were recorded (an older sifa) count as unknown settings and are
+refused the same way: the safe choice, since nothing says how they were made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.errors import InputError
+
+# The settings that change what a result means; device, precision, batch size and decoder do not.
+COMPARED = ("weights_sha256", "input", "views", "top_k", "timeline")
+INPUT_FIELDS = ("frames", "step", "sampling", "size", "resize")
+
+
+def weights_file(weights: Union[str, Path, None], manifests: Iterable[Union[str, Path]] = ()) -> tuple[Path, str]:
+    """(the local file a --weights value loads, a name for it): a registry entry's verified copy and
+    its registry name, or the file and its path as given."""
+    from sifa_cli.weights.checkpoint import weights_target
+    from sifa_cli.weights.download import fetch
+    from sifa_cli.weights.manifest import load_registry
+
+    target = weights_target(weights, load_registry(manifests))
+    if isinstance(target, Path):
+        return target, str(weights)
+    return fetch(target, progress=False), target.name
+
+
+def prediction_settings(weights: tuple[Path, str], spec: InputSpec, views: Any, top_k: int,
+                        timeline: Optional[tuple[float, float]] = None) -> dict:
+    """The settings record for predictions made with these choices (see the module docstring);
+    `weights` as `weights_file` returns it."""
+    from sifa_cli.weights.cache import file_sha256
+
+    weights_path, weights_name = weights
+    return {
+        "weights": weights_name,
+        "weights_sha256": file_sha256(Path(weights_path)),
+        "input": {name: getattr(spec, name) for name in INPUT_FIELDS},
+        "views": str(views),
+        "top_k": int(top_k),
+        "timeline": None if timeline is None else {"window": float(timeline[0]), "stride": float(timeline[1])},
+    }
+
+
+def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """'views 1x1 there, 4x3 now; ...' for the compared settings that differ."""
+    parts = []
+    for key in COMPARED:
+        if old.get(key) != new.get(key):
+            parts.append(f"{key.replace('_', ' ')} {_show(key, old.get(key))} there, {_show(key, new.get(key))} now")
+    return "; ".join(parts)
+
+
+def _show(key: str, value: Any) -> str:
+    if value is None:
+        return "off" if key == "timeline" else "unknown"
+    if key == "weights_sha256":
+        return str(value)[:12]
+    if key == "input" and isinstance(value, Mapping):
+        return (f"{value.get('frames')} frames ({value.get('sampling')}, step {value.get('step')}), "
+                f"crop {value.get('size')} of {value.get('resize')}")
+    if key == "timeline" and isinstance(value, Mapping):
+        return f"window {value.get('window'):g} s stride {value.get('stride'):g} s"
+    return str(value)
+
+
+def check_resumable(kept: list[dict], settings: Mapping[str, Any], output: Path) -> None:
+    """Refuse to add results made with `settings` to a file whose `kept` records were made otherwise."""
+    advice = f"write to another --output, or pass --overwrite to start {output} afresh"
+    unknown = [r for r in kept if not isinstance(r.get("settings"), Mapping)]
+    if unknown:
+        raise InputError(f"--output {output} holds {len(unknown)} result(s) with no recorded settings (written by an "
+                         f"older sifa), so they cannot be known to match this run; {advice}")
+    for record in kept:
+        difference = describe_difference(record["settings"], settings)
+        if difference:
+            raise InputError(f"--output {output} holds results made with other settings ({difference}); {advice}")
