@@ -45,6 +45,7 @@ from sifa_cli.models import predict_proba
 from sifa_cli.models.ops import sifa_padding
 
 VIEWS = ("offsets", "attention", "point")
+ARROW_MODES = ("relative", "absolute")
 DEFAULT_VIEWS = ("offsets", "attention")
 VIDEO_SUFFIX = ".mp4"
 SHEET_SUFFIX = ".png"
@@ -71,6 +72,8 @@ TEXT_COLOUR = (255, 255, 255)
 BACKGROUND = (32, 32, 32)
 HEAT_COLOURMAP = cv2.COLORMAP_INFERNO  # dark to bright, so "brighter" reads as "more weight"
 HEAT_OPACITY = 0.8
+OUTSIDE_CROP = 0.45  # brightness of the frame outside the model's crop
+CROP_COLOUR = (235, 235, 235)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -213,6 +216,9 @@ class PreparedClip:
     display: np.ndarray  # T,P,P,3 RGB uint8: the model's crop at panel resolution
     indices: np.ndarray  # (T,) source frame index of every clip frame
     fps: float  # frame rate that plays the clip at its real speed
+    full: np.ndarray  # T,H,W,3 RGB uint8: the whole frame at the same scale; `display` is cut from it
+    crop_origin: tuple[int, int]  # (x, y) of the crop's top-left corner in `full`
+    times: np.ndarray  # (T,) seconds from the start of the video of every clip frame
     source_size: tuple[int, int]  # (width, height) of the video
     display_scale: float  # panel pixels per source pixel
     display_offset: tuple[float, float]  # (x, y) of the source origin in panel pixels
@@ -257,6 +263,7 @@ def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> Prepar
             frames = video.read(indices)
     resized = resize_short_side(frames, display_short_side)
     display = np.ascontiguousarray(spatial_crops(resized, panel, 1)[0])
+    crop_origin = ((resized.shape[2] - panel) // 2, (resized.shape[1] - panel) // 2)  # as spatial_crops cuts it
     scale = resized.shape[2] / source.width
     # The crop is centred: the source's centre lands on the panel's centre.
     offset_x = (panel - 1) / 2 - ((source.width - 1) / 2 + 0.5) * scale + 0.5
@@ -266,6 +273,9 @@ def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> Prepar
         display=display,
         indices=indices,
         fps=playback_fps(source.fps, indices),
+        full=resized,
+        crop_origin=crop_origin,
+        times=indices / (source.fps if source.fps > 0 else FALLBACK_FPS),
         source_size=(source.width, source.height),
         display_scale=scale,
         display_offset=(offset_x, offset_y),
@@ -401,6 +411,24 @@ def render_offsets(frame: np.ndarray, capture: BlockCapture, t: int, geometry: P
     for start, _ in pairs:  # a dot on each grid place, also where the offset is too small for an arrow
         cv2.circle(image, _fixed(*start), 2 * _SUBPIXEL, BASE_COLOUR, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
     return image
+
+
+MEAN_COLOUR = (255, 255, 0)  # cyan
+
+
+def draw_mean_arrow(image: np.ndarray, capture: BlockCapture, geometry: PanelGeometry, arrow_scale: float = 1.0) -> None:
+    """The block's mean shift over the clip, as one cyan arrow from a ringed dot in the crop's top-left
+    corner: what the relative arrows have had taken off."""
+    dy, dx = mean_shift(capture)
+    cell = geometry.pixels_per_feature(min(capture.height, capture.width))
+    length_x, length_y = dx * cell * arrow_scale, dy * cell * arrow_scale
+    margin = 14
+    start = (margin + max(0.0, -length_x), margin + max(0.0, -length_y))
+    end = (start[0] + length_x, start[1] + length_y)
+    if math.hypot(length_x, length_y) >= 1.5:
+        draw_arrow(image, start, end, OUTLINE_COLOUR, 4)
+        draw_arrow(image, start, end, MEAN_COLOUR, 2)
+    cv2.circle(image, _fixed(*start), 5 * _SUBPIXEL, MEAN_COLOUR, 1, cv2.LINE_AA, _SUBPIXEL_BITS)
 
 
 def bilinear_splat(ys: np.ndarray, xs: np.ndarray, values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -559,48 +587,114 @@ def render_idle(frame: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Layout:
+    """Pictures on a grid of `rows` x `cols` under a header, each with a caption above it. `panel` is the
+    side of the model's square crop in display pixels; a picture shows the whole frame at that scale
+    (`picture`: width, height; None when it is just the crop), with the crop's corner at `inset`."""
+
     rows: int
     cols: int
     panel: int
+    picture: tuple[int, int] | None = None
+    inset: tuple[int, int] = (0, 0)
+
+    @property
+    def picture_size(self) -> tuple[int, int]:
+        return self.picture or (self.panel, self.panel)
 
     @property
     def cell_height(self) -> int:
-        return CAPTION_HEIGHT + self.panel
+        return CAPTION_HEIGHT + self.picture_size[1]
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.cols * self.panel + (self.cols - 1) * GAP, HEADER_HEIGHT + self.rows * self.cell_height + (self.rows - 1) * GAP
+        width = self.cols * self.picture_size[0] + (self.cols - 1) * GAP
+        height = HEADER_HEIGHT + self.rows * self.cell_height + (self.rows - 1) * GAP
+        return width + width % 2, height + height % 2  # even sizes: H.264 needs them
 
     def panel_origin(self, index: int) -> tuple[int, int]:
         """Top-left corner of panel `index`'s picture (its caption sits just above)."""
         row, col = divmod(index, self.cols)
-        return col * (self.panel + GAP), HEADER_HEIGHT + row * (self.cell_height + GAP) + CAPTION_HEIGHT
+        return col * (self.picture_size[0] + GAP), HEADER_HEIGHT + row * (self.cell_height + GAP) + CAPTION_HEIGHT
+
+    def crop_origin(self, index: int) -> tuple[int, int]:
+        """Top-left corner of the model's crop inside panel `index`."""
+        x, y = self.panel_origin(index)
+        return x + self.inset[0], y + self.inset[1]
 
 
-def choose_layout(blocks: int, views: int, panel: int | None = None) -> Layout:
-    """Each block's views side by side; blocks fill a grid about 16:9; panels shrink to fit 1920x1080."""
-    per_row = max(1, min(blocks, round(math.sqrt(blocks * 16 / 9 / views))))
-    cols = views * per_row
-    rows = math.ceil(blocks / per_row)
-    if panel is None:
-        fit = min(MAX_PANEL, (MAX_WIDTH - (cols - 1) * GAP) // cols,
-                  (MAX_HEIGHT - HEADER_HEIGHT - (rows - 1) * GAP) // rows - CAPTION_HEIGHT)
-        panel = max(MIN_PANEL, fit)
-    elif panel < 64:
+def choose_layout(blocks: int, views: int, panel: int | None = None,
+                  picture_ratio: tuple[float, float] = (1.0, 1.0)) -> Layout:
+    """Each block's views side by side; blocks fill a grid about 16:9; panels shrink to fit 1920x1080.
+    picture_ratio: a picture's (width, height) over the crop's side (the whole frame around the crop)."""
+    ratio_w, ratio_h = picture_ratio
+
+    def grid(per_row: int) -> tuple[int, int]:
+        return views * per_row, math.ceil(blocks / per_row)
+
+    def fit(per_row: int) -> float:
+        cols, rows = grid(per_row)
+        return min(MAX_PANEL, ((MAX_WIDTH - (cols - 1) * GAP) / cols) / ratio_w,
+                   ((MAX_HEIGHT - HEADER_HEIGHT - (rows - 1) * GAP) / rows - CAPTION_HEIGHT) / ratio_h)
+
+    if panel is None:  # the arrangement that gives the largest pictures (the fewest columns among equals)
+        per_row = max(range(1, blocks + 1), key=lambda n: (int(fit(n)), -n))
+        panel = max(MIN_PANEL, int(fit(per_row)))
+    else:  # about 16:9
+        per_row = max(1, min(blocks, round(math.sqrt(blocks * 16 / 9 / views * ratio_h / ratio_w))))
+    cols, rows = grid(per_row)
+    if panel < 64:
         raise InputError(f"--panel-size must be at least 64 pixels, got {panel}")
-    return Layout(rows, cols, panel - panel % 2)  # even sizes: H.264 needs them
+    return Layout(rows, cols, panel - panel % 2)
 
 
-def compose(panels: Sequence[tuple[str, np.ndarray]], layout: Layout, header: Sequence[str]) -> np.ndarray:
-    """The output frame: two header lines, then each (caption, picture) panel on the grid."""
+def picture_ratio(source_size: tuple[int, int], spec: InputSpec) -> tuple[float, float]:
+    """(width, height) of the whole frame over the side of the model's centre crop."""
+    width, height = source_size
+    short = spec.resize / spec.size
+    return (short * width / height, short) if width >= height else (short, short * height / width)
+
+
+def draw_colour_bar(canvas: np.ndarray, x: int, y: int, width: int, label: str) -> None:
+    """The heat-map's colour scale: `label` then a bar from no weight (left) to the frame's most (right)."""
+    text = f"{label}  low"
+    text_width = cv2.getTextSize(text, FONT, 0.45, 1)[0][0]
+    put_text(canvas, text, x, y + 10, 0.45)
+    bar_x = x + text_width + 6
+    ramp = np.linspace(0, 255, width).astype(np.uint8)[None, :].repeat(12, axis=0)
+    canvas[y : y + 12, bar_x : bar_x + width] = cv2.applyColorMap(ramp, HEAT_COLOURMAP)
+    put_text(canvas, "high", bar_x + width + 6, y + 10, 0.45)
+
+
+def colour_bar_width(label: str, width: int) -> int:
+    """Horizontal room `draw_colour_bar` takes for a bar `width` wide."""
+    return cv2.getTextSize(f"{label}  low", FONT, 0.45, 1)[0][0] + width + 12 + cv2.getTextSize("high", FONT, 0.45, 1)[0][0]
+
+
+HEAT_BAR_LABEL = "attention, scaled per frame:"
+
+
+def compose(panels: Sequence[tuple[str, np.ndarray]], layout: Layout, header: Sequence[str],
+            colour_bar: bool = False) -> np.ndarray:
+    """The output frame: two header lines (and the heat-map's colour bar), then each (caption, picture)
+    panel on the grid."""
     width, height = layout.size
     canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
+    bar_room = 0
+    if colour_bar:  # beside the prediction line, shorter when room is short, left out when there is none
+        for label, bar, keep in ((HEAT_BAR_LABEL, 120, 320), ("heat, per frame:", 80, 200)):
+            room = colour_bar_width(label, bar) + 12
+            if width - room >= keep:
+                bar_room = room
+                draw_colour_bar(canvas, width - room + 6, 30, bar, label)
+                break
     for row, line in enumerate(header[:2]):
-        put_text(canvas, fit_text(line, width - 12, 0.55), 6, 20 + row * 24, 0.55)
+        room = width - 12 - (bar_room if row == 1 else 0)
+        put_text(canvas, fit_text(line, room, 0.55), 6, 20 + row * 24, 0.55)
+    picture_width, picture_height = layout.picture_size
     for index, (caption, picture) in enumerate(panels):
         x, y = layout.panel_origin(index)
-        put_text(canvas, fit_text(caption, layout.panel - 8, 0.45), x + 4, y - 6, 0.45)
-        canvas[y : y + layout.panel, x : x + layout.panel] = picture
+        put_text(canvas, fit_text(caption, picture_width - 8, 0.45), x + 4, y - 6, 0.45)
+        canvas[y : y + picture_height, x : x + picture_width] = picture
     return canvas
 
 
@@ -621,6 +715,40 @@ def feature_frame_of(clip_index: int, clip_frames: int, feature_frames: int) -> 
     return clip_index * feature_frames // clip_frames
 
 
+def mean_shift(capture: BlockCapture) -> tuple[float, float]:
+    """(dy, dx) in feature pixels: how far the sampling windows moved on average over the clip's steps.
+    A block can learn a constant offset that has nothing to do with motion; this is it."""
+    shifts = window_shift(capture, slice(1, None))
+    if shifts.size == 0:  # a single feature frame: no step
+        return 0.0, 0.0
+    return float(shifts[:, 0].mean()), float(shifts[:, 1].mean())
+
+
+def relative_to_mean(capture: BlockCapture) -> BlockCapture:
+    """The capture with the clip's mean shift taken off every offset: arrows then show how each place
+    moves differently from the block as a whole."""
+    dy, dx = mean_shift(capture)
+    offsets = capture.offsets.copy()
+    offsets[:, :, 0] -= dy
+    offsets[:, :, 1] -= dx
+    return BlockCapture(capture.name, offsets, capture.correlation, capture.kernel_size, capture.dilation, capture.channels)
+
+
+def feature_frame_time(clip: PreparedClip, t: int, feature_frames: int) -> float:
+    """Seconds into the video of feature frame t: the middle of the clip frames it is made of."""
+    total = len(clip.indices)
+    members = [i for i in range(total) if feature_frame_of(i, total, feature_frames) == t]
+    return float(np.mean(clip.times[members])) if members else 0.0
+
+
+@dataclass
+class RenderedClip:
+    frames: list[np.ndarray]  # one composed BGR frame per clip frame
+    panels: list[list[tuple[str, np.ndarray]]]  # per clip frame: (caption, picture) of every panel
+    header: str  # what the frames' second header line says
+    colour_bar: bool
+
+
 def render_clip(
     clip: PreparedClip,
     captures: dict[str, BlockCapture],
@@ -630,52 +758,81 @@ def render_clip(
     prediction: Prediction,
     query_panel: tuple[float, float] | None = None,
     arrow_scale: float = 1.0,
-) -> list[np.ndarray]:
-    """One BGR frame per clip frame: a header and, for every block, one panel per view."""
+    arrows: str = "relative",
+) -> RenderedClip:
+    """One BGR frame per clip frame: a header and, for every block, one panel per view. A panel shows the
+    whole frame, dimmed, with the model's crop outlined and the view drawn inside it."""
     total = len(clip.indices)
     points: dict[str, PointView] = {}
-    arrow_steps = {name: arrow_grid_step(c, geometry, arrow_scale) for name, c in captures.items()}
+    drawn = {name: relative_to_mean(c) if arrows == "relative" else c for name, c in captures.items()}
+    arrow_steps = {name: arrow_grid_step(c, geometry, arrow_scale) for name, c in drawn.items()}
     heat: dict[str, dict[int, np.ndarray]] = {}
-    heat_scale: dict[str, HeatScale] = {}
     for name, capture in captures.items():
         if "attention" in views:
             heat[name] = {t: attention_landing(capture, t) for t in range(1, capture.frames)}
-            heat_scale[name] = HeatScale.of(list(heat[name].values()))
         if query_panel is not None:
             points[name] = plan_point_view(capture, geometry, query_panel)
 
-    frames = []
+    captions: dict[tuple[str, str], str] = {}
+    for name, capture in captures.items():
+        for view in views:
+            note = ""
+            if view == "offsets":
+                dy, dx = mean_shift(capture)
+                note = f" minus mean (x {dx:+.2f}, y {dy:+.2f})" if arrows == "relative" else ""
+                note += f", x{arrow_scale:g}" if arrow_scale != 1 else ""
+            elif view == "point":
+                zoom = geometry.panel / points[name].side
+                qy, qx = points[name].query
+                note = f" cell x{qx} y{qy}" + (f", zoom x{zoom:.1f}" if zoom > 1.05 else "")
+            captions[(name, view)] = f"{name} {view}{note}"
+
+    crop_x, crop_y = clip.crop_origin
+    side = geometry.panel
+    full_frame = clip.full.shape[1:3] != (side, side)
+    if arrows == "relative":
+        legend = "arrows: shift apart from the block's mean (cyan), in feature cells"
+    else:
+        legend = "arrows: where each place's samples moved"
+    second_line = f"predicted: {prediction.label} ({prediction.probability:.0%})"
+    if "offsets" in views:
+        second_line += f"   {legend}"
+    frames, all_panels = [], []
     for i in range(total):
         frame = cv2.cvtColor(clip.display[i], cv2.COLOR_RGB2BGR)
+        whole = (cv2.cvtColor(clip.full[i], cv2.COLOR_RGB2BGR) * OUTSIDE_CROP).astype(np.uint8)
         panels = []
         for name, capture in captures.items():
             t = feature_frame_of(i, total, capture.frames)
             for view in views:
                 if t == 0:
                     panel = render_idle(frame)
-                    step = f"feature frame 0/{capture.frames}"
+                    step = "first feature frame"
                 else:
-                    step = f"{t - 1}->{t} of {capture.frames}"
+                    before = feature_frame_time(clip, t - 1, capture.frames)
+                    step = f"{before:.2f} s to {feature_frame_time(clip, t, capture.frames):.2f} s"
                     if view == "offsets":
-                        panel = render_offsets(frame, capture, t, geometry, arrow_scale, arrow_steps[name])
+                        panel = render_offsets(frame, drawn[name], t, geometry, arrow_scale, arrow_steps[name])
+                        if arrows == "relative":
+                            draw_mean_arrow(panel, capture, geometry, arrow_scale)
                     elif view == "attention":
-                        panel = render_attention(frame, heat[name][t], geometry, heat_scale[name])
+                        panel = render_attention(frame, heat[name][t], geometry, HeatScale.of([heat[name][t]]))
                     else:
                         panel = render_point(frame, capture, t, geometry, points[name])
-                note = ""
-                if view == "offsets" and arrow_scale != 1:
-                    note = f" (arrows x{arrow_scale:g})"
-                elif view == "point":
-                    zoom = geometry.panel / points[name].side
-                    qy, qx = points[name].query
-                    note = f" cell x{qx} y{qy}" + (f", zoom x{zoom:.1f}" if zoom > 1.05 else "")
-                panels.append((f"{name} {view}{note}  {step}", panel))
+                if full_frame:
+                    picture = np.full_like(whole, BACKGROUND) if view == "point" else whole.copy()
+                    picture[crop_y : crop_y + side, crop_x : crop_x + side] = panel
+                    cv2.rectangle(picture, (crop_x - 1, crop_y - 1), (crop_x + side, crop_y + side), CROP_COLOUR, 1)
+                    panel = picture
+                panels.append((f"{captions[(name, view)]}, {step}", panel))
         header = (
-            f"frame {int(clip.indices[i])}  ({i + 1}/{total} of the clip, {clip.fps:.3g} fps)",
-            f"predicted: {prediction.label} ({prediction.probability:.0%})",
+            f"{clip.times[i]:.2f} s   (clip frame {i + 1} of {total}, video frame {int(clip.indices[i])}; "
+            f"plays at {clip.fps:.3g} fps)",
+            second_line,
         )
-        frames.append(compose(panels, layout, header))
-    return frames
+        frames.append(compose(panels, layout, header, colour_bar="attention" in views))
+        all_panels.append(panels)
+    return RenderedClip(frames, all_panels, second_line, "attention" in views)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -696,9 +853,14 @@ def check_output_path(path: Path, suffix: str, option: str) -> Path:
     return path
 
 
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
-    """Write BGR frames to an mp4 next to `path` and move it into place; returns the codec's name."""
-    height, width = frames[0].shape[:2]
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> str:
+    """Write BGR frames (all of one size; any iterable, so they can be made one at a time) to an mp4
+    next to `path` and move it into place; returns the codec's name."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise SifaError(f"no frames to write to {path}")
+    height, width = first.shape[:2]
     with atomic_write_path(path) as tmp:
         partial = str(tmp)
         writer, codec = None, None
@@ -711,22 +873,24 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
                 writer.release()
         if codec is None:
             raise SifaError("OpenCV on this system cannot write mp4 video (neither H.264 nor mp4v)")
-        for frame in frames:
-            writer.write(frame)
-        writer.release()
+        try:
+            writer.write(first)
+            for frame in frames:
+                writer.write(frame)
+        finally:
+            writer.release()
     return codec
 
 
-def contact_sheet(frames: Sequence[np.ndarray], picks: Sequence[int]) -> np.ndarray:
-    """The picked frames on a grid about 16:9 wide, scaled down to at most SHEET_MAX_WIDTH."""
-    tiles = [frames[i] for i in picks]
-    tile_h, tile_w = tiles[0].shape[:2]
-    cols = max(1, min(len(tiles), round(math.sqrt(len(tiles) * 16 / 9 * tile_h / tile_w))))
-    rows = math.ceil(len(tiles) / cols)
-    sheet = np.full((rows * tile_h + (rows - 1) * GAP, cols * tile_w + (cols - 1) * GAP, 3), 96, np.uint8)
-    for n, tile in enumerate(tiles):
-        row, col = divmod(n, cols)
-        sheet[row * (tile_h + GAP) : row * (tile_h + GAP) + tile_h, col * (tile_w + GAP) : col * (tile_w + GAP) + tile_w] = tile
+def contact_sheet(rendered: RenderedClip, layout: Layout, picks: Sequence[int]) -> np.ndarray:
+    """Every panel at the picked clip frames: one row per block and view, one column per step between
+    feature frames, left to right in time; scaled down to at most SHEET_MAX_WIDTH wide."""
+    rows = len(rendered.panels[0])
+    grid = Layout(rows, len(picks), layout.panel, layout.picture, layout.inset)
+    cells = [rendered.panels[pick][row] for row in range(rows) for pick in picks]
+    header = ("one column per step between feature frames, left to right in time (seconds into the video)",
+              rendered.header)
+    sheet = compose(cells, grid, header, colour_bar=rendered.colour_bar)
     if sheet.shape[1] > SHEET_MAX_WIDTH:
         scale = SHEET_MAX_WIDTH / sheet.shape[1]
         sheet = cv2.resize(sheet, (SHEET_MAX_WIDTH, max(1, round(sheet.shape[0] * scale))), interpolation=cv2.INTER_AREA)
@@ -809,6 +973,7 @@ class Rendering:
     prediction: Prediction
     notes: list[str]
     seconds: dict[str, float]
+    rendered: RenderedClip
 
 
 def render_visualization(
@@ -821,18 +986,24 @@ def render_visualization(
     point: tuple[float, float] | None = None,
     panel_size: int | None = None,
     arrow_scale: float = 1.0,
+    arrows: str = "relative",
 ) -> Rendering:
     """Decode the clip as the checkpoint's input spec says, run the model with hooks, draw every frame."""
     if not (math.isfinite(arrow_scale) and arrow_scale > 0):
         raise InputError(f"--arrow-scale must be a positive number, got {arrow_scale:g}")
+    if arrows not in ARROW_MODES:
+        raise InputError(f"--arrows must be one of {', '.join(ARROW_MODES)}; got {arrows!r}")
     views = resolve_views(views, point)
     names = select_blocks(model, block)
     spec = InputSpec.from_meta(meta.get("input"))
-    layout = choose_layout(len(names), len(views), panel_size)
     seconds: dict[str, float] = {}
 
     mark = time.perf_counter()
+    with Video(clip_path) as video:
+        source_size = (video.info.width, video.info.height)
+    layout = choose_layout(len(names), len(views), panel_size, picture_ratio(source_size, spec))
     clip = prepare_clip(clip_path, spec, layout.panel)
+    layout = Layout(layout.rows, layout.cols, layout.panel, (clip.full.shape[2], clip.full.shape[1]), clip.crop_origin)
     query = point_in_panel(clip, point, layout.panel) if point is not None else None
     seconds["decode"] = time.perf_counter() - mark
 
@@ -849,9 +1020,10 @@ def render_visualization(
     mark = time.perf_counter()
     geometry = geometry_for(model, layout.panel, spec.size)
     prediction = predicted(probabilities, meta.get("categories") or [])
-    frames = render_clip(clip, captures, views, layout, geometry, prediction, query, arrow_scale)
+    rendered = render_clip(clip, captures, views, layout, geometry, prediction, query, arrow_scale, arrows)
     seconds["render"] = time.perf_counter() - mark
-    return Rendering(frames, clip.fps, layout, geometry, captures, views, prediction, clip.notes, seconds)
+    return Rendering(rendered.frames, clip.fps, layout, geometry, captures, views, prediction, clip.notes, seconds,
+                     rendered)
 
 
 @dataclass
@@ -889,7 +1061,8 @@ def visualize(
     frames = rendering.frames
     codec = write_video(out, frames, rendering.fps)
     if sheet_path is not None:
-        write_sheet(sheet_path, contact_sheet(frames, sheet_frames(len(frames), rendering.captures.values())))
+        picks = sheet_frames(len(frames), rendering.captures.values())
+        write_sheet(sheet_path, contact_sheet(rendering.rendered, rendering.layout, picks))
     seconds = dict(rendering.seconds, write=time.perf_counter() - mark, total=time.perf_counter() - started)
     return VisualizeReport(out, sheet_path, len(frames), rendering.fps, rendering.layout.size, codec,
                            list(rendering.captures), rendering.views, rendering.prediction, seconds, rendering.notes)

@@ -118,7 +118,8 @@ def test_output_decodes_with_one_frame_per_clip_frame_at_the_sampling_rate(tiny_
                            views=("offsets", "attention"), panel_size=128)
 
     frames = decoded_frames(out)
-    expected_size = (2 * 128 + vis.GAP, vis.HEADER_HEIGHT + vis.CAPTION_HEIGHT + 128)
+    # Each picture is the whole 80x64 frame at the crop's scale (the 64x64 crop is 128 px): 160x128.
+    expected_size = (2 * 160 + vis.GAP, vis.HEADER_HEIGHT + vis.CAPTION_HEIGHT + 128)
     assert len(frames) == 16 == report.frames
     assert {f.shape for f in frames} == {(expected_size[1], expected_size[0], 3)}
     assert report.size == expected_size
@@ -171,7 +172,7 @@ def test_arrows_point_along_the_shift_set_in_the_offset_conv(tiny_model, make_vi
     video = make_video("grey.mp4", frames=grey, width=SIZE, height=SIZE)
     set_offset_shift(dict(tiny_model.sifa_blocks())["layer2.1"], dy, dx)
     rendering = vis.render_visualization(video, tiny_model, tiny_meta(), views=("offsets",), block="layer2.1",
-                                         panel_size=256)
+                                         panel_size=256, arrows="absolute")
     layout = rendering.layout
     x0, y0 = layout.panel_origin(0)
 
@@ -213,6 +214,56 @@ def test_arrows_point_along_the_shift_set_in_the_offset_conv(tiny_model, make_vi
 
     assert colour_at(bases + 0.5 * arrow).mean() > 0.9
     assert colour_at(bases - 0.5 * arrow).mean() < 0.1
+
+
+def test_relative_arrows_take_off_the_mean_shift_and_show_it_once(tiny_model, make_video):
+    """A shift that is the same everywhere is no motion of one place against another: relative arrows
+    are dots only, and the one cyan arrow in the crop's corner points along the shift."""
+    grey = [np.full((SIZE, SIZE, 3), 110, np.uint8)] * 24
+    video = make_video("grey.mp4", frames=grey, width=SIZE, height=SIZE)
+    set_offset_shift(dict(tiny_model.sifa_blocks())["layer2.1"], 0.0, 0.5)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), views=("offsets",), block="layer2.1",
+                                         panel_size=256)
+    x0, y0 = rendering.layout.crop_origin(0)
+    panel = rendering.frames[9][y0 : y0 + 256, x0 : x0 + 256]
+    assert not arrow_pixels(panel).any()
+    assert len(base_dots(panel)) == 64
+    cyan = cv2.inRange(panel, np.array([170, 170, 0]), np.array([255, 255, 110])) > 0
+    ys, xs = np.nonzero(cyan)
+    assert xs.max() - xs.min() > 0.8 * 0.5 * 256 / 8 and ys.max() - ys.min() < 14  # along x, 0.5 cells long
+    assert "minus mean (x +0.50, y +0.00)" in " ".join(caption for caption, _ in rendering.rendered.panels[9])
+
+
+def test_a_wide_video_shows_the_whole_frame_with_the_crop_outlined(tiny_model, make_video, tmp_path):
+    frames = [np.full((64, 128, 3), 120, np.uint8)] * 20
+    video = make_video("wide.mp4", frames=frames, width=128, height=64)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), views=("attention",), panel_size=256)
+    layout = rendering.layout
+    assert layout.picture == (512, 256) and layout.inset == (128, 0)
+    x0, y0 = layout.panel_origin(0)
+    picture = rendering.frames[8][y0 : y0 + 256, x0 : x0 + 512].astype(int)
+    # outside the crop: the frame, dimmed; the crop's outline at its edges
+    dimmed = 120 * vis.OUTSIDE_CROP
+    assert abs(picture[128, 20].mean() - dimmed) < 12 and abs(picture[128, 500].mean() - dimmed) < 12
+    assert picture[128, 127].min() > 200 and picture[128, 384].min() > 200
+    # the heat-map's colour scale sits in the header, from dark to the colour map's brightest
+    header = rendering.frames[8][: vis.HEADER_HEIGHT].astype(int)
+    for level in (0, 255):
+        colour = cv2.applyColorMap(np.array([[level]], np.uint8), vis.HEAT_COLOURMAP)[0, 0].astype(int)
+        assert (np.abs(header - colour).sum(axis=2) < 30).sum() >= 12, level
+
+
+def test_the_sheet_has_one_column_per_step_and_captions_in_seconds(tiny_model, make_video, tmp_path):
+    video = make_video("clip.mp4", num_frames=40, width=64, height=64, fps=20)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), panel_size=128)
+    picks = vis.sheet_frames(16, rendering.captures.values())
+    assert len(picks) == 3  # 4 feature frames: steps 0->1, 1->2, 2->3
+    sheet = vis.contact_sheet(rendering.rendered, rendering.layout, picks)
+    cell_w, cell_h = 128 + vis.GAP, vis.CAPTION_HEIGHT + 128 + vis.GAP
+    assert sheet.shape[1] == 3 * cell_w - vis.GAP and sheet.shape[0] == vis.HEADER_HEIGHT + 2 * cell_h - vis.GAP
+    captions = [caption for caption, _ in rendering.rendered.panels[picks[0]]]
+    # The clip is the middle 16 frames (12..27) of 40 at 20 fps; feature frames are 4 clip frames each.
+    assert captions[0].endswith(f"{13.5 / 20:.2f} s to {17.5 / 20:.2f} s"), captions[0]
 
 
 def test_a_block_with_a_single_feature_frame_has_nothing_to_show(tiny_model, make_video, tmp_path):

@@ -47,7 +47,9 @@ MAX_TABLE_WINDOWS = 60
 def predict(
     paths: Annotated[
         list[str],
-        typer.Argument(help="Video files, folders (searched recursively) or glob patterns.", metavar="PATH",
+        typer.Argument(help="Video files, folders (searched recursively) or glob patterns; or one stream: "
+                            "camera:N or an rtsp://, http(s):// ... URL, scored window by window as it plays.",
+                       metavar="PATH",
                        show_default=False),
     ],
     weights: WeightsOpt = None,
@@ -75,6 +77,11 @@ def predict(
     ] = False,
     window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
     stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    annotate: Annotated[
+        Optional[Path],
+        typer.Option("--annotate", help="Write VIDEO with its top labels (with --timeline: the segment label) "
+                     "drawn on every frame to this .mp4.", dir_okay=False),
+    ] = None,
     shard: Annotated[
         Optional[str],
         typer.Option("--shard", help="K/N: only part K of N of the inputs (independent jobs, e.g. a Slurm array); "
@@ -106,6 +113,15 @@ def predict(
         raise InputError("--top-k and --batch-size must be at least 1")
     if timeline:
         plan_windows(2 * window, window, stride)
+    from sifa_cli.cli.predict_live import predict_live, stream_source
+
+    source = stream_source(paths)
+    if source is not None:
+        if shard is not None:
+            raise InputError("--shard splits a list of videos; a stream is one input")
+        return predict_live(source, weights=weights, top_k=top_k, views=chosen_views, device=device,
+                            precision=precision.value, fmt=fmt, output=output, window=window, stride=stride,
+                            timeline=timeline, annotate=annotate, overwrite=overwrite)
     part = parse_shard(shard)
     group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
     found = find_videos(paths)
@@ -113,6 +129,10 @@ def predict(
         err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not found.videos:
         raise typer.Exit(2)
+    if annotate is not None:
+        from sifa_cli.engine.annotate import check_annotate_target
+
+        annotate = check_annotate_target(annotate, found.videos)
     found.videos = shard_of(found.videos, part)
     if not found.videos:
         err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")
@@ -196,6 +216,12 @@ def predict(
         else:
             _print_predictions(results, top_k)
     _print_summary(predictor.stats, failed, skipped, output, group.describe(predictor.device), view_text)
+    if annotate is not None and results:
+        from sifa_cli.engine.annotate import annotate_video
+
+        drawn = annotate_video(results[0], annotate)
+        err_console.print(f"labelled video: {escape(str(drawn.path))} ({drawn.frames} frames, {drawn.width}x"
+                          f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

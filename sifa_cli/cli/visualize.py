@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +15,11 @@ from sifa_cli.errors import InputError
 from sifa_cli.resources import examples_dir
 
 EXAMPLE_CLIP = examples_dir() / "clip.mp4"
+
+
+class ArrowMode(str, Enum):
+    relative = "relative"
+    absolute = "absolute"
 
 
 def default_clip() -> Path:
@@ -52,13 +58,20 @@ def visualize(
         Optional[int], typer.Option("--panel-size", help="Side of each panel in pixels. Default: as large as fits 1920x1080.")
     ] = None,
     arrow_scale: Annotated[float, typer.Option("--arrow-scale", help="Lengthen the offset arrows by this factor (shown in the caption).")] = 1.0,
+    arrows: Annotated[
+        ArrowMode,
+        typer.Option("--arrows", help="relative: each place's shift minus the block's mean shift over the clip (a learned "
+                     "constant offset is not motion); absolute: the shifts as the model computes them."),
+    ] = ArrowMode.relative,
     device: DeviceOpt = "auto",
 ) -> None:
     """Render a video of a model's SIFA offsets and inter-frame attention on a clip.
 
-    Without --offsets, --attention or --point both offsets and attention are shown. Each step from
-    feature frame f-1 to f is drawn over the clip frames of f (4 clip frames per feature frame in
-    SIFA-Net, 8 in its dual path); the first feature frame has nothing to attend from.
+    Without --offsets, --attention or --point both offsets and attention are shown. Panels show the
+    whole frame with the model's centre crop outlined; the views are drawn inside the crop. Each step
+    from feature frame f-1 to f is drawn over the clip frames of f (4 clip frames per feature frame in
+    SIFA-Net, 8 in its dual path); the first feature frame has nothing to attend from. --panel-size
+    is the side of the crop in pixels.
     """
     from sifa_cli import visualize as vis
     from sifa_cli.data.decode import capture_native_stderr
@@ -87,7 +100,7 @@ def visualize(
 
     with capture_native_stderr():  # decoders print to the terminal directly; errors quote what they said
         report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
-                               panel_size=panel_size, arrow_scale=arrow_scale)
+                               panel_size=panel_size, arrow_scale=arrow_scale, arrows=arrows.value)
     width, height = report.size
     label = f"{report.prediction.label} ({report.prediction.probability:.0%})"
     console.print(
