@@ -58,10 +58,10 @@ def section(title):
     return wrap
 
 
-def triton_fn(block_c=None, block_p=None):
+def triton_fn(block_c=None, block_p=None, num_warps=None):
     from sifa_cli.models.ops_triton import sifa_attention_triton
 
-    return lambda x, off, k=3, d=1: sifa_attention_triton(x, off, k, d, block_c=block_c, block_p=block_p)
+    return lambda x, off, k=3, d=1: sifa_attention_triton(x, off, k, d, block_c, block_p, num_warps)
 
 
 def forward_backward(fn, x, off, grad_agg, grad_corr, k=3, d=1):
@@ -184,22 +184,23 @@ def speed(batch, warmup, repeats):
                 print(f"   FAILED {dtype} {name}: {type(error).__name__}: {error}", flush=True)
 
 
-@section("tile sweep, float32 forward+backward ms (block_c x block_p; default 32 x 64)")
+@section("tile sweep, float32 forward+backward ms (block_c x block_p / warps; default 16x64/8)")
 def sweep(batch, warmup, repeats):
     for name, shape in list(shapes(batch).items())[:2]:
         x, off = inputs(shape, torch.float32)
         grad_agg = torch.randn_like(x)
         grad_corr = torch.randn((shape[0], 9) + shape[2:], device="cuda")
         results = []
-        for block_c in (16, 32, 64):
-            for block_p in (32, 64, 128):
-                try:
-                    fn = triton_fn(block_c, block_p)
-                    ms = cuda_time_ms(lambda: forward_backward(fn, x, off, grad_agg, grad_corr), warmup, repeats)
-                    results.append((ms, block_c, block_p))
-                except Exception as error:
-                    print(f"   FAILED {block_c}x{block_p}: {type(error).__name__}: {error}", flush=True)
-        text = "  ".join(f"{c}x{p} {ms:.3f}" for ms, c, p in sorted(results))
+        for block_c, block_p, warps in [(None, None, None), (16, 64, 4), (16, 32, 4), (8, 64, 4), (32, 32, 8),
+                                        (32, 64, 8), (16, 128, 8), (64, 32, 8), (8, 128, 8), (32, 128, 16)]:
+            label = f"{block_c}x{block_p}/{warps}" if block_c else "default"
+            try:
+                fn = triton_fn(block_c, block_p, warps)
+                ms = cuda_time_ms(lambda: forward_backward(fn, x, off, grad_agg, grad_corr), warmup, repeats)
+                results.append((ms, label))
+            except Exception as error:
+                print(f"   FAILED {label}: {type(error).__name__}: {error}", flush=True)
+        text = "  ".join(f"{label} {ms:.3f}" for ms, label in sorted(results))
         print(f"   {name}: {text}", flush=True)
 
 
