@@ -8,11 +8,13 @@ sampled value is scaled by 1/C (there is no softmax) and the values are summed w
 `sifa_attention` is the single entry point. It validates shapes and then dispatches to a kernel:
 the plain PyTorch implementation below is the definition; a faster kernel registered with
 `register_kernel` is used only where it says it can run, and must match the plain one (tests check it).
-Built in: a per-tap variant for inference (no autograd), faster and lighter on memory.
+Built in: a per-tap variant for inference (no autograd), faster and lighter on memory, and on CUDA
+fused Triton kernels for forward and backward (ops_triton.py, used where Triton is installed).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -164,6 +166,41 @@ class _Kernel:
 
 
 _KERNELS: list[_Kernel] = [_Kernel("per-tap", sifa_attention_per_tap, _needs_no_grad)]
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_module():
+    """sifa_cli.models.ops_triton, or None where Triton is not installed (it is optional)."""
+    try:
+        from sifa_cli.models import ops_triton
+    except ImportError:
+        return None
+    return ops_triton
+
+
+def _triton_can_run(x: Tensor, offset: Tensor, kernel_size: int, dilation: int) -> bool:
+    """The fused Triton kernel runs on CUDA (compute capability >= 7.0) where Triton is installed.
+
+    SIFA_KERNEL=triton also selects it for CPU tensors, which only Triton's interpreter can run
+    (TRITON_INTERPRET=1 set before Triton is imported): that is how the tests check it without a GPU.
+    """
+    if os.environ.get("SIFA_KERNEL") != "triton":
+        if not x.is_cuda or torch.cuda.get_device_capability(x.device) < (7, 0):
+            return False
+    n, c, t, h, w = x.shape
+    if x.numel() == 0 or x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return False
+    if max(c, 2 * kernel_size * kernel_size) * t * h * w >= 2**31:  # the kernels index a sample in int32
+        return False
+    module = _triton_module()
+    return module is not None and (x.is_cuda or module.INTERPRETED)
+
+
+def _triton_kernel(x: Tensor, offset: Tensor, kernel_size: int, dilation: int) -> tuple[Tensor, Tensor]:
+    return _triton_module().sifa_attention_triton(x, offset, kernel_size, dilation)
+
+
+_KERNELS.append(_Kernel("triton", _triton_kernel, _triton_can_run))
 
 
 def register_kernel(
