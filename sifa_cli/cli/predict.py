@@ -21,6 +21,7 @@ from sifa_cli.cli.common import (
     console,
     err_console,
     handle_errors,
+    hold,
     is_tty,
 )
 from sifa_cli.errors import InputError
@@ -82,7 +83,8 @@ def predict(
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.predict import Predictor, plan_windows
-    from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.results import ResultWriter, lock_results, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.fileio import refuse_input_as_output
     from sifa_cli.weights.checkpoint import load_model
 
     # Everything a user can get wrong is checked before the model loads.
@@ -98,6 +100,10 @@ def predict(
     if not found.videos:
         raise typer.Exit(2)
 
+    if output is not None:
+        refuse_input_as_output(output, [*found.videos, weights if weights and Path(weights).is_file() else None],
+                               "--output")
+        hold(lock_results(output))  # held until the command ends: concurrent runs would lose records
     kept = read_finished(output, fmt) if output is not None else []
     done_keys = {path_key(record["path"]) for record in kept}
     videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
