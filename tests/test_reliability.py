@@ -1,0 +1,192 @@
+"""Issue 11, items 1-6: odd file names, outputs that would destroy inputs or other files, two runs
+on one results file, corrupt weights and diverging training. Real files, real subprocess runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from predict_helpers import colour_checkpoint, write_colour_video
+
+SIFA = [sys.executable, "-m", "sifa_cli.cli.main"]
+
+
+def run_sifa(*args, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*SIFA, *map(str, args)], capture_output=True, timeout=timeout, env=env, **kwargs)
+
+
+def one_error_line(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def app():
+    from sifa_cli.cli.main import _register, app
+
+    _register()
+    return app
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. An output that resolves to an input is refused, for every command that writes files.
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_is_untouched(app, weights, tmp_path):
+    clip = write_colour_video(tmp_path / "clip.mp4", ["red"] * 10)
+    original = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip.name)
+    runner = CliRunner()
+    attempts = [
+        ["visualize", str(clip), "-w", str(weights), "-o", str(clip)],
+        ["visualize", str(clip), "-w", str(weights), "-o", str(tmp_path / "link.mp4")],
+        ["visualize", str(clip), "-w", str(weights), "-o", str(tmp_path / "sub" / ".." / "clip.mp4")],
+        ["predict", str(clip), "-w", str(weights), "-f", "json", "-o", str(clip)],
+        ["predict", str(clip), "-w", str(weights), "-f", "json", "-o", str(weights)],
+        ["weights", "import", str(weights), "--arch", "sifa_resnet_tiny", "--out", str(weights)],
+    ]
+    (tmp_path / "sub").mkdir()
+    for args in attempts:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "would overwrite the input" in result.stderr and "Traceback" not in result.output, result.output
+    assert clip.read_bytes() == original and (tmp_path / "link.mp4").is_symlink()
+    assert weights.read_bytes()[:8] == colour_checkpoint(tmp_path).read_bytes()[:8]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Two runs on one results file: the second refuses at once, the first keeps every record.
+
+
+def test_a_second_run_on_the_same_output_refuses_and_the_first_loses_nothing(weights, tmp_path):
+    folder = tmp_path / "videos"
+    for i in range(6):
+        write_colour_video(folder / f"{i:02d}.mp4", [("red", "green", "blue")[i % 3]] * 10, width=32, height=32)
+    out = tmp_path / "results.jsonl"
+    lock = tmp_path / ".results.jsonl.lock"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([*SIFA, "predict", str(folder), "-w", str(weights), "-o", str(out), "-b", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock.exists(), "the first run never took its lock"
+    os.kill(first.pid, signal.SIGSTOP)  # however fast the first run is, it is still running meanwhile
+    try:
+        second = run_sifa("predict", folder, "-w", weights, "-o", out)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, first_err = first.communicate(timeout=240)
+    assert first.returncode == 0, first_err
+    line = one_error_line(second.stderr)
+    assert second.returncode == 1 and "being written by another sifa run" in line
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in records) == [f"{i:02d}.mp4" for i in range(6)]
+    assert all("top" in r for r in records)
+    assert not lock.exists()  # removed when the first run ended
+
+
+def test_the_lock_is_released_after_a_refused_or_failed_run(app, weights, tmp_path):
+    from sifa_cli.engine.results import lock_results
+
+    clip = write_colour_video(tmp_path / "red.mp4", ["red"] * 10)
+    out = tmp_path / "r.jsonl"
+    with lock_results(out):  # another process holding the lock: this test
+        result = run_sifa("predict", clip, "-w", weights, "-o", out)
+        assert result.returncode == 1 and "being written by another sifa run" in one_error_line(result.stderr)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["predict", str(clip), "-w", str(tmp_path / "missing.safetensors"), "-o", str(out)])
+    assert bad.exit_code != 0
+    good = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(out)])
+    assert good.exit_code == 0, good.output
+    assert json.loads(out.read_text())["top"][0]["label"] == "red"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "red.mp4"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. An existing output that is not ours, a symbolic link or read-only is never replaced.
+
+
+@pytest.mark.parametrize("name, content", [
+    ("my.json", "[1, 2, 3]\n"),
+    ("my.json", '[{"name": "not sifa"}]\n'),
+    ("my.csv", "a,b\n1,2\n"),
+    ("my.csv", "path,kind,start,end,rank,label,score,error\nx,hello,,,,,,\n"),
+    ("my.jsonl", '{"a": 1}\n'),
+])
+def test_an_existing_file_that_is_not_ours_is_kept(app, weights, tmp_path, name, content):
+    clip = write_colour_video(tmp_path / "red.mp4", ["red"] * 10)
+    out = tmp_path / name
+    out.write_text(content)
+    result = CliRunner().invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(out)])
+    assert result.exit_code == 2 and "is not a" in result.stderr and "move it away" in result.stderr, result.output
+    assert out.read_text() == content
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+def test_a_symlinked_or_read_only_output_is_not_replaced(app, weights, tmp_path, suffix):
+    clip = write_colour_video(tmp_path / "red.mp4", ["red"] * 10)
+    runner = CliRunner()
+    target = tmp_path / f"elsewhere{suffix}"
+    link = tmp_path / f"link{suffix}"
+    link.symlink_to(target.name)
+    result = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(link)])
+    assert result.exit_code == 2 and "is a symbolic link" in result.stderr, result.output
+    assert link.is_symlink() and not target.exists()
+
+    read_only = tmp_path / f"kept{suffix}"
+    read_only.write_text("")
+    read_only.chmod(0o444)
+    result = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(read_only)])
+    assert result.exit_code == 2 and "is read-only" in result.stderr, result.output
+    assert read_only.read_text() == "" and not os.stat(read_only).st_mode & 0o222
+
+    # Our own file of each format is still resumed.
+    ours = tmp_path / f"ours{suffix}"
+    assert runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)]).exit_code == 0
+    again = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)])
+    assert again.exit_code == 0 and "already have results" in again.stderr, again.output
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Line-separator characters in file names: our own results read back on resume.
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_names_with_line_separators_resume(app, weights, tmp_path, suffix):
+    folder = tmp_path / "videos"
+    names = ["a\u2028b.mp4", "c\u2029d.mp4", "e\x85f.mp4", "g\x0bh.mp4", "i\x1cj.mp4"]
+    for name in names:
+        write_colour_video(folder / name, ["blue"] * 10)
+    out = tmp_path / f"results{suffix}"
+    runner = CliRunner()
+    first = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(out)])
+    assert second.exit_code == 0 and f"all {len(names)} video(s) already have results" in second.stderr, second.output
+    text = out.read_text(encoding="utf-8")
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in text.split("\n") if line]
+    elif suffix == ".json":
+        records = json.loads(text)
+    else:
+        records = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert {Path(r["path"]).name for r in records} == set(names)
