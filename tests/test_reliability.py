@@ -190,3 +190,101 @@ def test_names_with_line_separators_resume(app, weights, tmp_path, suffix):
     else:
         records = list(csv.DictReader(io.StringIO(text, newline="")))
     assert {Path(r["path"]).name for r in records} == set(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Damaged weights are refused (or give error records, never NaN); diverging training stops.
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _flip_tensor_bytes(path: Path, out: Path) -> None:
+    """Overwrite the first 16 bytes of the largest float32 tensor with NaN bit patterns."""
+    data = bytearray(path.read_bytes())
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_size])
+    name = max((k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32"),
+               key=lambda k: header[k]["data_offsets"][1] - header[k]["data_offsets"][0])
+    start = 8 + header_size + header[name]["data_offsets"][0]
+    data[start:start + 16] = b"\xff\xff\xff\x7f" * 4
+    out.write_bytes(bytes(data))
+
+
+def _without_digest(path: Path, out: Path) -> None:
+    """The same checkpoint as a file written before checkpoints carried their tensor checksum."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["sifa"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    del meta["tensors_sha256"]
+    save_file(tensors, str(out), metadata={"sifa": json.dumps(meta)})
+
+
+def test_damaged_checkpoints_are_refused_and_never_give_nan(app, weights, tmp_path):
+    from sifa_cli.weights.checkpoint import load_checkpoint
+
+    clip = write_colour_video(tmp_path / "red.mp4", ["red"] * 10)
+    runner = CliRunner()
+    damaged = tmp_path / "damaged.safetensors"
+    _flip_tensor_bytes(weights, damaged)
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["predict", str(clip), "-w", str(damaged), "-o", str(out)])
+    assert result.exit_code == 1 and "do not match the checksum" in result.stderr, result.output
+    verify = runner.invoke(app, ["weights", "verify", str(damaged)])
+    assert verify.exit_code == 1 and "do not match the checksum" in verify.stderr, verify.output
+
+    # An older file without the checksum still loads; damaged, its NaN scores are error records.
+    old = tmp_path / "old.safetensors"
+    _without_digest(weights, old)
+    assert "tensors_sha256" not in load_checkpoint(old)[1]
+    assert runner.invoke(app, ["predict", str(clip), "-w", str(old), "-o", str(tmp_path / "ok.json")]).exit_code == 0
+    old_damaged = tmp_path / "old_damaged.safetensors"
+    _flip_tensor_bytes(old, old_damaged)
+    result = runner.invoke(app, ["predict", str(clip), "-w", str(old_damaged), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    [record] = _strict_json(out.read_text())
+    assert "top" not in record and "not finite numbers" in record["error"]
+    verify = runner.invoke(app, ["weights", "verify", str(old_damaged)])
+    assert verify.exit_code == 1 and "NaN or infinite" in verify.stderr, verify.output
+
+    # What sifa writes is checked: `weights verify` says so.
+    good = runner.invoke(app, ["weights", "verify", str(weights)], env={"COLUMNS": "300"})
+    assert good.exit_code == 0 and "match their recorded checksum" in good.stdout, good.output
+
+
+def test_diverging_training_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    import yaml
+
+    from conftest import write_motion_dataset
+    from sifa_cli.weights.checkpoint import load_checkpoint
+
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=32)
+    tiny = ["--model", "sifa_resnet_tiny", "--frames", "8", "--size", "32", "--workers", "0", "--batch-size", "4"]
+
+    diverged = run_sifa("finetune", data, *tiny, "--epochs", "1", "--lr", "1e30", "--out", tmp_path / "run1",
+                        text=True)
+    assert diverged.returncode == 1, diverged.stderr
+    assert "training diverged in epoch 1" in diverged.stderr and "no checkpoint" in diverged.stderr
+    assert not list((tmp_path / "run1").glob("*.safetensors"))
+
+    run = tmp_path / "run2"
+    first = run_sifa("finetune", data, *tiny, "--epochs", "1", "--out", run, text=True)
+    assert first.returncode == 0, first.stderr
+    saved = {name: (run / name).read_bytes() for name in ("best.safetensors", "last.safetensors", "train_state.pt")}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["lr"] = 1e30  # the second epoch diverges
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    resumed = run_sifa("finetune", "--resume", run, "--epochs", "2", text=True)
+    assert resumed.returncode == 1, resumed.stderr
+    assert "training diverged in epoch 2" in resumed.stderr and f"from epoch 1, is {run / 'best.safetensors'}" in \
+        resumed.stderr.replace("\n", "")
+    assert {name: (run / name).read_bytes() for name in saved} == saved
+    state, _ = load_checkpoint(run / "best.safetensors")
+    assert all(bool(t.isfinite().all()) for t in state.values() if t.is_floating_point())

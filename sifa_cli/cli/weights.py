@@ -141,6 +141,7 @@ def verify(target: TargetArg, manifest: ManifestOpt = None) -> None:
 
     report = verify_weights(target, manifests=manifest or ())
     how = f"manifest check: {report.entry.integrity}" if report.entry else "read safely"
+    how += ", tensors match their recorded checksum" if report.digest_checked else ""
     console.print(
         f"[green]ok[/] {report.path}: {how}; {report.tensors} tensors, sha256 {report.sha256}",
         highlight=False, soft_wrap=True,
