@@ -1,0 +1,255 @@
+"""Native decoding in a child process, so that a decoder that crashes (a segfault in FFmpeg, OpenCV
+or decord) or hangs on one file costs that file, not the whole run.
+
+Each open `Video` borrows a `DecodeWorker` from a small pool. The worker runs the same decoder
+backends as in-process decoding (`sifa_cli.data.decode`), one request at a time, over a socket pair
+(length-prefixed pickles from `multiprocessing.connection`): open a file, read frames, frame times,
+close. The parent waits for each reply at most the decode time limit; a worker that dies is
+reported as a crash of the decoder on that file and a fresh one is started for the next request;
+one that takes too long is killed (unlike a hung decoder thread, which could only be abandoned).
+
+The worker imports numpy, OpenCV and decord but not torch, so it starts in well under a second;
+frames travel already scaled to the size the model needs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Optional
+
+import sifa_cli
+
+AVAILABLE = os.name == "posix"  # socket pairs handed to a child by file descriptor
+_MAX_IDLE = 4
+
+
+class WorkerCrashed(Exception):
+    """The worker process died while handling a request (or before it)."""
+
+
+class WorkerTimeout(Exception):
+    """The worker did not answer within the time limit and was killed."""
+
+
+class DecodeWorker:
+    """One decoding child process, restarted on demand after it dies or is killed. `generation`
+    counts restarts: a decoder opened in an earlier generation is gone."""
+
+    def __init__(self) -> None:
+        self._process: Optional[subprocess.Popen] = None
+        self._conn: Optional[Connection] = None
+        self.generation = 0
+        self._next_handle = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _start(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        # The child imports this same sifa_cli, wherever it was imported from (a checkout, a wheel).
+        package_root = str(Path(sifa_cli.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "sifa_cli.data.decode_worker", str(child_end.fileno()), _alias_dir()],
+                pass_fds=[child_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=env, close_fds=True,
+            )
+        finally:
+            child_end.close()
+        self._conn = Connection(parent_end.detach())
+        self.generation += 1
+
+    def open_handle(self) -> int:
+        self._next_handle += 1
+        return self._next_handle
+
+    def call(self, request: tuple, timeout: float) -> Any:
+        """Send one request and return its value; exceptions raised by the backend in the child
+        are raised here. WorkerCrashed / WorkerTimeout when the child dies / is too slow."""
+        if not self.alive:
+            self._reap()
+            self._start()
+        assert self._conn is not None
+        try:
+            self._conn.send(request)
+            if not self._conn.poll(timeout):
+                self.kill()
+                raise WorkerTimeout()
+            status, value, native_log = self._conn.recv()
+        except (EOFError, OSError):
+            raise WorkerCrashed(self._exit_description()) from None
+        if native_log:
+            # What FFmpeg printed in the child reaches our fd 2 as if printed here: the terminal, or
+            # the log that capture_native_stderr reads error reasons from.
+            try:
+                os.write(2, native_log.encode("utf-8", "replace"))
+            except OSError:
+                pass
+        if status == "error":
+            raise value
+        return value
+
+    def _exit_description(self) -> str:
+        process = self._process
+        code = None
+        if process is not None:
+            try:
+                code = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap()
+        if code is not None and code < 0:
+            try:
+                return f"the decoder crashed ({signal.Signals(-code).name})"
+            except ValueError:
+                return f"the decoder crashed (signal {-code})"
+        return "the decoder process ended unexpectedly" + (f" (exit code {code})" if code is not None else "")
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def close(self) -> None:
+        """Ask the child to leave (it exits when its end of the socket closes)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+_idle: list[DecodeWorker] = []
+_pool_lock = threading.Lock()
+
+
+def acquire() -> DecodeWorker:
+    """A worker for one video, from the pool when one is free (several threads may decode at once)."""
+    with _pool_lock:
+        while _idle:
+            worker = _idle.pop()
+            if worker.alive:
+                return worker
+    return DecodeWorker()
+
+
+def release(worker: DecodeWorker) -> None:
+    with _pool_lock:
+        if worker.alive and len(_idle) < _MAX_IDLE:
+            _idle.append(worker)
+            return
+    worker.close()
+
+
+@atexit.register
+def _close_idle() -> None:
+    with _pool_lock:
+        workers, _idle[:] = list(_idle), []
+    for worker in workers:
+        worker.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Names a native decoder can open
+
+
+_alias_root: Optional[str] = None
+
+
+def _alias_dir() -> str:
+    """A private folder, removed at exit, where workers put ASCII-named links to files whose names
+    are not valid UTF-8 (created by the parent so that a crashed worker's links go too)."""
+    global _alias_root
+    with _pool_lock:
+        if _alias_root is None:
+            _alias_root = tempfile.mkdtemp(prefix="sifa-names-")
+            atexit.register(shutil.rmtree, _alias_root, True)
+        return _alias_root
+
+
+# ---------------------------------------------------------------------------------------------
+# The child
+
+
+def _serve(conn: Connection) -> None:
+    from sifa_cli.data import decode
+    from sifa_cli.errors import SifaError
+
+    backends: dict[int, Any] = {}
+    with decode.capture_native_stderr():
+        while True:
+            try:
+                op, handle, args = conn.recv()
+            except (EOFError, OSError, KeyboardInterrupt):
+                return
+            try:
+                if op == "open":
+                    name, path, short_side = args
+                    backend = decode._BACKEND_CLASSES[name](Path(path), short_side)
+                    backends[handle] = backend
+                    value: Any = (backend.width, backend.height, backend.fps, backend.num_frames,
+                                  backend.reported_frames)
+                elif op == "read":
+                    indices, num_frames = args
+                    backend = backends[handle]
+                    backend.num_frames = num_frames
+                    value = backend.read_sorted(indices)
+                elif op == "times":
+                    backend = backends[handle]
+                    backend.num_frames = args
+                    value = backend.frame_times()
+                elif op == "close":
+                    backend = backends.pop(handle, None)
+                    if backend is not None:
+                        backend.close()
+                    value = None
+                else:
+                    raise ValueError(f"unknown request {op!r}")
+                reply = ("ok", value)
+            except (decode._BackendError, SifaError, MemoryError) as exc:
+                reply = ("error", exc)
+            except Exception as exc:  # a decoder's own exception type: the parent sees a backend failure
+                reply = ("error", decode._BackendError(f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            conn.send(reply + (decode._take_native_log(),))
+
+
+def main(argv: list[str]) -> None:
+    fd, alias_root = int(argv[0]), argv[1]
+    from sifa_cli.data import decode
+
+    decode.set_alias_dir(alias_root)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _serve(Connection(fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
