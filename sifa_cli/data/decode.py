@@ -459,7 +459,7 @@ _BACKEND_CLASSES = {"decord": _DecordBackend, "opencv": _OpenCVBackend}
 class _RemoteBackend:
     """A backend living in a decode worker process; same interface as the in-process ones."""
 
-    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: float):
+    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float]):
         self._worker = worker
         self._timeout = timeout
         self.name = name
@@ -474,7 +474,7 @@ class _RemoteBackend:
 
         if op != "open" and (not self._worker.alive or self._worker.generation != self._generation):
             raise WorkerCrashed("the decoder crashed earlier on this file")
-        return self._worker.call((op, self._handle, args), self._timeout)
+        return self._worker.call((op, self._handle, args), self._timeout())
 
     def read_sorted(self, indices: np.ndarray) -> np.ndarray:
         return self._call("read", (indices, self.num_frames))
@@ -485,7 +485,7 @@ class _RemoteBackend:
     def close(self) -> None:
         if self._worker.alive and self._worker.generation == self._generation:
             try:
-                self._worker.call(("close", self._handle, None), self._timeout)
+                self._worker.call(("close", self._handle, None), self._timeout())
             except Exception:  # closing is best effort; a worker in trouble is replaced anyway
                 pass
 
@@ -574,7 +574,7 @@ class Video:
 
     def _new_backend(self, name: str):
         if self._worker is not None:
-            return _RemoteBackend(self._worker, name, self.path, self.short_side, self.timeout)
+            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout)
         return _BACKEND_CLASSES[name](self.path, self.short_side)
 
     def _release_worker(self) -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +31,8 @@ from typing import Any, Optional
 import sifa_cli
 
 AVAILABLE = os.name == "posix"  # socket pairs handed to a child by file descriptor
-_MAX_IDLE = 4
+CRASH_TEST_VARIABLE = "SIFA_TEST_CRASH_DECODER_ON"  # a file-name part the worker segfaults on (tests)
+_MAX_IDLE = 16  # more Videos open at once than this (scan threads) would restart workers
 
 
 class WorkerCrashed(Exception):
@@ -83,6 +85,7 @@ class DecodeWorker:
             self._reap()
             self._start()
         assert self._conn is not None
+        started = time.monotonic()
         try:
             self._conn.send(request)
             if not self._conn.poll(timeout):
@@ -91,6 +94,9 @@ class DecodeWorker:
             status, value, native_log = self._conn.recv()
         except (EOFError, OSError):
             raise WorkerCrashed(self._exit_description()) from None
+        if time.monotonic() - started > timeout:  # answered, but later than allowed (poll rounds up to 1 ms)
+            self.kill()  # it may hold a decoder nobody will close
+            raise WorkerTimeout()
         if native_log:
             # What FFmpeg printed in the child reaches our fd 2 as if printed here: the terminal, or
             # the log that capture_native_stderr reads error reasons from.
@@ -113,9 +119,9 @@ class DecodeWorker:
         self._reap()
         if code is not None and code < 0:
             try:
-                return f"the decoder crashed ({signal.Signals(-code).name})"
+                return f"the decoder crashed: {signal.Signals(-code).name}"
             except ValueError:
-                return f"the decoder crashed (signal {-code})"
+                return f"the decoder crashed: signal {-code}"
         return "the decoder process ended unexpectedly" + (f" (exit code {code})" if code is not None else "")
 
     def kill(self) -> None:
@@ -170,12 +176,27 @@ def release(worker: DecodeWorker) -> None:
     worker.close()
 
 
-@atexit.register
-def _close_idle() -> None:
+def close_idle() -> None:
+    """End the pooled workers (they are started again when needed)."""
     with _pool_lock:
         workers, _idle[:] = list(_idle), []
     for worker in workers:
         worker.close()
+
+
+atexit.register(close_idle)
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked process (a DataLoader worker) must not talk to its parent's workers over the
+    # sockets it inherited: it starts its own. The lock may have been held by another thread.
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _idle[:] = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +226,8 @@ def _serve(conn: Connection) -> None:
     from sifa_cli.errors import SifaError
 
     backends: dict[int, Any] = {}
+    # Tests need a decoder that really crashes on a chosen file; none of ours does on demand.
+    crash_on = os.environ.get(CRASH_TEST_VARIABLE)
     with decode.capture_native_stderr():
         while True:
             try:
@@ -214,6 +237,10 @@ def _serve(conn: Connection) -> None:
             try:
                 if op == "open":
                     name, path, short_side = args
+                    if crash_on and crash_on in path:
+                        import ctypes
+
+                        ctypes.string_at(0)  # a real segmentation fault, as in a native decoder
                     backend = decode._BACKEND_CLASSES[name](Path(path), short_side)
                     backends[handle] = backend
                     value: Any = (backend.width, backend.height, backend.fps, backend.num_frames,
@@ -247,6 +274,12 @@ def main(argv: list[str]) -> None:
     from sifa_cli.data import decode
 
     decode.set_alias_dir(alias_root)
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is reported, not dumped into the cwd
+    except (ImportError, ValueError, OSError):
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _serve(Connection(fd))
 
