@@ -47,6 +47,86 @@ def weights(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# 1. File names that are not UTF-8, and decoders that crash.
+
+
+def _bytes_name(folder: Path, name: bytes) -> Path:
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+    try:
+        path.write_bytes(b"")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    return path
+
+
+def test_names_that_are_not_utf8_are_decoded_and_written_exactly(weights, tmp_path):
+    folder = tmp_path / "videos"
+    write_colour_video(folder / "a.mp4", ["red"] * 10)
+    latin1 = _bytes_name(folder, b"b\xe9t\xe9.mp4")
+    write_colour_video(tmp_path / "green.mp4", ["green"] * 10).replace(latin1)  # OpenCV cannot write it
+    empty = _bytes_name(folder, b"c\xe9.mp4")
+    for suffix in (".jsonl", ".json", ".csv"):
+        out = tmp_path / f"r{suffix}"
+        result = run_sifa("predict", folder, "-w", weights, "-o", out)
+        assert result.returncode == 1, result.stderr  # the empty file failed, nothing crashed
+        text = out.read_bytes()
+        if suffix == ".csv":  # CSV holds the names' own bytes
+            assert b"b\xe9t\xe9.mp4,top" in text
+            rows = list(csv.DictReader(io.StringIO(text.decode("utf-8", "surrogateescape"), newline="")))
+            records = {r["path"]: r for r in rows if r["kind"] in ("top", "error") and r.get("rank") in ("1", "")}
+            labels = {path: r["label"] or r["error"] for path, r in records.items()}
+        else:  # JSON stays valid UTF-8; the escapes json.loads reads back are the same names
+            text.decode("utf-8")
+            loaded = _strict_json(text.decode()) if suffix == ".json" else [
+                json.loads(line) for line in text.decode().split("\n") if line]
+            labels = {r["path"]: r["top"][0]["label"] if "top" in r else r["error"] for r in loaded}
+        assert labels[str(latin1)] == "green" and labels[str(folder / "a.mp4")] == "red"
+        assert labels[str(empty)].endswith("the file is empty (0 bytes)")
+        again = run_sifa("predict", folder, "-w", weights, "-o", out)
+        assert b"2 skipped" in again.stderr, again.stderr
+    table = run_sifa("predict", folder, "-w", weights)
+    assert table.returncode == 1 and b"a.mp4" in table.stdout and b"Traceback" not in table.stderr
+    assert b"c\\udce9.mp4: the file is empty" in table.stderr  # the message names the file exactly
+
+
+def test_a_decoder_crash_fails_that_file_only(weights, tmp_path):
+    from sifa_cli.data.decode_worker import CRASH_TEST_VARIABLE
+
+    folder = tmp_path / "videos"
+    for name, colour in (("1.mp4", "red"), ("2-crash.mp4", "green"), ("3.mp4", "blue")):
+        write_colour_video(folder / name, [colour] * 10)
+    out = tmp_path / "r.jsonl"
+    env = {**os.environ, CRASH_TEST_VARIABLE: "-crash", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*SIFA, "predict", str(folder), "-w", str(weights), "-o", str(out)],
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 1, result.stderr
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["1.mp4"]["top"][0]["label"] == "red" and records["3.mp4"]["top"][0]["label"] == "blue"
+    assert "the decoder crashed: SIGSEGV" in records["2-crash.mp4"]["error"]
+    assert "2 video(s) ok, 1 failed" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["decord", "auto"])
+def test_a_worker_killed_mid_file_is_an_error_for_that_file_and_is_replaced(tmp_path, backend):
+    import signal as signals
+
+
+    from sifa_cli.data.decode import Video
+    from sifa_cli.errors import DecodeError
+
+    path = write_colour_video(tmp_path / "clip.mp4", ["red"] * 12, width=64, height=48)
+    with Video(path, backend=backend) as video:
+        os.kill(video._worker._process.pid, signals.SIGSEGV)  # as if the decoder had crashed
+        if backend == "decord":
+            with pytest.raises(DecodeError, match="cannot decode its frames .the decoder crashed: SIGSEGV"):
+                video.read([0, 5])
+        else:  # auto falls back to OpenCV, in a fresh worker
+            assert video.read([0, 5]).shape[0] == 2 and video.backend == "opencv"
+    with Video(path, backend=backend) as video:
+        assert video.read([0, 5, 9]).shape[0] == 3
+
+
+# ---------------------------------------------------------------------------------------------
 # 2. An output that resolves to an input is refused, for every command that writes files.
 
 

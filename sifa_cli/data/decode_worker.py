@@ -15,6 +15,7 @@ frames travel already scaled to the size the model needs.
 from __future__ import annotations
 
 import atexit
+import mmap
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 import sifa_cli
 
@@ -50,6 +53,7 @@ class DecodeWorker:
     def __init__(self) -> None:
         self._process: Optional[subprocess.Popen] = None
         self._conn: Optional[Connection] = None
+        self._frames: Optional[_SharedBuffer] = None
         self.generation = 0
         self._next_handle = 0
 
@@ -59,14 +63,16 @@ class DecodeWorker:
 
     def _start(self) -> None:
         parent_end, child_end = socket.socketpair()
+        self._frames = _SharedBuffer(_shared_file())
         env = dict(os.environ)
         # The child imports this same sifa_cli, wherever it was imported from (a checkout, a wheel).
         package_root = str(Path(sifa_cli.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "sifa_cli.data.decode_worker", str(child_end.fileno()), _alias_dir()],
-                pass_fds=[child_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [sys.executable, "-m", "sifa_cli.data.decode_worker", str(child_end.fileno()),
+                 str(self._frames.fd), _alias_dir()],
+                pass_fds=[child_end.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, close_fds=True,
             )
         finally:
@@ -106,6 +112,9 @@ class DecodeWorker:
                 pass
         if status == "error":
             raise value
+        if status == "frames":  # an array left in the shared buffer
+            shape, dtype = value
+            return self._frames.take(tuple(shape), np.dtype(dtype))
         return value
 
     def _exit_description(self) -> str:
@@ -131,6 +140,9 @@ class DecodeWorker:
         self._reap()
 
     def _reap(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -142,6 +154,9 @@ class DecodeWorker:
 
     def close(self) -> None:
         """Ask the child to leave (it exits when its end of the socket closes)."""
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -152,6 +167,57 @@ class DecodeWorker:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+class _SharedBuffer:
+    """Memory shared with the worker through a file descriptor: decoded frames travel through it
+    with one copy on each side instead of being pickled through the socket (several times faster
+    for the megabytes of a clip)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._map: Optional[mmap.mmap] = None
+
+    def _view(self, nbytes: int, grow: bool) -> memoryview:
+        if nbytes == 0:
+            return memoryview(b"")
+        if grow and os.fstat(self.fd).st_size < nbytes:
+            os.ftruncate(self.fd, max(nbytes, 2 * os.fstat(self.fd).st_size))
+        size = os.fstat(self.fd).st_size
+        if self._map is None or len(self._map) != size:
+            if self._map is not None:
+                self._map.close()
+            self._map = mmap.mmap(self.fd, size)
+        return memoryview(self._map)[:nbytes]
+
+    def put(self, array: np.ndarray) -> tuple[tuple[int, ...], str]:
+        array = np.ascontiguousarray(array)
+        view = self._view(array.nbytes, grow=True)
+        np.frombuffer(view, np.uint8)[:] = array.reshape(-1).view(np.uint8)
+        view.release()
+        return array.shape, array.dtype.str
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        out = np.empty(shape, dtype)
+        view = self._view(out.nbytes, grow=False)
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(view, np.uint8)
+        view.release()
+        return out
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.close(self.fd)
+
+
+def _shared_file() -> int:
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("sifa-frames", os.MFD_CLOEXEC)
+    handle = tempfile.TemporaryFile()
+    fd = os.dup(handle.fileno())
+    handle.close()
+    return fd
 
 
 _idle: list[DecodeWorker] = []
@@ -221,7 +287,7 @@ def _alias_dir() -> str:
 # The child
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, frames: _SharedBuffer) -> None:
     from sifa_cli.data import decode
     from sifa_cli.errors import SifaError
 
@@ -249,7 +315,8 @@ def _serve(conn: Connection) -> None:
                     indices, num_frames = args
                     backend = backends[handle]
                     backend.num_frames = num_frames
-                    value = backend.read_sorted(indices)
+                    conn.send(("frames", frames.put(backend.read_sorted(indices)), decode._take_native_log()))
+                    continue
                 elif op == "times":
                     backend = backends[handle]
                     backend.num_frames = args
@@ -270,7 +337,7 @@ def _serve(conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    fd, alias_root = int(argv[0]), argv[1]
+    fd, frames_fd, alias_root = int(argv[0]), int(argv[1]), argv[2]
     from sifa_cli.data import decode
 
     decode.set_alias_dir(alias_root)
@@ -281,7 +348,7 @@ def main(argv: list[str]) -> None:
     except (ImportError, ValueError, OSError):
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _serve(Connection(fd))
+    _serve(Connection(fd), _SharedBuffer(frames_fd))
 
 
 if __name__ == "__main__":
