@@ -177,12 +177,6 @@ _aliases: dict[str, str] = {}
 _alias_lock = threading.Lock()
 
 
-def set_alias_dir(folder: str) -> None:
-    """Where `native_path` puts its links (the decode worker uses a folder its parent removes)."""
-    global _alias_dir
-    _alias_dir = folder
-
-
 def native_path(path: Path) -> str:
     """The name to hand FFmpeg (through decord or OpenCV) for `path`: absolute, so that a name such
     as "pipe:1.mp4" is never taken for a protocol, and valid UTF-8, which native code needs (OpenCV

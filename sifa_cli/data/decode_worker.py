@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import mmap
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -71,7 +70,7 @@ class DecodeWorker:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "sifa_cli.data.decode_worker", str(child_end.fileno()),
-                 str(self._frames.fd), _alias_dir()],
+                 str(self._frames.fd)],
                 pass_fds=[child_end.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 env=env, close_fds=True,
             )
@@ -266,24 +265,6 @@ if hasattr(os, "register_at_fork"):
 
 
 # ---------------------------------------------------------------------------------------------
-# Names a native decoder can open
-
-
-_alias_root: Optional[str] = None
-
-
-def _alias_dir() -> str:
-    """A private folder, removed at exit, where workers put ASCII-named links to files whose names
-    are not valid UTF-8 (created by the parent so that a crashed worker's links go too)."""
-    global _alias_root
-    with _pool_lock:
-        if _alias_root is None:
-            _alias_root = tempfile.mkdtemp(prefix="sifa-names-")
-            atexit.register(shutil.rmtree, _alias_root, True)
-        return _alias_root
-
-
-# ---------------------------------------------------------------------------------------------
 # The child
 
 
@@ -337,10 +318,7 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
 
 
 def main(argv: list[str]) -> None:
-    fd, frames_fd, alias_root = int(argv[0]), int(argv[1]), argv[2]
-    from sifa_cli.data import decode
-
-    decode.set_alias_dir(alias_root)
+    fd, frames_fd = int(argv[0]), int(argv[1])
     try:
         import resource
 
