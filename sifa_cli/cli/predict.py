@@ -83,7 +83,8 @@ def predict(
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.predict import Predictor, plan_windows
-    from sifa_cli.engine.results import ResultWriter, lock_results, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.results import lock_results
     from sifa_cli.fileio import refuse_input_as_output
     from sifa_cli.weights.checkpoint import load_model
 

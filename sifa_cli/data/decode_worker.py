@@ -2,14 +2,15 @@
 or decord) or hangs on one file costs that file, not the whole run.
 
 Each open `Video` borrows a `DecodeWorker` from a small pool. The worker runs the same decoder
-backends as in-process decoding (`sifa_cli.data.decode`), one request at a time, over a socket pair
-(length-prefixed pickles from `multiprocessing.connection`): open a file, read frames, frame times,
-close. The parent waits for each reply at most the decode time limit; a worker that dies is
-reported as a crash of the decoder on that file and a fresh one is started for the next request;
-one that takes too long is killed (unlike a hung decoder thread, which could only be abandoned).
+backends as in-process decoding (`sifa_cli.data.decode`), one request at a time over a socket pair
+(pickled requests and replies, `multiprocessing.connection`): open a file, read frames, frame
+times, close. Frames come back through memory shared with the worker (one copy on each side). The
+parent waits for each reply at most the decode time limit; a worker that dies is reported as a
+crash of the decoder on that file and a fresh one is started for the next request; one that takes
+too long is killed (a hung decoder thread, before, could only be abandoned).
 
-The worker imports numpy, OpenCV and decord but not torch, so it starts in well under a second;
-frames travel already scaled to the size the model needs.
+The worker imports numpy, OpenCV and decord but not torch: it starts in a fraction of a second and
+holds about 50 MB. benchmarks/bench_decode_isolation.py measures what isolation costs per clip.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ import numpy as np
 
 import sifa_cli
 
+_CHILD_CODE = (
+    "import sys; root = sys.argv[1]\n"
+    "if root not in sys.path: sys.path.insert(0, root)\n"
+    "from sifa_cli.data.decode_worker import main; main(sys.argv[2:])"
+)
 AVAILABLE = os.name == "posix"  # socket pairs handed to a child by file descriptor
 CRASH_TEST_VARIABLE = "SIFA_TEST_CRASH_DECODER_ON"  # a file-name part the worker segfaults on (tests)
 _MAX_IDLE = 16  # more Videos open at once than this (scan threads) would restart workers
@@ -63,17 +69,19 @@ class DecodeWorker:
     def _start(self) -> None:
         parent_end, child_end = socket.socketpair()
         self._frames = _SharedBuffer(_shared_file())
-        env = dict(os.environ)
-        # The child imports this same sifa_cli, wherever it was imported from (a checkout, a wheel).
+        # The child imports this same sifa_cli, wherever it came from (a checkout, site-packages).
         package_root = str(Path(sifa_cli.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "sifa_cli.data.decode_worker", str(child_end.fileno()),
-                 str(self._frames.fd)],
+                [sys.executable, "-c", _CHILD_CODE, package_root, str(child_end.fileno()), str(self._frames.fd)],
                 pass_fds=[child_end.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                env=env, close_fds=True,
+                close_fds=True,
             )
+        except OSError as exc:
+            self._frames.close()
+            self._frames = None
+            parent_end.close()
+            raise WorkerCrashed(f"cannot start the decoder process ({exc.strerror or exc})") from None
         finally:
             child_end.close()
         self._conn = Connection(parent_end.detach())
@@ -328,6 +336,3 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _serve(Connection(fd), _SharedBuffer(frames_fd))
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
