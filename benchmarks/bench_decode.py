@@ -13,6 +13,10 @@ For each size, the same random clip positions (16 consecutive frames) are read b
   sifa opencv              our OpenCV fallback, opened once
   open + read, decord      a fresh VideoReader per clip, as a one-clip-per-file batch does
   open + read, sifa        a fresh Video(short_side=256) + read_sampled(sample_clips) per clip
+  ..., in-process          the same two sifa rows with isolate=False: the decoder runs in this
+                           process instead of the decode worker; the difference is the cost of
+                           isolating native decoding (frames cross a socket; the worker's CPU
+                           time is not in the cpu column, so compare wall times)
 
 Reports the median wall and CPU milliseconds per clip (CPU time counts every thread of the
 process, so it is the steadier number on a shared machine) and their ratios to the floor.
@@ -59,10 +63,11 @@ def bench(path: Path, repeats: int, num_frames: int) -> dict[str, tuple[float, f
     reader = decord.VideoReader(str(path))
     ours = Video(path, backend="decord")
     ours_scaled = Video(path, backend="decord", short_side=256)
+    ours_scaled_here = Video(path, backend="decord", short_side=256, isolate=False)
     ours_cv = Video(path, backend="opencv")
 
-    def sifa_cold(start: int) -> None:
-        with Video(path, short_side=256) as video:
+    def sifa_cold(start: int, isolate: bool = True) -> None:
+        with Video(path, short_side=256, isolate=isolate) as video:
             # the centred dense clip of a window starting at `start`, as prediction samples it
             read_sampled(video, lambda n: sample_clips(CLIP, 1, "dense", 1, start, min(n, start + CLIP)).indices)
 
@@ -70,9 +75,11 @@ def bench(path: Path, repeats: int, num_frames: int) -> dict[str, tuple[float, f
         "decord get_batch": lambda s: reader.get_batch(list(range(s, s + CLIP))).asnumpy(),
         "sifa Video.read": lambda s: ours.read(np.arange(s, s + CLIP)),
         "sifa Video.read, short 256": lambda s: ours_scaled.read(np.arange(s, s + CLIP)),
+        "..., in-process": lambda s: ours_scaled_here.read(np.arange(s, s + CLIP)),
         "sifa opencv": lambda s: ours_cv.read(np.arange(s, s + CLIP)),
         "open + read, decord": lambda s: decord.VideoReader(str(path)).get_batch(list(range(s, s + CLIP))).asnumpy(),
         "open + read, sifa": sifa_cold,
+        "open + read, sifa in-process": lambda s: sifa_cold(s, isolate=False),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}

@@ -9,6 +9,9 @@ depend on the weights), then measures, after a warm-up:
 
   end to end    Predictor.predict over the files: open, decode, sample, resize, crop,
                 normalise, batch, forward, average, rank (the decoding thread overlaps the model)
+  ..., decoding in-process   the same with the decoders in this process instead of the decode
+                worker process (isolation off): the difference is what isolation costs; CPU
+                seconds count this process only, so compare wall times
   model alone   the same clips, already decoded and normalised in memory, through
                 Predictor.forward in batches of --batch-size, and of 1
   decode alone  producing those clips (no model), one thread
@@ -28,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from sifa_cli.data import decode_worker
 from sifa_cli.data.decode import Video, read_sampled
 from sifa_cli.data.sampling import parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
@@ -111,6 +115,13 @@ def main() -> None:
             assert predictor.stats.inputs == len(clips)
             return time.perf_counter() - started, time.process_time() - started_cpu
 
+        def run_in_process() -> tuple[float, float]:
+            decode_worker.AVAILABLE = False  # Video then decodes in this process, as before isolation
+            try:
+                return run_end_to_end()
+            finally:
+                decode_worker.AVAILABLE = True
+
         def run_model_alone(batch_size: int = args.batch_size) -> tuple[float, float]:
             started, started_cpu = time.perf_counter(), time.process_time()
             for first in range(0, len(clips), batch_size):
@@ -122,7 +133,7 @@ def main() -> None:
         # Alternate the runs and keep each one's best round: other load on the machine only slows
         # things down. CPU seconds (all threads of this process) are the steadier measure there.
         best: dict[str, tuple[float, float]] = {}
-        runs = {"end to end": run_end_to_end, f"model alone, batches of {args.batch_size}": run_model_alone,
+        runs = {"end to end": run_end_to_end, "..., decoding in-process": run_in_process, f"model alone, batches of {args.batch_size}": run_model_alone,
                 "model alone, batches of 1": lambda: run_model_alone(1)}
         batches = 0
         for _ in range(args.rounds):
@@ -143,6 +154,7 @@ def main() -> None:
         print(f"  {name:<28} {clips_run / wall:8.2f} {wall:8.2f} {cpu / clips_run:11.3f}{extra}")
     print(f"  {'decode alone (one thread)':<28} {clips_run / decode_alone:8.2f} {decode_alone:8.2f}")
     e2e_wall, e2e_cpu = best["end to end"]
+    print(f"  decode worker (isolation) cost: {e2e_wall / best['..., decoding in-process'][0] - 1:+.1%} wall time")
     model_wall, model_cpu = best[f"model alone, batches of {args.batch_size}"]
     print(f"  end to end / model alone: {model_wall / e2e_wall:.2f} by wall time, {model_cpu / e2e_cpu:.2f} by CPU time")
 

@@ -1,11 +1,13 @@
-"""Writing files so that a reader, or a process killed mid-write, never leaves half a file behind."""
+"""Writing files so that a reader, or a process killed mid-write, never leaves half a file behind, and
+checking that an output would not destroy an input or a file sifa should not replace."""
 
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Union
 
 
 @contextmanager
@@ -22,3 +24,98 @@ def atomic_write_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def refuse_input_as_output(output: Path, inputs: Iterable[Union[str, os.PathLike, None]], option: str) -> None:
+    """Every command that writes files calls this before anything slow happens: an output that is,
+    or resolves to (through symbolic links, `..` or hard links), one of the inputs would destroy it."""
+    from sifa_cli.errors import InputError
+
+    output = Path(output).expanduser()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).expanduser()
+        if _same_file(output, source):
+            raise InputError(f"{option} {output} would overwrite the input {source}; choose another file")
+
+
+def refuse_unsafe_output_file(path: Path, option: str) -> None:
+    """An existing output file is replaced only when that loses nothing the user did not ask to lose:
+    never through a symbolic link (the link would be replaced, not its target) or over a read-only file."""
+    from sifa_cli.errors import InputError
+
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        target = os.readlink(path)
+        raise InputError(f"{option} {path} is a symbolic link (to {target}); sifa will not replace a link: "
+                         "give the file it points to, or another name")
+    try:
+        st = path.stat()
+    except OSError:
+        return  # nothing there yet
+    if stat.S_ISREG(st.st_mode) and (not os.access(path, os.W_OK)
+                                     or not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
+        raise InputError(f"{option} {path} is read-only; sifa will not replace it (make it writable or "
+                         "choose another file)")
+
+
+def check_output_file(path: Path, option: str, inputs: Iterable[Union[str, os.PathLike, None]] = ()) -> None:
+    """Both checks above, for commands that write one file."""
+    refuse_input_as_output(path, inputs, option)
+    refuse_unsafe_output_file(path, option)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock named by `lock_path` (created, and removed again on release); yields
+    False at once, without waiting, when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock's msvcrt lock (the file stays behind)
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        # The previous holder removes the file on release: if that happened after we opened it,
+        # our lock is on a file nobody else will see, so take the lock on the current one.
+        try:
+            held, current = os.fstat(fd), os.stat(lock_path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        try:
+            os.unlink(lock_path)  # while still holding it, so no one can lock the old file meanwhile
+        finally:
+            os.close(fd)

@@ -180,6 +180,8 @@ def capture_sifa(model: nn.Module, clip: Tensor, names: Sequence[str] | None = N
     silent = [name for name in names if name not in captured]
     if silent:
         raise ModelError(f"SIFA block {silent[0]} did not run (its SIFA step is switched off)")
+    if not bool(torch.isfinite(probabilities).all()):
+        raise ModelError("the model's scores are not finite numbers (NaN or infinity); its weights may be damaged")
     return captured, probabilities
 
 

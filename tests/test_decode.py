@@ -72,11 +72,11 @@ def test_auto_prefers_decord_and_reports_geometry(make_video):
 def test_auto_falls_back_to_opencv_when_decord_is_missing(make_video, monkeypatch):
     path = make_video("fallback.mp4", num_frames=20)
     monkeypatch.setitem(sys.modules, "decord", None)  # what `import decord` sees when it is absent
-    with Video(path) as video:
+    with Video(path, isolate=False) as video:
         assert video.backend == "opencv"
         assert video.read([0, 19]).shape == (2, 64, 64, 3)
     with pytest.raises(DecodeError, match="decord is not installed"):
-        Video(path, backend="decord")
+        Video(path, backend="decord", isolate=False)
 
 
 def test_auto_falls_back_when_decord_rejects_the_frame_width(make_video):
@@ -279,7 +279,7 @@ def test_huge_resolution_is_refused_before_decoding(make_video, monkeypatch):
     monkeypatch.setattr(decode, "MAX_PIXELS", 128 * 64 - 1)
     for backend in ("auto", "decord", "opencv"):
         with pytest.raises(DecodeError, match="resolution 128x64 is above"):
-            Video(path, backend=backend)
+            Video(path, backend=backend, isolate=False)  # the patched limit is this process's
 
 
 def test_native_decoder_chatter_stays_off_the_terminal(tmp_path):

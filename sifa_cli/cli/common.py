@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, Callable, ContextManager, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
+T = TypeVar("T")
+
+# What a command holds until it returns (locks on its output files); closed by `handle_errors`.
+_held = contextlib.ExitStack()
+
+
+def hold(resource: ContextManager[T]) -> T:
+    """Enter `resource` now and leave it when the command ends, however it ends."""
+    return _held.enter_context(resource)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -31,7 +41,8 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with _held:
+                return func(*args, **kwargs)
         except SifaError as exc:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:

@@ -140,6 +140,10 @@ def finetune(
             raise InputError("give the dataset folder or CSV (sifa finetune DIR --out RUN)")
         if run_config.out is None:
             raise InputError("give a run folder with --out RUN (it must not exist yet, or be empty)")
+        from sifa_cli.fileio import refuse_input_as_output
+
+        init_file = run_config.init if run_config.init and Path(run_config.init).expanduser().is_file() else None
+        refuse_input_as_output(Path(run_config.out), [run_config.data, run_config.val, config, init_file], "--out")
         result = train(run_config, log=_log, progress=is_tty())
     _print_summary(result)
 

@@ -22,6 +22,7 @@ from sifa_cli.cli.common import (
     console,
     err_console,
     handle_errors,
+    hold,
     is_tty,
 )
 from sifa_cli.errors import InputError
@@ -103,7 +104,9 @@ def predict(
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
+    from sifa_cli.engine.results import lock_results
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
+    from sifa_cli.fileio import refuse_input_as_output
     from sifa_cli.weights.checkpoint import load_model
 
     # Everything a user can get wrong is checked before the model loads.
@@ -137,6 +140,10 @@ def predict(
     if not found.videos:
         err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
+    if output is not None and group.is_main:
+        refuse_input_as_output(output, [*found.videos, weights if weights and Path(weights).is_file() else None],
+                               "--output")
+        hold(lock_results(output))  # held until the command ends: concurrent runs would lose records
     # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
     existing = read_finished(output, fmt) if output is not None and group.is_main else []
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
 from sifa_cli.errors import InputError
+from sifa_cli.fileio import check_output_file
 from sifa_cli.resources import examples_dir
 
 EXAMPLE_CLIP = examples_dir() / "clip.mp4"
@@ -89,8 +90,11 @@ def visualize(
         if out is None:
             out = Path(f"{clip.stem}_sifa.mp4")
         vis.check_output_path(out, vis.VIDEO_SUFFIX, "--out")
+        inputs = [clip, weights if weights and Path(weights).is_file() else None]
+        check_output_file(out, "--out", inputs)
         if sheet is not None:
             vis.check_output_path(sheet, vis.SHEET_SUFFIX, "--sheet")
+            check_output_file(sheet, "--sheet", inputs)
 
     model, meta = load_model(weights, resolve_device(device))
     if list_blocks:

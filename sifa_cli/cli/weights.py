@@ -148,6 +148,7 @@ def verify(target: TargetArg, manifest: ManifestOpt = None) -> None:
 
     report = verify_weights(target, manifests=manifest or ())
     how = f"manifest check: {report.entry.integrity}" if report.entry else "read safely"
+    how += ", tensors match their recorded checksum" if report.digest_checked else ""
     console.print(
         f"[green]ok[/] {report.path}: {how}; {report.tensors} tensors, sha256 {report.sha256}",
         highlight=False, soft_wrap=True,
@@ -172,8 +173,10 @@ def import_checkpoint(
     license: Annotated[str, typer.Option("--license", help="Licence to record in the checkpoint.")] = "",
 ) -> None:
     """Convert a reference SIFA checkpoint into a self-contained sifa checkpoint (safetensors)."""
+    from sifa_cli.fileio import check_output_file
     from sifa_cli.weights.convert import import_reference_checkpoint
 
+    check_output_file(out, "--out", [file, labels])
     meta = import_reference_checkpoint(file, arch, out, labels=labels, frames=frames, license=license)
     console.print(
         f"[green]ok[/] wrote {out}: {meta['arch']}, {len(meta['categories'])} classes, "

@@ -5,13 +5,20 @@ for); OpenCV takes over when decord is not installed or fails on a file. Every n
 under a time limit so a decoder that hangs, or that chases frames a header promised but the file
 does not hold, ends in a `DecodeError` instead of a frozen program. Frames come back as RGB uint8
 arrays T,H,W,3 whatever the source pixel format (grayscale, alpha, 10-bit).
+
+By default the decoders run in a worker process (`sifa_cli.data.decode_worker`), so that one that
+crashes on a file fails that file only. Decoders get every file by an absolute name that is valid
+UTF-8: a name that is not (Python holds its bytes as surrogate escapes) is reached through a link
+with an ASCII name, while messages and results keep the real name.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -63,6 +70,9 @@ class FrameCountError(DecodeError):
         super().__init__(message)
         self.available = available
         self.note = note
+
+    def __reduce__(self):  # travels back from the decode worker
+        return type(self), (str(self), self.available, self.note)
 
 
 class _BackendError(Exception):
@@ -157,6 +167,38 @@ def _clean_reason(text: str) -> str:
         if line and "Check failed" not in line:
             target.append(line[:160])
     return (ffmpeg_lines or other_lines or [""])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# File names for native code
+
+_alias_dir: str | None = None
+_aliases: dict[str, str] = {}
+_alias_lock = threading.Lock()
+
+
+def native_path(path: Path) -> str:
+    """The name to hand FFmpeg (through decord or OpenCV) for `path`: absolute, so that a name such
+    as "pipe:1.mp4" is never taken for a protocol, and valid UTF-8, which native code needs (OpenCV
+    crashes on anything else). A name that is not valid UTF-8 gets a link with an ASCII name."""
+    global _alias_dir
+    text = os.path.abspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    with _alias_lock:
+        alias = _aliases.get(text)
+        if alias is None or not os.path.lexists(alias):
+            if _alias_dir is None:
+                _alias_dir = tempfile.mkdtemp(prefix="sifa-names-")
+                atexit.register(shutil.rmtree, _alias_dir, True)
+            suffix = "".join(c for c in os.path.splitext(text)[1] if c.isascii() and (c.isalnum() or c == "."))
+            alias = os.path.join(_alias_dir, f"{os.getpid()}-{len(_aliases)}{suffix}")
+            os.symlink(text, alias)  # the surrogates turn back into the name's own bytes
+            _aliases[text] = alias
+        return alias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +322,7 @@ class _DecordBackend:
     def _open(self, width: int, height: int):
         decord = self._decord
         try:
-            return decord.VideoReader(str(self._path), ctx=decord.cpu(0), width=width, height=height)
+            return decord.VideoReader(native_path(self._path), ctx=decord.cpu(0), width=width, height=height)
         except (RuntimeError, AssertionError, decord.DECORDError) as exc:
             raise _BackendError(_clean_reason(str(exc))) from None
 
@@ -337,7 +379,7 @@ class _OpenCVBackend:
         self.num_frames = self._verified_frame_count(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
 
     def _open(self) -> None:
-        cap = self._cv2.VideoCapture(str(self._path), self._cv2.CAP_FFMPEG)
+        cap = self._cv2.VideoCapture(native_path(self._path), self._cv2.CAP_FFMPEG)
         if not cap.isOpened():
             raise _BackendError("")
         self._cap = cap
@@ -408,6 +450,40 @@ class _OpenCVBackend:
 _BACKEND_CLASSES = {"decord": _DecordBackend, "opencv": _OpenCVBackend}
 
 
+class _RemoteBackend:
+    """A backend living in a decode worker process; same interface as the in-process ones."""
+
+    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float]):
+        self._worker = worker
+        self._timeout = timeout
+        self.name = name
+        self._handle = worker.open_handle()
+        self._generation = -1
+        (self.width, self.height, self.fps, self.num_frames, self.reported_frames) = self._call(
+            "open", (name, str(path), short_side))
+        self._generation = worker.generation  # the process that holds this decoder
+
+    def _call(self, op: str, args):
+        from sifa_cli.data.decode_worker import WorkerCrashed
+
+        if op != "open" and (not self._worker.alive or self._worker.generation != self._generation):
+            raise WorkerCrashed("the decoder crashed earlier on this file")
+        return self._worker.call((op, self._handle, args), self._timeout())
+
+    def read_sorted(self, indices: np.ndarray) -> np.ndarray:
+        return self._call("read", (indices, self.num_frames))
+
+    def frame_times(self) -> np.ndarray:
+        return self._call("times", self.num_frames)
+
+    def close(self) -> None:
+        if self._worker.alive and self._worker.generation == self._generation:
+            try:
+                self._worker.call(("close", self._handle, None), self._timeout())
+            except Exception:  # closing is best effort; a worker in trouble is replaced anyway
+                pass
+
+
 def _check_geometry(path: Path, width: int, height: int) -> None:
     if width <= 0 or height <= 0:
         raise _BackendError(f"it reports an invalid frame size {width}x{height}")
@@ -443,7 +519,9 @@ class Video:
     backend: "auto" (decord, then OpenCV if decord is missing or fails on this file), "decord"
     or "opencv". short_side: frames come back with their shorter side scaled down to this
     (never up), which spares memory and time on large videos. timeout: seconds any single
-    decoder call may take before the file is given up with a DecodeError.
+    decoder call may take before the file is given up with a DecodeError. isolate: decode in a
+    worker process, so that a decoder crashing on this file raises a DecodeError instead of
+    ending the program (default: where available).
     """
 
     def __init__(
@@ -452,6 +530,7 @@ class Video:
         backend: str = "auto",
         short_side: int | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        isolate: bool = True,
     ):
         if backend not in BACKENDS:
             raise InputError(f"unknown decoder {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -461,14 +540,23 @@ class Video:
         self.notes: list[str] = []  # things the user should know about how this file was read
         self._auto = backend == "auto"
         self._broken = False
+        self._worker = None
         _check_file(self.path)
-        candidates = ["decord", "opencv"] if self._auto else [backend]
+        if isolate:
+            from sifa_cli.data import decode_worker
+
+            self._worker = decode_worker.acquire() if decode_worker.AVAILABLE else None
+        try:
+            self._open_first(["decord", "opencv"] if self._auto else [backend])
+        except BaseException:
+            self._release_worker()
+            raise
+
+    def _open_first(self, candidates: list[str]) -> None:
         failures: list[str] = []
         for name in candidates:
             try:
-                self._backend = self._bounded(
-                    lambda name=name: _BACKEND_CLASSES[name](self.path, short_side), "opening it"
-                )
+                self._backend = self._bounded(lambda name=name: self._new_backend(name), "opening it")
                 break
             except _BackendError as exc:
                 failures.append(_clean_reason(_take_native_log()) or str(exc))
@@ -477,6 +565,18 @@ class Video:
         self._note_count_fix()
         if self._backend.num_frames < 1:
             raise DecodeError(f"{self.path}: contains no video frames")
+
+    def _new_backend(self, name: str):
+        if self._worker is not None:
+            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout)
+        return _BACKEND_CLASSES[name](self.path, self.short_side)
+
+    def _release_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            from sifa_cli.data import decode_worker
+
+            decode_worker.release(worker)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -526,6 +626,7 @@ class Video:
     def close(self) -> None:
         if not self._broken:  # a hung decoder thread may still hold the handle
             self._backend.close()
+        self._release_worker()
 
     def __enter__(self) -> "Video":
         return self
@@ -548,7 +649,7 @@ class Video:
         # what is really there.
         self._backend.close()
         try:
-            self._backend = self._bounded(lambda: _OpenCVBackend(self.path, self.short_side), "opening it")
+            self._backend = self._bounded(lambda: self._new_backend("opencv"), "opening it")
         except _BackendError as exc:
             raise self._decode_failure(exc) from None
         self.notes.append("decord could not decode it, OpenCV did")
@@ -582,6 +683,8 @@ class Video:
         is left behind) and this Video refuses further use."""
         if self._broken:
             raise DecodeError(f"{self.path}: the decoder stopped responding earlier")
+        if self._worker is not None:
+            return self._in_worker(call, what)
         outcome: dict[str, object] = {}
 
         def run() -> None:
@@ -608,6 +711,24 @@ class Video:
                 raise DecodeError(f"{self.path}: out of memory while {what}") from None
             raise _BackendError(f"{type(error).__name__}: {error}".splitlines()[0])
         return outcome["value"]  # type: ignore[return-value]
+
+    def _in_worker(self, call: Callable[[], T], what: str) -> T:
+        """Run a call that talks to the decode worker, which enforces the time limit itself."""
+        from sifa_cli.data.decode_worker import WorkerCrashed, WorkerTimeout
+
+        _take_native_log()
+        try:
+            return call()
+        except WorkerTimeout:
+            self._broken = True
+            raise DecodeError(
+                f"{self.path}: the decoder did not finish {what} within {self.timeout:g}s; "
+                "the file may be damaged or its frame count wrong"
+            ) from None
+        except WorkerCrashed as exc:  # like any decoder failure: "auto" still tries OpenCV
+            raise _BackendError(str(exc)) from None
+        except MemoryError:
+            raise DecodeError(f"{self.path}: out of memory while {what}") from None
 
 
 def read_sampled(

@@ -10,7 +10,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from sifa_cli.errors import InputError
 
@@ -61,6 +60,8 @@ def spatial_crops(frames: np.ndarray, size: int, count: int) -> list[np.ndarray]
 
 def to_model_input(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 T,H,W,3 -> float32 C,T,H,W scaled to [0, 1] then normalized per channel."""
+    import torch  # here, not at the top: the decode worker process resizes frames without loading torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)

@@ -318,8 +318,12 @@ class Predictor:
             if not batch:
                 return
             probs = self.forward(torch.stack([tensor for _, tensor in batch]))
-            for (job_id, _), row in zip(batch, probs):
+            finite = torch.isfinite(probs).all(dim=-1).tolist()
+            for (job_id, _), row, row_finite in zip(batch, probs, finite):
                 job_state = state[job_id]
+                if not row_finite and job_state["error"] is None:  # never NaN in a results file
+                    job_state["error"] = (f"{job_state['path']}: the model's scores are not finite numbers (NaN or "
+                                          "infinity); its weights may be damaged")
                 job_state["scores"].append(row)
                 if len(job_state["scores"]) % per_unit == 0:
                     job_state["done"] += 1
@@ -348,7 +352,8 @@ class Predictor:
                 kind, job, payload = messages.get()
                 if kind == "start":
                     order.append(job)
-                    state[id(job)] = {"scores": [], "finished": False, "error": None, "units": 0, "done": 0}
+                    state[id(job)] = {"scores": [], "finished": False, "error": None, "units": 0, "done": 0,
+                                      "path": str(job.path)}
                 elif kind == "plan":
                     state[id(job)]["units"] = payload
                     report(payload, 0)

@@ -1,23 +1,67 @@
 """Prediction results as JSON, JSON Lines or CSV records, written as they arrive, and resuming:
-an output file that already holds results for some inputs lets a re-run skip them."""
+an output file that already holds results for some inputs lets a re-run skip them.
+
+File names are carried exactly, even those that are not valid UTF-8 (Python holds their bytes as
+surrogate escapes): JSON writes such a character as a "\\udcXX" escape, which json.loads turns
+back into the same name; CSV writes the name's original bytes. A line is what ends in "\\n", when
+writing and when reading back (names may hold U+2028 and other characters str.splitlines splits on).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Optional
+from typing import IO, Any, Iterable, Iterator, Optional
 
-from sifa_cli.fileio import atomic_write_path
+from sifa_cli.fileio import atomic_write_path, exclusive_lock, refuse_unsafe_output_file
 from sifa_cli.engine.predict import VideoResult
-from sifa_cli.errors import InputError
+from sifa_cli.errors import InputError, SifaError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings")
 # The header before results recorded their settings: still read (its records have unknown settings).
 LEGACY_CSV_FIELDS = CSV_FIELDS[:-1]
 _SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+CSV_KINDS = ("top", "window", "segment", "error")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def to_json(value: Any, **options: Any) -> str:
+    """json.dumps that keeps text readable (no \\u escapes for ordinary non-ASCII) yet always
+    encodable as UTF-8: lone surrogates (undecodable bytes of a file name) become \\udcXX escapes."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    if _SURROGATE.search(text):  # can only sit inside a string literal, where an escape is valid JSON
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines as this module writes them: split on "\\n" only (a CSV line's "\\r" is removed)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+@contextmanager
+def lock_results(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the results file `output` for a whole run, so that two runs can
+    never interleave their records or replace each other's; a second run refuses at once."""
+    output = Path(output)
+    with ExitStack() as stack:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            locked = stack.enter_context(exclusive_lock(output.with_name(f".{output.name}.lock")))
+        except OSError as exc:
+            raise InputError(f"--output {output}: cannot lock it ({exc.strerror or exc})") from None
+        if not locked:
+            raise SifaError(f"--output {output} is being written by another sifa run; wait for it to "
+                            "finish or choose another file")
+        yield
 
 
 def _top(top) -> list[dict[str, Any]]:
@@ -91,14 +135,15 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
     off by an interrupted run is ignored."""
     if output.is_dir():
         raise InputError(f"--output {output} is a folder")
+    refuse_unsafe_output_file(output, "--output")
     if not output.exists() or output.stat().st_size == 0:
         return []
-    text = output.read_text(encoding="utf-8", errors="replace")
+    text = output.read_text(encoding="utf-8", errors="surrogateescape")
     if fmt != "json" and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # an interrupted run cut its last line short
     records: list[dict[str, Any]] = []
     if fmt == "jsonl":
-        for line in filter(str.strip, text.splitlines()):
+        for line in filter(str.strip, text_lines(text)):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -112,13 +157,16 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
             loaded = json.loads(text)
         except json.JSONDecodeError:
             raise InputError(f"--output {output} exists but is not a JSON list of results; move it away") from None
-        if not isinstance(loaded, list):
+        if not isinstance(loaded, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("path"), str) for r in loaded):
             raise InputError(f"--output {output} exists but is not a JSON list of results; move it away")
-        records = [r for r in loaded if isinstance(r, dict)]
+        records = loaded
     else:
-        if text.splitlines()[:1] not in ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)]):
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        if text_lines(text)[:1] not in ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)]) or not all(
+                row.get("path") and row.get("kind") in CSV_KINDS and None not in row for row in rows):
             raise InputError(f"--output {output} exists but is not a sifa results CSV; move it away")
-        records = _records_from_rows(list(csv.DictReader(io.StringIO(text))))
+        records = _records_from_rows(rows)
     return [r for r in records if isinstance(r.get("path"), str) and "error" not in r]
 
 
@@ -136,6 +184,30 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                 pass  # unreadable settings count as unknown
         record["rows"].append({k: row.get(k) or "" for k in CSV_FIELDS})
     return list(by_path.values())
+
+
+class _BytesSafeStream:
+    """A text stream that writes a file name's undecodable bytes as they were (like a CSV file)
+    when the stream's own encoding would refuse them."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self._stream, "encoding", None) or "utf-8"
+            buffer = getattr(self._stream, "buffer", None)
+            if buffer is None:
+                return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            self._stream.flush()
+            buffer.write(text.encode(encoding, "surrogateescape"))
+            buffer.flush()
+            return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class ResultWriter:
@@ -161,13 +233,15 @@ class ResultWriter:
             else:
                 self._start_file()
         elif stream is not None and fmt == "csv":
-            self._csv = csv.DictWriter(stream, CSV_FIELDS)
+            self.stream = _BytesSafeStream(stream)
+            self._csv = csv.DictWriter(self.stream, CSV_FIELDS)
             self._csv.writeheader()
 
     def _start_file(self) -> None:
         # Rewrite the kept records first (dropping failed and cut-off ones), then append.
         assert self.path is not None
-        with atomic_write_path(self.path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        with atomic_write_path(self.path) as tmp, tmp.open("w", encoding="utf-8", errors="surrogateescape",
+                                                             newline="") as handle:
             if self.fmt == "csv":
                 writer = csv.DictWriter(handle, CSV_FIELDS)
                 writer.writeheader()
@@ -175,15 +249,15 @@ class ResultWriter:
                     writer.writerows(record["rows"] if "rows" in record else csv_rows(record))
             else:
                 for record in self.kept:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle = self.path.open("a", encoding="utf-8", newline="")
+                    handle.write(to_json(record) + "\n")
+        self._handle = self.path.open("a", encoding="utf-8", errors="surrogateescape", newline="")
         if self.fmt == "csv":
             self._csv = csv.DictWriter(self._handle, CSV_FIELDS)
 
     def _rewrite_json(self) -> None:
         assert self.path is not None
         with atomic_write_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.kept + self.records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            tmp.write_text(to_json(self.kept + self.records, indent=2) + "\n", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -195,7 +269,7 @@ class ResultWriter:
         if target is None:
             return
         if self.fmt == "jsonl":
-            target.write(json.dumps(record, ensure_ascii=False) + "\n")
+            target.write(to_json(record) + "\n")
         else:
             assert self._csv is not None
             self._csv.writerows(csv_rows(record))
@@ -205,7 +279,7 @@ class ResultWriter:
         if self.fmt == "json" and self.path is not None:
             self._rewrite_json()
         if self.fmt == "json" and self.path is None and self.stream is not None:
-            self.stream.write(json.dumps(self.records, indent=2, ensure_ascii=False) + "\n")
+            self.stream.write(to_json(self.records, indent=2) + "\n")
             self.stream.flush()
         if self._handle is not None:
             self._handle.close()

@@ -376,6 +376,25 @@ def set_train_mode(model: nn.Module, backbone_frozen: bool) -> None:
                 module.eval()
 
 
+def check_finite(model: nn.Module, train_loss: float, val_loss: float, epoch: int, lr: float,
+                 best_checkpoint: Optional[Path], best_epoch: Optional[int]) -> None:
+    """Stop a run whose loss or weights stopped being finite numbers, before anything of that epoch
+    is saved: the checkpoints and training state of the last good epoch stay as they were."""
+    if not math.isfinite(train_loss):
+        bad = f"the training loss is {train_loss}"
+    elif not math.isfinite(val_loss):
+        bad = f"the validation loss is {val_loss}"
+    else:
+        broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if not broken:
+            return
+        bad = f"{len(broken)} parameter tensors hold NaN or infinite values (first: {broken[0]})"
+    kept = (f"the last good checkpoint, from epoch {best_epoch}, is {best_checkpoint}" if best_checkpoint
+            else "no epoch finished before, so there is no checkpoint")
+    raise ModelError(f"training diverged in epoch {epoch}: {bad}; nothing of this epoch was saved and {kept}. "
+                     f"Try a lower --lr (this run uses {lr:g})")
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or AdamW; biases and normalisation weights get no weight decay."""
     decay, no_decay = [], []
@@ -721,6 +740,8 @@ class Trainer:
             val_start = time.perf_counter()
             val = self.evaluate(network, val_set, len(categories), precision)
             val_seconds = time.perf_counter() - val_start
+            check_finite(model, float(totals[0]), val.loss, epoch + 1, config.lr, self.run.best if best else None,
+                         best.get("epoch"))
             epoch += 1
             record = {
                 "epoch": epoch,

@@ -2,13 +2,17 @@
 
 A sifa checkpoint is a safetensors file: the tensors are the model's state dict, and the metadata
 key "sifa" holds a JSON object (format "sifa-checkpoint/1") with the architecture, its arguments,
-the categories and the input spec, so the file alone is enough to rebuild and run the model.
+the categories and the input spec, so the file alone is enough to rebuild and run the model, and
+"tensors_sha256", a digest of every tensor's name, dtype, shape and bytes, so that a damaged file is
+refused on load instead of giving wrong (or NaN) scores. Files written before the digest existed
+lack it and load unchecked.
 Safetensors cannot run code when read; a `.pth` file is read with `torch.load(weights_only=True)`,
 which refuses any pickle that asks for something other than tensors and plain containers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -29,6 +33,7 @@ from sifa_cli.weights.manifest import KIND_INIT, WeightsEntry, WeightsRegistry, 
 
 CHECKPOINT_FORMAT = "sifa-checkpoint/1"
 META_KEY = "sifa"
+DIGEST_KEY = "tensors_sha256"
 # Suffixes that mark a --weights value as a file path rather than a registry name.
 _FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
 
@@ -42,6 +47,7 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[nn.Module
     state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     meta = validate_meta({**meta, "format": CHECKPOINT_FORMAT}, str(path))
     tensors = _plain_tensors(state)
+    meta[DIGEST_KEY] = tensors_digest(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_write_path(path) as tmp:
@@ -50,6 +56,30 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[nn.Module
     except OSError as exc:
         raise WeightsError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     return path
+
+
+def tensors_digest(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and raw bytes, in name order: independent of
+    how a file lays the tensors out, so it can be recomputed from a loaded state dict."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def check_digest(state: Mapping[str, Tensor], meta: Mapping[str, Any], where: str) -> bool:
+    """Compare the tensors with the digest recorded when they were saved; True when checked,
+    False for an older checkpoint without one. Raises WeightsError on a mismatch."""
+    recorded = meta.get(DIGEST_KEY)
+    if recorded is None:
+        return False
+    if not isinstance(recorded, str) or tensors_digest(state) != recorded:
+        raise WeightsError(f"{where}: its tensors do not match the checksum recorded when it was saved; the file "
+                           "is damaged (download or create it again)")
+    return True
 
 
 def _umask() -> int:
@@ -134,6 +164,7 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[StateDict, dict[str, Any]]:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: cannot read the tensors ({_first_line(exc)})") from None
+    check_digest(state, meta, str(path))
     return state, meta
 
 

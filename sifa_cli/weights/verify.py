@@ -6,9 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+import torch
+
 from sifa_cli.errors import WeightsError
 from sifa_cli.weights.cache import cache_path, check_file, file_sha256, local_copy
-from sifa_cli.weights.checkpoint import is_safetensors_file, load_checkpoint, load_torch_state_dict, weights_target
+from sifa_cli.weights.checkpoint import (
+    DIGEST_KEY,
+    is_safetensors_file,
+    load_checkpoint,
+    load_torch_state_dict,
+    weights_target,
+)
 from sifa_cli.weights.manifest import WeightsEntry, load_registry
 
 
@@ -25,6 +33,11 @@ class FileReport:
     arch_guesses: list[str] = field(default_factory=list)
     entry: Optional[WeightsEntry] = None
 
+    @property
+    def digest_checked(self) -> bool:
+        """The tensors matched the checksum the checkpoint recorded (older files have none)."""
+        return bool(self.meta and DIGEST_KEY in self.meta)
+
 
 def inspect_file(path: Union[str, Path], *, recompute: bool = False) -> FileReport:
     """Read every tensor of `path` safely and describe it; raises WeightsError when unreadable."""
@@ -32,7 +45,7 @@ def inspect_file(path: Union[str, Path], *, recompute: bool = False) -> FileRepo
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if is_safetensors_file(path):
-        state, meta = load_checkpoint(path)
+        state, meta = load_checkpoint(path)  # checks the recorded tensor checksum, when there is one
         kind = "sifa checkpoint (safetensors)"
         guesses: list[str] = []
     else:
@@ -41,6 +54,9 @@ def inspect_file(path: Union[str, Path], *, recompute: bool = False) -> FileRepo
         state, meta = load_torch_state_dict(path), None
         kind = "PyTorch state dict (.pth, loaded with weights_only=True)"
         guesses = guess_arch(state)
+    for key, tensor in state.items():  # what a file without a checksum can still be checked for
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"{path}: tensor {key} holds NaN or infinite values; the file is damaged")
     return FileReport(
         path=path,
         sha256=file_sha256(path, recompute=recompute),
