@@ -339,7 +339,7 @@ def test_damaged_checkpoints_are_refused_and_never_give_nan(app, weights, tmp_pa
     assert good.exit_code == 0 and "match their recorded checksum" in good.stdout, good.output
 
 
-def test_diverging_training_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_diverging_training_stops_with_an_error_and_keeps_the_last_good_checkpoint(app, tmp_path):
     import yaml
 
     from conftest import write_motion_dataset
@@ -348,21 +348,22 @@ def test_diverging_training_stops_with_an_error_and_keeps_the_last_good_checkpoi
     data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=32)
     tiny = ["--model", "sifa_resnet_tiny", "--frames", "8", "--size", "32", "--workers", "0", "--batch-size", "4"]
 
-    diverged = run_sifa("finetune", data, *tiny, "--epochs", "1", "--lr", "1e30", "--out", tmp_path / "run1",
-                        text=True)
-    assert diverged.returncode == 1, diverged.stderr
+    runner = CliRunner()
+    diverged = runner.invoke(app, ["finetune", str(data), *tiny, "--epochs", "1", "--lr", "1e30",
+                                   "--out", str(tmp_path / "run1")])
+    assert diverged.exit_code == 1, diverged.output
     assert "training diverged in epoch 1" in diverged.stderr and "no checkpoint" in diverged.stderr
     assert not list((tmp_path / "run1").glob("*.safetensors"))
 
     run = tmp_path / "run2"
-    first = run_sifa("finetune", data, *tiny, "--epochs", "1", "--out", run, text=True)
-    assert first.returncode == 0, first.stderr
+    first = runner.invoke(app, ["finetune", str(data), *tiny, "--epochs", "1", "--out", str(run)])
+    assert first.exit_code == 0, first.output
     saved = {name: (run / name).read_bytes() for name in ("best.safetensors", "last.safetensors", "train_state.pt")}
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["lr"] = 1e30  # the second epoch diverges
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    resumed = run_sifa("finetune", "--resume", run, "--epochs", "2", text=True)
-    assert resumed.returncode == 1, resumed.stderr
+    resumed = runner.invoke(app, ["finetune", "--resume", str(run), "--epochs", "2"])
+    assert resumed.exit_code == 1, resumed.output
     assert "training diverged in epoch 2" in resumed.stderr and f"from epoch 1, is {run / 'best.safetensors'}" in \
         resumed.stderr.replace("\n", "")
     assert {name: (run / name).read_bytes() for name in saved} == saved
