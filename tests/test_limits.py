@@ -58,3 +58,90 @@ def test_cli_tiny_stride_is_one_error_record_not_gigabytes(tmp_path, weights):
     line = one_error(result, codes=(1,))
     assert str(video) in line and "allowed per video; use a --stride of at least" in line
     assert '"error"' in out.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Frames declared far larger than the file
+
+_PEAK_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from sifa_cli.data.dataset import Sample, scan_videos
+from sifa_cli.data.decode import Video, capture_native_stderr
+from sifa_cli.errors import SifaError
+
+small, big, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+with Video(small, backend="auto") as video:  # decoders loaded and warmed before the baseline
+    video.read([0])
+with Video(small, backend="opencv") as video:
+    video.read([0])
+status = open("/proc/self/status").read()
+data_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmData:")))
+# Half a gigabyte of heap to spare: the old code's one decoded 8200x8200 frame took a gigabyte.
+limit = (data_kb << 10) + (512 << 20)
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+messages = []
+with capture_native_stderr():
+    if mode == "scan":
+        usable, skipped = scan_videos([Sample(str(big), "a"), Sample(str(small), "b"), Sample(str(big), "c")],
+                                      min_frames=1, workers=2)
+        messages = [s.problem for s in skipped] + [f"usable {s.label}" for s in usable]
+    else:
+        try:
+            Video(big, backend=mode)
+        except SifaError as exc:
+            messages.append(str(exc))
+        except MemoryError:
+            messages.append("MemoryError")
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(json.dumps({"messages": messages, "growth_mb": growth}))
+"""
+
+
+def _peak(small, big, mode):
+    import json
+    import subprocess
+    import sys
+
+    from cli_run import ROOT
+
+    result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(small), str(big), mode], capture_output=True,
+                            text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def huge_frames(tmp_path_factory):
+    """526 KB of valid Motion-JPEG that decodes into 8200x8200 frames (67.2 megapixels, just over the limit)."""
+    from crafted_media import mjpeg_avi
+
+    folder = tmp_path_factory.mktemp("huge")
+    return mjpeg_avi(folder / "small.avi", 64, 48), mjpeg_avi(folder / "huge.avi", 8200, 8200)
+
+
+def test_declared_sizes_are_read_from_container_headers(make_video, huge_frames, tmp_path):
+    from sifa_cli.data.probe import declared_frame_size
+
+    for name, fourcc in [("a.mp4", "mp4v"), ("a.mov", "mp4v"), ("a.avi", "MJPG"), ("a.mkv", "FFV1"),
+                         ("a.webm", "VP80")]:
+        assert declared_frame_size(make_video(name, num_frames=3, width=80, height=48, fourcc=fourcc)) == (80, 48)
+    assert declared_frame_size(huge_frames[1]) == (8200, 8200)
+    y4m = tmp_path / "b.y4m"
+    y4m.write_bytes(b"YUV4MPEG2 W16000 H9000 F25:1 C420jpeg\nFRAME\n" + bytes(100))
+    assert declared_frame_size(y4m) == (16000, 9000)
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord", "opencv"])
+def test_huge_declared_frames_are_refused_before_any_is_decoded(huge_frames, backend):
+    report = _peak(*huge_frames, backend)
+    assert report["messages"] == [f"{huge_frames[1]}: resolution 8200x8200 is above the supported 67 megapixels"]
+    assert report["growth_mb"] < 64, report
+
+
+def test_scan_memory_stays_small_with_huge_declared_frames(huge_frames):
+    # Once 8.8 GB with 2 scan workers on 16000x16000 frames.
+    report = _peak(*huge_frames, "scan")
+    assert sorted(report["messages"]) == ["resolution 8200x8200 is above the supported 67 megapixels"] * 2 + ["usable b"]
+    assert report["growth_mb"] < 64, report

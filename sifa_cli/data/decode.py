@@ -417,6 +417,15 @@ def _check_geometry(path: Path, width: int, height: int) -> None:
         )
 
 
+def _check_declared_size(path: Path) -> None:
+    """Refuse frames too large from the container's headers, before a decoder allocates one."""
+    from sifa_cli.data.probe import declared_frame_size
+
+    size = declared_frame_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        _check_geometry(path, *size)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise DecodeError(f"{path}: no such file")
@@ -462,6 +471,7 @@ class Video:
         self._auto = backend == "auto"
         self._broken = False
         _check_file(self.path)
+        _check_declared_size(self.path)
         candidates = ["decord", "opencv"] if self._auto else [backend]
         failures: list[str] = []
         for name in candidates:
