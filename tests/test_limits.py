@@ -145,3 +145,91 @@ def test_scan_memory_stays_small_with_huge_declared_frames(huge_frames):
     report = _peak(*huge_frames, "scan")
     assert sorted(report["messages"]) == ["resolution 8200x8200 is above the supported 67 megapixels"] * 2 + ["usable b"]
     assert report["growth_mb"] < 64, report
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Downloads: never beyond the declared size, and --timeout bounds stalls
+
+
+@pytest.fixture
+def http_server():
+    from weights_http import FileServer
+
+    server = FileServer(trickle_seconds=0.2, flood_bytes=20 << 20).start()
+    server.files["model.bin"] = PAYLOAD
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def team_entry(tmp_path, monkeypatch):
+    """make(url, **fields): a registry entry from a team manifest named by $SIFA_MANIFEST."""
+    from sifa_cli.weights.manifest import load_registry
+    from weights_http import write_manifest
+
+    monkeypatch.setenv("SIFA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SIFA_OFFLINE", raising=False)
+
+    def make(url, **fields):
+        raw = {"arch": "sifa_resnet_tiny", "file_name": "model.bin", "urls": [url], "sha256": PAYLOAD_SHA,
+               "size": len(PAYLOAD)}
+        raw.update(fields)
+        monkeypatch.setenv("SIFA_MANIFEST", str(write_manifest(tmp_path / "team.json", {"team_model": raw})))
+        return load_registry().get("team_model")
+
+    return make
+
+
+PAYLOAD = bytes(range(256)) * 1200  # 307 200 bytes
+PAYLOAD_SHA = __import__("hashlib").sha256(PAYLOAD).hexdigest()
+
+
+def test_download_stops_at_the_declared_size(http_server, team_entry):
+    # The server sends 20 MB with no length; only the manifest's 307 200 bytes may reach the disk.
+    from sifa_cli.weights.download import fetch
+
+    entry = team_entry(http_server.url("flood", "model.bin"))
+    seen = []
+    path = fetch(entry, progress=lambda done, total: seen.append(done))
+    assert path.read_bytes() == PAYLOAD
+    assert max(seen) == len(PAYLOAD)
+
+
+def test_download_without_a_declared_size_stops_at_the_cap(http_server, team_entry, monkeypatch):
+    from sifa_cli.errors import WeightsError
+    from sifa_cli.weights import download
+    from sifa_cli.weights.cache import cache_path
+
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    entry = team_entry(http_server.url("flood", "model.bin"), size=None)
+    seen = []
+    with pytest.raises(WeightsError, match=r"sent more than 1048576 bytes and the manifest declares no size; "
+                                           r"the partial file was removed"):
+        download.fetch(entry, progress=lambda done, total: seen.append(done))
+    assert max(seen) <= 1 << 20
+    assert [p.name for p in cache_path(entry).parent.iterdir()] == ["model.bin.lock"]
+
+
+def test_download_announcing_more_than_the_declared_size_is_refused_unread(http_server, team_entry):
+    from sifa_cli.errors import WeightsError
+    from sifa_cli.weights.download import fetch
+
+    entry = team_entry(http_server.url("biglen", "model.bin"))
+    seen = []
+    with pytest.raises(WeightsError, match=r"announces 614400 bytes but the manifest declares 307200"):
+        fetch(entry, progress=lambda done, total: seen.append(done))
+    assert seen == []
+
+
+def test_timeout_ends_a_download_that_trickles_a_byte_at_a_time(http_server, team_entry, tmp_path):
+    # A byte every 0.2 s never trips a per-read socket timeout of 1 s; it used to hang for 17 hours.
+    import os
+    import time
+
+    team_entry(http_server.url("trickle", "model.bin"))
+    started = time.monotonic()
+    result = run_sifa("weights", "download", "team_model", "--timeout", "1", timeout=60,
+                      env={"SIFA_HOME": os.environ["SIFA_HOME"], "SIFA_MANIFEST": os.environ["SIFA_MANIFEST"]})
+    line = one_error(result, codes=(1,))
+    assert "download stalled: 127.0.0.1:" in line and "sent only" in line and "bytes in 1 s" in line, line
+    assert time.monotonic() - started < 45

@@ -122,7 +122,7 @@ def download(
     name: NameArg,
     manifest: ManifestOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if a good copy is cached.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds without data before giving up.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Give up when fewer than 64 KiB arrive in this many seconds.")] = 30.0,
 ) -> None:
     """Download weights into the cache, resuming a partial file, and check their hash."""
     from sifa_cli.weights.download import fetch
