@@ -108,6 +108,7 @@ def finetune(
     from sifa_cli.engine.train import RunFolder, train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
+    from sifa_cli.writable import check_writable
 
     given = dict(
         data=_absolute(data), val=_absolute(val), out=_absolute(out), model=model, init=init, frames=frames,
@@ -135,6 +136,7 @@ def finetune(
             raise InputError("give the dataset folder or CSV (sifa finetune DIR --out RUN)")
         if run_config.out is None:
             raise InputError("give a run folder with --out RUN (it must not exist yet, or be empty)")
+        check_writable(Path(run_config.out), "--out", folder=True)
         result = train(run_config, log=_log, progress=is_tty())
     _print_summary(result)
 

@@ -84,9 +84,12 @@ def predict(
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.weights.checkpoint import load_model
+    from sifa_cli.writable import check_writable
 
     # Everything a user can get wrong is checked before the model loads.
     fmt = pick_format(output, output_format.value if output_format else None)
+    if output is not None:
+        check_writable(output, "--output")
     chosen_views = parse_views(views) if views is not None else None
     if top_k < 1 or batch_size < 1:
         raise InputError("--top-k and --batch-size must be at least 1")

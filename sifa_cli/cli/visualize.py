@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
-from sifa_cli.errors import InputError
+from sifa_cli.errors import InputError, SifaError
 from sifa_cli.resources import examples_dir
 
 EXAMPLE_CLIP = examples_dir() / "clip.mp4"
@@ -85,8 +85,11 @@ def visualize(
         return
 
     with capture_native_stderr():  # decoders print to the terminal directly; errors quote what they said
-        report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
-                               panel_size=panel_size, arrow_scale=arrow_scale)
+        try:
+            report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
+                                   panel_size=panel_size, arrow_scale=arrow_scale)
+        except MemoryError:
+            raise SifaError("out of memory while rendering: try a smaller --panel-size or fewer --block") from None
     width, height = report.size
     label = f"{report.prediction.label} ({report.prediction.probability:.0%})"
     console.print(

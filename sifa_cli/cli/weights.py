@@ -165,7 +165,9 @@ def import_checkpoint(
 ) -> None:
     """Convert a reference SIFA checkpoint into a self-contained sifa checkpoint (safetensors)."""
     from sifa_cli.weights.convert import import_reference_checkpoint
+    from sifa_cli.writable import check_writable
 
+    check_writable(out, "--out")
     meta = import_reference_checkpoint(file, arch, out, labels=labels, frames=frames, license=license)
     console.print(
         f"[green]ok[/] wrote {out}: {meta['arch']}, {len(meta['categories'])} classes, "
