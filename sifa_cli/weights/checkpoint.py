@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sifa_cli.fileio import atomic_write_path
-from sifa_cli.errors import WeightsError
+from sifa_cli.errors import ModelError, WeightsError
 from sifa_cli.weights.download import ProgressFn, fetch
 from sifa_cli.weights.manifest import KIND_INIT, WeightsEntry, WeightsRegistry, load_registry
 
@@ -188,6 +188,8 @@ def build_model(state: StateDict, meta: Mapping[str, Any], source: str) -> nn.Mo
         model = create_model(meta["arch"], num_classes=len(categories), **arch_kwargs)
     except TypeError as exc:  # an argument this version's constructor does not take
         raise WeightsError(f"{source}: {meta['arch']} cannot be built with arch_kwargs {arch_kwargs} ({exc})") from None
+    except (ModelError, ValueError, RuntimeError) as exc:  # values out of range (clip_length: -8)
+        raise WeightsError(f"{source}: the checkpoint's metadata asks for an unusable model: {_first_line(exc)}") from None
     load_strict(model, state, source, meta["arch"])
     return model
 

@@ -150,6 +150,10 @@ def _download_url(url: str, part: Path, report: ProgressFn, timeout: float, expe
     `expected` bytes (the manifest's size) or MAX_DOWNLOAD_BYTES."""
     host = urlsplit(url).netloc or url
     limit = expected if expected is not None else MAX_DOWNLOAD_BYTES
+    try:
+        urllib.request.Request(url)
+    except ValueError as exc:  # urllib's word for a URL it cannot use ("unknown url type")
+        raise _UrlFailed(f"cannot download {url!r}: {exc}") from None
     drops = 0
     while True:
         have = part.stat().st_size if part.exists() else 0
