@@ -81,6 +81,7 @@ def predict(
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
+    from sifa_cli.engine.memory import check_batch_size
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.weights.checkpoint import load_model
@@ -115,6 +116,7 @@ def predict(
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
+    check_batch_size(batch_size, predictor.spec, predictor.device)
     view_text = str(predictor.views)
     if output is not None:
         writer: Optional[ResultWriter] = ResultWriter(fmt, path=output, keep=kept)

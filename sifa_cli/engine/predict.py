@@ -296,7 +296,7 @@ class Predictor:
                 probs = predict_proba(self.model, batch.to(self.device, non_blocking=True))
             probs = probs.float().cpu()
         except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
+            if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
                 raise SifaError(
                     f"out of memory on {self.device}: try a smaller --batch-size or fewer --views"
                 ) from None
