@@ -56,3 +56,25 @@ def audio_only_wav(path: Path, seconds: float = 1.0, rate: int = 8000) -> Path:
         out.setframerate(rate)
         out.writeframes(b"".join(struct.pack("<h", (i % 200) - 100) for i in range(int(seconds * rate))))
     return Path(path)
+
+
+def audio_only_avi(path: Path, seconds: float = 1.0, rate: int = 8000) -> Path:
+    """An AVI holding one 16-bit PCM audio stream and no video stream."""
+    samples = b"".join(struct.pack("<h", (i % 200) - 100) for i in range(int(seconds * rate)))
+
+    def chunk(fourcc: bytes, body: bytes) -> bytes:
+        return fourcc + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+
+    def riff_list(kind: bytes, body: bytes) -> bytes:
+        return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
+
+    avih = struct.pack("<10I4I", 0, 0, 0, 0x10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0)
+    strh = b"auds" + b"\x00" * 4 + struct.pack("<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 2, 2 * rate, 0, len(samples) // 2,
+                                               len(samples), 0xFFFFFFFF, 2, 0, 0, 0, 0)
+    strf = struct.pack("<HHIIHHH", 1, 1, rate, 2 * rate, 2, 16, 0)
+    header = riff_list(b"hdrl", chunk(b"avih", avih) + riff_list(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf)))
+    movi = riff_list(b"movi", chunk(b"00wb", samples))
+    index = b"00wb" + struct.pack("<III", 0x10, 4, len(samples))
+    body = b"AVI " + header + movi + chunk(b"idx1", index)
+    Path(path).write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return Path(path)

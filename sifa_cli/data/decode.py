@@ -211,6 +211,12 @@ def _mp4_damage(path: Path) -> str | None:
 
 
 def _describe_failure(path: Path, reason: str) -> str:
+    from sifa_cli.data.probe import stream_kinds
+
+    kinds = stream_kinds(path)
+    if kinds and "video" not in kinds:  # (no tracks at all is more likely a truncated index)
+        held = "only audio" if kinds == {"audio"} else "no video track"
+        return f"{path}: no video stream in this file (it holds {held})"
     with path.open("rb") as handle:
         head = handle.read(512)
     container = _container_name(head)

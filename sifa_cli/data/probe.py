@@ -1,10 +1,12 @@
-"""The frame size a video file declares in its container headers, read without any decoder.
+"""What a media file's container headers declare, read without any decoder: the size of its video
+frames, and which kinds of streams it holds.
 
 Decoders allocate a whole frame before they can report its size (decord only tells the size of a
 decoded frame; FFmpeg's stream probing decodes one), so a small file that declares huge frames
 would take gigabytes before a size check could run. These readers look only at header boxes,
 chunks and elements: MP4/MOV, AVI, Matroska/WebM and Y4M. Anything else, or anything they do not
-understand, gives None and the decoders' own size check applies.
+understand, gives None and the decoders' own size check applies. The stream kinds let an error say
+"no video stream" for an audio file (WAV, FLAC, MP3, or an MP4/AVI/Matroska with audio tracks only).
 """
 
 from __future__ import annotations
@@ -22,24 +24,38 @@ _MAX_ITEMS = 4096  # boxes, chunks or elements looked at per file
 
 def declared_frame_size(path: Path) -> Optional[Size]:
     """The largest video frame size the file's container declares, or None when unknown."""
+    streams = _streams(path)
+    sizes = [size for kind, size in streams or () if kind == "video" and size and size[0] > 0 and size[1] > 0]
+    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+
+
+def stream_kinds(path: Path) -> Optional[set[str]]:
+    """The kinds of stream ("video", "audio", "other") the file declares, or None when unknown."""
+    streams = _streams(path)
+    return None if streams is None else {kind for kind, _ in streams}
+
+
+Stream = tuple[str, Optional[Size]]  # kind, and for video the declared frame size when known
+
+
+def _streams(path: Path) -> Optional[list[Stream]]:
     try:
         with open(path, "rb") as handle:
             head = handle.read(64)
             size = Path(path).stat().st_size
             if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
-                sizes = list(_mp4_sizes(handle, 0, size, 0))
-            elif head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-                sizes = list(_avi_sizes(handle, 12, min(size, 8 + int.from_bytes(head[4:8], "little"))))
-            elif head[:4] == b"\x1a\x45\xdf\xa3":
-                sizes = list(_matroska_sizes(handle, size))
-            elif head[:9] == b"YUV4MPEG2":
-                sizes = _y4m_size(handle)
-            else:
-                return None
+                return list(_mp4_streams(handle, 0, size, 0))
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                return list(_avi_streams(handle, 12, min(size, 8 + int.from_bytes(head[4:8], "little"))))
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE" or head[:4] == b"fLaC" or head[:3] == b"ID3":
+                return [("audio", None)]
+            if head[:4] == b"\x1a\x45\xdf\xa3":
+                return list(_matroska_streams(handle, size))
+            if head[:9] == b"YUV4MPEG2":
+                return [("video", _y4m_size(handle))]
     except (OSError, struct.error, ValueError, IndexError, RecursionError):
         return None
-    sizes = [(w, h) for w, h in sizes if w > 0 and h > 0]
-    return max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+    return None
 
 
 # -- MP4 / MOV: moov/trak/{tkhd, mdia/{hdlr, minf/stbl/stsd}} ---------------------------------
@@ -74,27 +90,31 @@ def _read(handle: BinaryIO, start: int, end: int) -> bytes:
     return handle.read(end - start)
 
 
-def _mp4_sizes(handle: BinaryIO, start: int, end: int, depth: int) -> Iterator[Size]:
+def _mp4_streams(handle: BinaryIO, start: int, end: int, depth: int) -> Iterator[Stream]:
     if depth > 6:
         return
     for kind, payload, stop in _mp4_boxes(handle, start, end):
         if kind == b"trak":
-            yield from _mp4_track_sizes(handle, payload, stop)
+            yield from _mp4_track(handle, payload, stop)
         elif kind == b"moov":
-            yield from _mp4_sizes(handle, payload, stop, depth + 1)
+            yield from _mp4_streams(handle, payload, stop, depth + 1)
 
 
-def _mp4_track_sizes(handle: BinaryIO, start: int, end: int) -> Iterator[Size]:
+_MP4_HANDLERS = {b"vide": "video", b"soun": "audio"}
+
+
+def _mp4_track(handle: BinaryIO, start: int, end: int) -> Iterator[Stream]:
     """A video track's sample-description sizes (what the decoder is told), else its display size."""
-    found: dict[str, object] = {"video": False, "coded": [], "display": None}
+    found: dict[str, object] = {"kind": None, "coded": [], "display": None}
 
     def walk(begin: int, stop: int, depth: int) -> None:
         for kind, payload, box_end in _mp4_boxes(handle, begin, stop):
             if kind in _MP4_CONTAINERS and depth < 6:
                 walk(payload, box_end, depth + 1)
             elif kind == b"hdlr":
-                # the media handler says 'vide'; QuickTime adds a data handler ('alis') in minf
-                found["video"] = found["video"] or _read(handle, payload, box_end)[8:12] == b"vide"
+                # the media handler ('vide', 'soun', ...) is in mdia; QuickTime adds a data handler in minf
+                if found["kind"] is None or found["kind"] == "other":
+                    found["kind"] = _MP4_HANDLERS.get(_read(handle, payload, box_end)[8:12], "other")
             elif kind == b"tkhd":
                 data = _read(handle, payload, box_end)
                 if len(data) >= 8:
@@ -112,14 +132,17 @@ def _mp4_track_sizes(handle: BinaryIO, start: int, end: int) -> Iterator[Size]:
                     position += entry_size
 
     walk(start, end, 0)
-    if found["video"]:
-        yield from found["coded"] or ([found["display"]] if found["display"] else [])  # type: ignore[misc]
+    if found["kind"] == "video":
+        for size in found["coded"] or [found["display"]]:  # type: ignore[union-attr]
+            yield "video", size  # type: ignore[misc]
+    elif found["kind"] is not None:
+        yield found["kind"], None  # type: ignore[misc]
 
 
 # -- AVI: RIFF AVI / LIST hdrl / {avih, LIST strl / {strh, strf}} -------------------------------
 
 
-def _avi_sizes(handle: BinaryIO, start: int, end: int) -> Iterator[Size]:
+def _avi_streams(handle: BinaryIO, start: int, end: int) -> Iterator[Stream]:
     position = start
     for _ in range(_MAX_ITEMS):
         if position + 8 > end:
@@ -131,11 +154,15 @@ def _avi_sizes(handle: BinaryIO, start: int, end: int) -> Iterator[Size]:
             if list_type == b"movi":
                 return  # the frames themselves: the headers are all before them
             if list_type in (b"hdrl", b"strl"):
-                yield from _avi_list(handle, position + 12, min(position + 8 + length, end), list_type)
+                yield from _avi_list(handle, position + 12, min(position + 8 + length, end))
         position += 8 + length + (length & 1)
 
 
-def _avi_list(handle: BinaryIO, start: int, end: int, list_type: bytes) -> Iterator[Size]:
+_AVI_STREAMS = {b"vids": "video", b"auds": "audio"}
+
+
+def _avi_list(handle: BinaryIO, start: int, end: int) -> Iterator[Stream]:
+    """The streams of an hdrl or strl list (avih's frame size is only a fallback for odd writers)."""
     position, stream_type = start, b""
     for _ in range(_MAX_ITEMS):
         if position + 8 > end:
@@ -143,22 +170,23 @@ def _avi_list(handle: BinaryIO, start: int, end: int, list_type: bytes) -> Itera
         handle.seek(position)
         kind, length = struct.unpack("<4sI", handle.read(8))
         data = _read(handle, position + 8, min(position + 8 + length, end, position + 8 + 64))
-        if kind == b"avih" and len(data) >= 40:
-            yield struct.unpack("<II", data[32:40])
-        elif kind == b"strh" and len(data) >= 4:
+        if kind == b"strh" and len(data) >= 4:
             stream_type = data[:4]
+            if stream_type != b"vids":
+                yield _AVI_STREAMS.get(stream_type, "other"), None
         elif kind == b"strf" and stream_type == b"vids" and len(data) >= 12:
             width, height = struct.unpack("<ii", data[4:12])
-            yield abs(width), abs(height)  # a negative height means top-down rows
+            yield "video", (abs(width), abs(height))  # a negative height means top-down rows
         elif kind == b"LIST" and data[:4] == b"strl":
-            yield from _avi_list(handle, position + 12, min(position + 8 + length, end), b"strl")
+            yield from _avi_list(handle, position + 12, min(position + 8 + length, end))
         position += 8 + length + (length & 1)
 
 
 # -- Matroska / WebM: Segment / Tracks / TrackEntry / Video / {PixelWidth, PixelHeight} ----------
 
 _SEGMENT, _TRACKS, _TRACK_ENTRY, _VIDEO = 0x18538067, 0x1654AE6B, 0xAE, 0xE0
-_PIXEL_WIDTH, _PIXEL_HEIGHT, _CLUSTER = 0xB0, 0xBA, 0x1F43B675
+_PIXEL_WIDTH, _PIXEL_HEIGHT, _CLUSTER, _TRACK_TYPE = 0xB0, 0xBA, 0x1F43B675, 0x83
+_MATROSKA_TRACK_TYPES = {1: "video", 2: "audio"}
 
 
 def _vint(handle: BinaryIO, keep_marker: bool) -> Optional[int]:
@@ -199,7 +227,7 @@ def _ebml_elements(handle: BinaryIO, start: int, end: int) -> Iterator[tuple[int
         position = stop
 
 
-def _matroska_sizes(handle: BinaryIO, file_size: int) -> Iterator[Size]:
+def _matroska_streams(handle: BinaryIO, file_size: int) -> Iterator[Stream]:
     for element, payload, stop in _ebml_elements(handle, 0, file_size):
         if element != _SEGMENT:
             continue
@@ -211,9 +239,15 @@ def _matroska_sizes(handle: BinaryIO, file_size: int) -> Iterator[Size]:
             for entry, entry_start, entry_stop in _ebml_elements(handle, child_start, child_stop):
                 if entry != _TRACK_ENTRY:
                     continue
+                track_type, size = 0, None
                 for item, item_start, item_stop in _ebml_elements(handle, entry_start, entry_stop):
                     if item == _VIDEO:
-                        yield _matroska_video(handle, item_start, item_stop)
+                        size = _matroska_video(handle, item_start, item_stop)
+                    elif item == _TRACK_TYPE and 0 < item_stop - item_start <= 8:
+                        handle.seek(item_start)
+                        track_type = int.from_bytes(handle.read(item_stop - item_start), "big")
+                kind = "video" if size is not None else _MATROSKA_TRACK_TYPES.get(track_type, "other")
+                yield kind, size
 
 
 def _matroska_video(handle: BinaryIO, start: int, end: int) -> Size:
@@ -228,8 +262,8 @@ def _matroska_video(handle: BinaryIO, start: int, end: int) -> Size:
 # -- Y4M: "YUV4MPEG2 W<width> H<height> ..." ---------------------------------------------------
 
 
-def _y4m_size(handle: BinaryIO) -> list[Size]:
+def _y4m_size(handle: BinaryIO) -> Optional[Size]:
     handle.seek(0)
     line = handle.read(256).split(b"\n", 1)[0]
     fields = {token[:1]: token[1:] for token in line.split()[1:]}
-    return [(int(fields[b"W"]), int(fields[b"H"]))] if b"W" in fields and b"H" in fields else []
+    return (int(fields[b"W"]), int(fields[b"H"])) if b"W" in fields and b"H" in fields else None
