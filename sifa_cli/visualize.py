@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sifa_cli.fileio import atomic_write_path
+from sifa_cli.writable import check_writable
 from sifa_cli.data.decode import Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
@@ -55,6 +56,8 @@ FALLBACK_FPS = 25.0
 
 # Layout, in display pixels.
 MAX_PANEL = 448
+MAX_PANEL_OPTION = 2048  # the largest --panel-size
+MAX_FRAME_SIDE = 8192  # video encoders refuse larger frames
 MIN_PANEL = 128
 MAX_WIDTH = 1920
 MAX_HEIGHT = 1080
@@ -139,6 +142,8 @@ def select_blocks(model: nn.Module, block: str | None) -> list[str]:
     if block.strip() == "all":
         return names
     wanted = [part.strip() for part in block.split(",") if part.strip()]
+    if not wanted:
+        raise InputError(f"--block {block!r} names no block; give names separated by commas, or 'all'")
     unknown = [name for name in wanted if name not in names]
     if unknown:
         raise InputError(f"--block: no SIFA block named {unknown[0]!r}; this model has {', '.join(names)} (or 'all')")
@@ -641,12 +646,17 @@ def choose_layout(blocks: int, views: int, panel: int | None = None,
     if panel is None:  # the arrangement that gives the largest pictures (the fewest columns among equals)
         per_row = max(range(1, blocks + 1), key=lambda n: (int(fit(n)), -n))
         panel = max(MIN_PANEL, int(fit(per_row)))
+    elif not 64 <= panel <= MAX_PANEL_OPTION:
+        raise InputError(f"--panel-size must be between 64 and {MAX_PANEL_OPTION} pixels, got {panel}")
     else:  # about 16:9
         per_row = max(1, min(blocks, round(math.sqrt(blocks * 16 / 9 / views * ratio_h / ratio_w))))
     cols, rows = grid(per_row)
-    if panel < 64:
-        raise InputError(f"--panel-size must be at least 64 pixels, got {panel}")
-    return Layout(rows, cols, panel - panel % 2)
+    layout = Layout(rows, cols, panel - panel % 2)  # even sizes: H.264 needs them
+    width, height = layout.size
+    if max(width, height) > MAX_FRAME_SIDE:
+        raise InputError(f"--panel-size {panel} with {blocks} block(s) would make {width}x{height} frames, more than "
+                         f"{MAX_FRAME_SIDE} pixels a side; use a smaller --panel-size or fewer --block")
+    return layout
 
 
 def picture_ratio(source_size: tuple[int, int], spec: InputSpec) -> tuple[float, float]:
@@ -847,12 +857,7 @@ def check_output_path(path: Path, suffix: str, option: str) -> Path:
         raise InputError(f"{option} {path}: the file name must end with {suffix}")
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name ending with {suffix}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{option} {path}: the folder {parent} is not writable")
-    return path
+    return check_writable(path, option, create_parents=False)
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> str:

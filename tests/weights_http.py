@@ -7,6 +7,9 @@ Paths:
   /stall/NAME   sends the headers and then nothing until the server stops
   /slow/NAME    like /files/ but paced, so a download takes about `slow_seconds`
   /norange/NAME ignores Range headers and always sends the whole file with 200
+  /trickle/NAME announces the full length, then sends one byte every `trickle_seconds`
+  /flood/NAME   announces no length and sends the file over and over, `flood_bytes` in all, then closes
+  /biglen/NAME  announces and sends the file followed by as many bytes again
 Anything else is a 404. Every request is logged as (path, Range header or None).
 """
 
@@ -20,11 +23,15 @@ from pathlib import Path
 
 
 class FileServer:
-    def __init__(self, drop_after: int = 1000, slow_seconds: float = 2.0):
+    def __init__(self, drop_after: int = 1000, slow_seconds: float = 2.0, trickle_seconds: float = 0.2,
+                 flood_bytes: int = 20 << 20):
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.drop_after = drop_after
         self.slow_seconds = slow_seconds
+        self.trickle_seconds = trickle_seconds
+        self.flood_bytes = flood_bytes
+        self.sent: dict[str, int] = {}  # bytes of body written per path (flood, trickle)
         self.stop_event = threading.Event()
         self._dropped: set[str] = set()
         self._lock = threading.Lock()
@@ -75,6 +82,12 @@ class FileServer:
                     self._send_headers(200, len(data))
                     server.stop_event.wait(30)
                     return
+                if mode in ("trickle", "flood"):
+                    return self._send_paced(mode, data)
+                if mode == "biglen":
+                    self._send_headers(200, 2 * len(data))
+                    self.wfile.write(data + data)
+                    return
                 if mode == "drop" and name not in server._dropped:
                     server._dropped.add(name)
                     self._send_headers(200, len(data))
@@ -100,6 +113,37 @@ class FileServer:
                         time.sleep(server.slow_seconds / pieces)
                 else:
                     self.wfile.write(body)
+
+            def _send_paced(self, mode, data):
+                if mode == "trickle":
+                    self._send_headers(200, len(data))
+                else:  # no length: the body ends when the connection closes
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                sent = 0
+                try:
+                    while not server.stop_event.is_set():
+                        if mode == "trickle":
+                            if sent >= len(data):
+                                return
+                            self.wfile.write(data[sent:sent + 1])
+                            self.wfile.flush()
+                            sent += 1
+                            server.stop_event.wait(server.trickle_seconds)
+                        else:
+                            if sent >= server.flood_bytes:
+                                return
+                            piece = data[: server.flood_bytes - sent]
+                            self.wfile.write(piece)
+                            sent += len(piece)
+                except OSError:  # the client hung up
+                    pass
+                finally:
+                    with server._lock:
+                        server.sent[self.path] = sent
 
             def _send_headers(self, status, length, content_range=None):
                 self.send_response(status)

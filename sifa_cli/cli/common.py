@@ -50,6 +50,14 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130)
         except MemoryError:
             fail("out of memory: try a smaller --batch-size, fewer --views or a smaller model")
+        except RuntimeError as exc:  # torch's allocators report exhaustion as RuntimeError
+            text = str(exc).lower()
+            if "out of memory" not in text and "can't allocate memory" not in text:
+                raise
+            fail("out of memory: try a smaller --batch-size, fewer --views or a smaller model")
+        except OSError as exc:  # the disk filled up or a folder vanished mid-run: not a bug, one line
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
 
     return wrapper  # type: ignore[return-value]
 

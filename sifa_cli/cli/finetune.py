@@ -113,6 +113,7 @@ def finetune(
     from sifa_cli.engine.train import RunFolder, train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
+    from sifa_cli.writable import check_writable
 
     given = dict(
         data=_absolute(data), val=_absolute(val), out=_absolute(out), model=model, init=init, frames=frames,
@@ -144,6 +145,7 @@ def finetune(
 
         init_file = run_config.init if run_config.init and Path(run_config.init).expanduser().is_file() else None
         refuse_input_as_output(Path(run_config.out), [run_config.data, run_config.val, config, init_file], "--out")
+        check_writable(Path(run_config.out), "--out", folder=True)
         result = train(run_config, log=_log, progress=is_tty())
     _print_summary(result)
 

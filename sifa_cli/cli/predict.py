@@ -102,15 +102,19 @@ def predict(
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import slow_precision_note
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
+    from sifa_cli.engine.memory import check_batch_size
     from sifa_cli.engine.predict import Predictor, plan_windows
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
     from sifa_cli.fileio import refuse_input_as_output
     from sifa_cli.weights.checkpoint import load_model
+    from sifa_cli.writable import check_writable
 
     # Everything a user can get wrong is checked before the model loads.
     fmt = pick_format(output, output_format.value if output_format else None)
+    if output is not None:
+        check_writable(output, "--output")
     chosen_views = parse_views(views) if views is not None else None
     if top_k < 1 or batch_size < 1:
         raise InputError("--top-k and --batch-size must be at least 1")
@@ -153,6 +157,7 @@ def predict(
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
+    check_batch_size(batch_size, predictor.spec, predictor.device)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
                                    (window, stride) if timeline else None)
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
-from sifa_cli.errors import InputError
+from sifa_cli.errors import InputError, SifaError
 from sifa_cli.fileio import check_output_file
 from sifa_cli.resources import examples_dir
 
@@ -103,8 +103,11 @@ def visualize(
         return
 
     with capture_native_stderr():  # decoders print to the terminal directly; errors quote what they said
-        report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
-                               panel_size=panel_size, arrow_scale=arrow_scale, arrows=arrows.value)
+        try:
+            report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
+                                   panel_size=panel_size, arrow_scale=arrow_scale, arrows=arrows.value)
+        except MemoryError:
+            raise SifaError("out of memory while rendering: try a smaller --panel-size or fewer --block") from None
     width, height = report.size
     label = f"{report.prediction.label} ({report.prediction.probability:.0%})"
     console.print(

@@ -129,7 +129,7 @@ def download(
     name: NameArg,
     manifest: ManifestOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if a good copy is cached.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds without data before giving up.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Give up when fewer than 64 KiB arrive in this many seconds.")] = 30.0,
 ) -> None:
     """Download weights into the cache, resuming a partial file, and check their hash."""
     from sifa_cli.weights.download import fetch
@@ -175,8 +175,10 @@ def import_checkpoint(
     """Convert a reference SIFA checkpoint into a self-contained sifa checkpoint (safetensors)."""
     from sifa_cli.fileio import check_output_file
     from sifa_cli.weights.convert import import_reference_checkpoint
+    from sifa_cli.writable import check_writable
 
     check_output_file(out, "--out", [file, labels])
+    check_writable(out, "--out")
     meta = import_reference_checkpoint(file, arch, out, labels=labels, frames=frames, license=license)
     console.print(
         f"[green]ok[/] wrote {out}: {meta['arch']}, {len(meta['categories'])} classes, "

@@ -37,6 +37,8 @@ CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
 SPLIT_FOLDERS = ("train", "val")
 # Seconds a single file may keep a decoder busy during the scan before it counts as unreadable.
 SCAN_TIMEOUT_S = 30.0
+# The scan only checks that frames decode: it asks for them this small.
+SCAN_SHORT_SIDE = 32
 REPLACEMENT_ATTEMPTS = 8
 
 
@@ -186,16 +188,21 @@ def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) 
 
 
 def probe_video(path: str, min_frames: int) -> tuple[int, Optional[str]]:
-    """(decodable frame count, None) for a usable video, or (0, why not)."""
+    """(decodable frame count, None) for a usable video, or (0, why not).
+
+    Frames are decoded one at a time and scaled down, so a scan thread holds about one source
+    frame at a time (the file's declared size is checked before any is decoded)."""
     try:
-        with Video(path, timeout=SCAN_TIMEOUT_S) as video:
+        with Video(path, timeout=SCAN_TIMEOUT_S, short_side=SCAN_SHORT_SIDE) as video:
             count = video.num_frames
             # The first, middle and last frames: a cut-off file fails on the last one.
             try:
-                video.read([0, count // 2, count - 1])
+                for index in (0, count // 2, count - 1):
+                    video.read([index])
             except FrameCountError:
                 count = video.num_frames  # corrected to what really decodes
-                video.read([0, count // 2, count - 1])
+                for index in (0, count // 2, count - 1):
+                    video.read([index])
             count = video.num_frames
     except SifaError as exc:
         return 0, _without_path(str(exc), path)

@@ -253,6 +253,12 @@ def _mp4_damage(path: Path) -> str | None:
 
 
 def _describe_failure(path: Path, reason: str) -> str:
+    from sifa_cli.data.probe import stream_kinds
+
+    kinds = stream_kinds(path)
+    if kinds and "video" not in kinds:  # (no tracks at all is more likely a truncated index)
+        held = "only audio" if kinds == {"audio"} else "no video track"
+        return f"{path}: no video stream in this file (it holds {held})"
     with path.open("rb") as handle:
         head = handle.read(512)
     container = _container_name(head)
@@ -493,6 +499,15 @@ def _check_geometry(path: Path, width: int, height: int) -> None:
         )
 
 
+def _check_declared_size(path: Path) -> None:
+    """Refuse frames too large from the container's headers, before a decoder allocates one."""
+    from sifa_cli.data.probe import declared_frame_size
+
+    size = declared_frame_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        _check_geometry(path, *size)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise DecodeError(f"{path}: no such file")
@@ -542,6 +557,7 @@ class Video:
         self._broken = False
         self._worker = None
         _check_file(self.path)
+        _check_declared_size(self.path)
         if isolate:
             from sifa_cli.data import decode_worker
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -40,11 +42,16 @@ def find_videos(arguments: Iterable[str | Path]) -> FoundInputs:
     for argument in arguments:
         text = str(argument)
         path = Path(text).expanduser()
-        if path.is_file():
+        problem = _unreachable(text, path)
+        if problem is not None and not _has_glob_chars(text):
+            found.problems.append((text, problem))
+        elif path.is_file():
             add(path)
         elif path.is_dir():
-            videos = sorted(p for p in path.rglob("*") if p.is_file() and is_video_name(p))
-            if not videos:
+            videos, unreadable = _folder_videos(path)
+            found.problems += [(text, f"{folder}: cannot read this folder ({why}); its videos were left out")
+                               for folder, why in unreadable]
+            if not videos and not unreadable:
                 extensions = ", ".join(sorted(VIDEO_EXTENSIONS))
                 found.problems.append((text, f"{text}: no video files in this folder (looked for {extensions})"))
             for video in videos:
@@ -61,6 +68,43 @@ def find_videos(arguments: Iterable[str | Path]) -> FoundInputs:
         else:
             found.problems.append((text, f"{text}: no such file or folder"))
     return found
+
+
+def _has_glob_chars(text: str) -> bool:
+    return bool(_GLOB_CHARS & set(text))
+
+
+def _unreachable(text: str, path: Path) -> str | None:
+    """Why `path` cannot even be looked at (a link loop, a folder on the way we may not search), or
+    None when it can, or simply does not exist."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{text}: symbolic link loop (the link leads back to itself)"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"{text}: permission denied (a folder on the way cannot be searched)"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"{text}: broken symbolic link (it points to {os.readlink(path)}, which does not exist)"
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return f"{text}: {exc.strerror or exc}"
+    return None
+
+
+def _folder_videos(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Video files under `root` (sorted), and the folders that could not be read, with why."""
+    unreadable: list[tuple[str, str]] = []
+
+    def note(exc: OSError) -> None:
+        unreadable.append((exc.filename or str(root), exc.strerror or str(exc)))
+
+    videos = []
+    for folder, _, names in os.walk(root, onerror=note):
+        for name in names:
+            candidate = Path(folder) / name
+            if is_video_name(candidate) and candidate.is_file():
+                videos.append(candidate)
+    return sorted(videos), unreadable
 
 
 def _pattern_names_suffix(pattern: str) -> bool:

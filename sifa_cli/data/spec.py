@@ -11,6 +11,11 @@ from sifa_cli.errors import InputError, WeightsError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SAMPLING_MODES = ("dense", "uniform")
+# What a checkpoint's metadata may ask for: beyond these a single clip would take gigabytes.
+MAX_CLIP_FRAMES = 256
+MAX_FRAME_STEP = 64
+MAX_CROP_SIZE = 1024
+MAX_RESIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -30,14 +35,15 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.frames < 1:
-            problems.append(f"frames={self.frames} must be positive")
-        if self.step < 1:
-            problems.append(f"step={self.step} must be positive")
+        if not 1 <= self.frames <= MAX_CLIP_FRAMES:
+            problems.append(f"frames={self.frames} must be between 1 and {MAX_CLIP_FRAMES}")
+        if not 1 <= self.step <= MAX_FRAME_STEP:
+            problems.append(f"step={self.step} must be between 1 and {MAX_FRAME_STEP}")
         if self.sampling not in SAMPLING_MODES:
             problems.append(f"sampling={self.sampling!r} must be one of {', '.join(SAMPLING_MODES)}")
-        if self.size < 1 or self.resize < self.size:
-            problems.append(f"size={self.size}, resize={self.resize}: need 0 < size <= resize")
+        if self.size < 1 or self.resize < self.size or self.size > MAX_CROP_SIZE or self.resize > MAX_RESIZE:
+            problems.append(f"size={self.size}, resize={self.resize}: need 0 < size <= resize, size at most "
+                            f"{MAX_CROP_SIZE} and resize at most {MAX_RESIZE}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             problems.append("mean and std need 3 values each, std positive")
         try:

@@ -28,6 +28,8 @@ from sifa_cli.models import predict_proba
 
 TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
+# Windows per video a timeline may have: each is a model input kept in memory until the video ends.
+MAX_TIMELINE_WINDOWS = 20_000
 
 
 @dataclass
@@ -104,11 +106,18 @@ def merge_segments(windows: list[Window]) -> list[Segment]:
 def plan_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
     """Windows of `window` seconds every `stride` seconds; the last one is aligned to the end so
     the tail is covered; a video shorter than one window is one window."""
-    if window <= 0 or stride <= 0:
-        raise InputError("--window and --stride must be positive numbers of seconds")
+    if not (np.isfinite(window) and np.isfinite(stride) and window > 0 and stride > 0):
+        raise InputError("--window and --stride must be positive, finite numbers of seconds")
     if duration <= window:
         return [(0.0, duration)]
     count = int(np.floor((duration - window) / stride + 1e-9)) + 1
+    total = count + ((count - 1) * stride + window < duration - 1e-6)  # + the window aligned to the end
+    if total > MAX_TIMELINE_WINDOWS:
+        shortest = float(f"{(duration - window) / (MAX_TIMELINE_WINDOWS - 2) * 1.01:.3g}")
+        raise InputError(
+            f"a timeline of {duration:.1f} s with --stride {stride:g} would need {total} windows, more than the "
+            f"{MAX_TIMELINE_WINDOWS} allowed per video; use a --stride of at least {shortest:g} s"
+        )
     windows = [(k * stride, k * stride + window) for k in range(count)]
     if windows[-1][1] < duration - 1e-6:
         windows.append((duration - window, duration))
@@ -187,7 +196,10 @@ class _TimelineJob(_Job):
         frame_duration = float(steps[-1]) if len(steps) else (1.0 / video.info.fps if video.info.fps else 0.04)
         self.duration = float(times[-1] + frame_duration)
         self._times = times
-        self._planned = plan_windows(self.duration, self.window, self.stride)
+        try:
+            self._planned = plan_windows(self.duration, self.window, self.stride)
+        except InputError as exc:
+            raise InputError(f"{self.path}: {exc}") from None
         return len(self._planned)
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
@@ -284,7 +296,7 @@ class Predictor:
                 probs = predict_proba(self.model, batch.to(self.device, non_blocking=True))
             probs = probs.float().cpu()
         except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
+            if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
                 raise SifaError(
                     f"out of memory on {self.device}: try a smaller --batch-size or fewer --views"
                 ) from None

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from sifa_cli.data.spec import MAX_CLIP_FRAMES
 from sifa_cli.errors import ModelError
 from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, conv1x1x1
 from sifa_cli.models.registry import register_model
@@ -43,8 +44,9 @@ class SIFAResNet(SIFAModel):
         dropout: float = 0.5,
     ):
         super().__init__()
-        if clip_length % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL):
-            raise ModelError(f"clip_length must be a multiple of 8 for SIFA-Net, got {clip_length}")
+        if clip_length % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL) or not 0 < clip_length <= MAX_CLIP_FRAMES:
+            raise ModelError(f"clip_length must be a multiple of 8 between 8 and {MAX_CLIP_FRAMES} for SIFA-Net, "
+                             f"got {clip_length}")
         self.num_classes = num_classes
         self.clip_length = clip_length
         self.kernel_size = kernel_size

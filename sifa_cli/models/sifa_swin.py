@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sifa_cli.data.spec import MAX_CLIP_FRAMES
 from sifa_cli.errors import ModelError
 from sifa_cli.models.blocks import SIFAModel, difference_rescaled, shift_to_query_frame
 from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention
@@ -290,8 +291,9 @@ class SIFASwinTransformer(SIFAModel):
         learn_offsets: bool = True,
     ):
         super().__init__()
-        if clip_length % early_stride:
-            raise ModelError(f"clip_length must be a multiple of early_stride={early_stride}, got {clip_length}")
+        if early_stride < 1 or clip_length % early_stride or not 0 < clip_length <= MAX_CLIP_FRAMES:
+            raise ModelError(f"clip_length must be a multiple of early_stride={early_stride} between {early_stride} "
+                             f"and {MAX_CLIP_FRAMES}, got {clip_length}")
         self.num_classes = num_classes
         self.clip_length = clip_length
         self.early_stride, self.patch_size = early_stride, patch_size

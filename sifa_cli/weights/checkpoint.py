@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sifa_cli.fileio import atomic_write_path
-from sifa_cli.errors import WeightsError
+from sifa_cli.errors import ModelError, WeightsError
 from sifa_cli.weights.download import ProgressFn, fetch
 from sifa_cli.weights.manifest import KIND_INIT, WeightsEntry, WeightsRegistry, load_registry
 
@@ -134,6 +134,27 @@ def is_safetensors_file(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
 
 
+def broken_safetensors(path: Path) -> Union[str, None]:
+    """Why a file that is named or shaped like safetensors cannot be one (cut short, a header length
+    past its end), or None. Such files must not be mistaken for pickles."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return None
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return None  # a zip or a pickle (whatever its name): torch.load judges it
+    named = path.suffix.lower() == ".safetensors"
+    if len(head) < 9:
+        return f"{path}: only {size} bytes, too short for a safetensors file (truncated or corrupt)" if named else None
+    declared = int.from_bytes(head[:8], "little")
+    if (named or head[8:9] == b"{") and declared > size - 8:
+        return (f"{path}: truncated or corrupt safetensors file: its header is said to take {declared} bytes "
+                f"but only {size - 8} follow")
+    return None
+
+
 def read_checkpoint_meta(path: Union[str, Path]) -> dict[str, Any]:
     """The "sifa" metadata of a checkpoint, without reading its tensors."""
     path = Path(path)
@@ -181,6 +202,9 @@ def load_torch_state_dict(path: Union[str, Path]) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    broken = broken_safetensors(path)
+    if broken:
+        raise WeightsError(broken)
     try:
         # An open handle, not the path: torch picks a reader by file-name suffix, we by content.
         with open(path, "rb") as handle, warnings.catch_warnings():
@@ -188,6 +212,9 @@ def load_torch_state_dict(path: Union[str, Path]) -> StateDict:
             obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         wanted = _PICKLE_GLOBAL.search(str(exc))
+        if wanted is None and "global" not in str(exc).lower():  # not a refused import: just not a pickle
+            raise WeightsError(f"cannot read {path}: it is neither a safetensors file nor a PyTorch checkpoint "
+                               "(corrupt, truncated or another format)") from None
         asks = f"it asks for {wanted.group(1)}" if wanted else "it holds objects other than tensors"
         raise WeightsError(
             f"refusing to load {path}: it is a pickle that would run code when unpickled ({asks}); "
@@ -219,6 +246,8 @@ def build_model(state: StateDict, meta: Mapping[str, Any], source: str) -> nn.Mo
         model = create_model(meta["arch"], num_classes=len(categories), **arch_kwargs)
     except TypeError as exc:  # an argument this version's constructor does not take
         raise WeightsError(f"{source}: {meta['arch']} cannot be built with arch_kwargs {arch_kwargs} ({exc})") from None
+    except (ModelError, ValueError, RuntimeError) as exc:  # values out of range (clip_length: -8)
+        raise WeightsError(f"{source}: the checkpoint's metadata asks for an unusable model: {_first_line(exc)}") from None
     load_strict(model, state, source, meta["arch"])
     return model
 

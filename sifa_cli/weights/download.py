@@ -5,6 +5,10 @@ the cached copy, or a fresh download. Downloads go to `<file>.part` (resumed wit
 request when a connection drops or a previous run was interrupted), are hashed in full, and only
 then renamed into place, so the cache never holds a half or corrupt file under its real name. A file
 lock makes a second process wait for the first one's download instead of writing the same file.
+
+A download never grows past the size the manifest declares (or `MAX_DOWNLOAD_BYTES` when it declares
+none), and `timeout` bounds stalls: fewer than `STALL_BYTES` arriving within `timeout` seconds ends
+it, however the server paces its bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import http.client
 import os
 import re
+import shutil
+import time
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -42,6 +48,10 @@ DEFAULT_TIMEOUT_S = 30.0
 # A dropped connection is retried (resuming) this many times within one call.
 DROP_RETRIES = 4
 _CHUNK = 1 << 16
+# The most a download may write when the manifest does not declare the file's size.
+MAX_DOWNLOAD_BYTES = 8 << 30
+# A download that gets fewer bytes than this (or than what is left) in `timeout` seconds has stalled.
+STALL_BYTES = _CHUNK
 
 ProgressFn = Callable[[int, Optional[int]], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
@@ -118,7 +128,7 @@ def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, Progr
     for url in entry.urls:
         try:
             with _progress_reporter(progress, entry.file_name) as report:
-                _download_url(url, part, report, timeout)
+                _download_url(url, part, report, timeout, entry.size)
         except _UrlFailed as exc:
             failures.append(exc)
             continue
@@ -135,9 +145,15 @@ def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, Progr
     raise WeightsError(f"could not download '{entry.name}': " + "; ".join(str(exc) for exc in failures))
 
 
-def _download_url(url: str, part: Path, report: ProgressFn, timeout: float) -> None:
-    """Fill `part` with the body at `url`, resuming from what `part` already holds."""
+def _download_url(url: str, part: Path, report: ProgressFn, timeout: float, expected: Optional[int] = None) -> None:
+    """Fill `part` with the body at `url`, resuming from what `part` already holds; never beyond
+    `expected` bytes (the manifest's size) or MAX_DOWNLOAD_BYTES."""
     host = urlsplit(url).netloc or url
+    limit = expected if expected is not None else MAX_DOWNLOAD_BYTES
+    try:
+        urllib.request.Request(url)
+    except ValueError as exc:  # urllib's word for a URL it cannot use ("unknown url type")
+        raise _UrlFailed(f"cannot download {url!r}: {exc}") from None
     drops = 0
     while True:
         have = part.stat().st_size if part.exists() else 0
@@ -152,14 +168,22 @@ def _download_url(url: str, part: Path, report: ProgressFn, timeout: float) -> N
                 else:  # a full body: the server ignored the range, or there was nothing to resume
                     have, mode = 0, "wb"
                     total = _int_or_none(resp.headers.get("Content-Length"))
+                _check_announced_size(url, part, total, have, expected)
+                total = expected if expected is not None else total
                 report(have, total)
+                guard = _StallGuard(resp, timeout, host, url)
                 with open(part, mode) as out:
-                    while chunk := resp.read(_CHUNK):
+                    while have < limit and (chunk := guard.read(min(_CHUNK, limit - have), (total or limit) - have)):
                         out.write(chunk)
                         have += len(chunk)
                         report(have, total)
+                    if have >= limit and expected is None and guard.read(1, 1):
+                        out.close()
+                        part.unlink(missing_ok=True)
+                        raise _UrlFailed(f"{url} sent more than {limit} bytes and the manifest declares no size; "
+                                         "the partial file was removed")
             if total is None or have >= total:
-                return
+                return  # a server that sends more than the declared size is not read further
             # The server closed the connection cleanly before sending everything.
         except HTTPError as exc:
             if exc.code == 416 and have:  # our partial file is not a prefix of theirs: start over
@@ -180,6 +204,69 @@ def _download_url(url: str, part: Path, report: ProgressFn, timeout: float) -> N
                 f"the connection to {host} dropped {drops} times while downloading {url}; "
                 "the partial file is kept, run the command again to resume"
             )
+
+
+def _check_announced_size(url: str, part: Path, total: Optional[int], have: int, expected: Optional[int]) -> None:
+    """Refuse a body whose announced length disagrees with the manifest, exceeds the cap, or does not
+    fit on the disk, before any of it is written."""
+    if total is None:
+        return
+    if expected is not None and total != expected:
+        raise _UrlFailed(f"{url} announces {total} bytes but the manifest declares {expected}")
+    if total > MAX_DOWNLOAD_BYTES:
+        raise _UrlFailed(f"{url} announces {total} bytes, more than the {MAX_DOWNLOAD_BYTES} a weights "
+                         "download may take without a size in the manifest")
+    try:
+        free = shutil.disk_usage(part.parent).free
+    except OSError:
+        return
+    if total - have > free:
+        raise WeightsError(f"not enough disk space for {url}: {total - have} bytes to write, {free} free in "
+                           f"{part.parent}")
+
+
+def _socket_of(resp):
+    """The socket under an http.client response, to shorten its timeout as a stall deadline nears."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+class _StallGuard:
+    """Reads a response so that a stall ends it: within `timeout` seconds at least STALL_BYTES (or
+    all that is left) must arrive, whether the server goes silent or trickles a byte at a time."""
+
+    def __init__(self, resp, timeout: float, host: str, url: str):
+        self.resp, self.timeout, self.host, self.url = resp, timeout, host, url
+        self.sock = _socket_of(resp)
+        self._restart()
+
+    def _restart(self) -> None:
+        self.since = time.monotonic()
+        self.got = 0
+
+    def read(self, size: int, remaining: int) -> bytes:
+        left = self.since + self.timeout - time.monotonic()
+        if left <= 0:
+            raise self._stalled()
+        if self.sock is not None:
+            self.sock.settimeout(left)
+        try:
+            chunk = self.resp.read1(size)
+        except TimeoutError:
+            raise self._stalled() from None
+        self.got += len(chunk)
+        if self.got >= min(STALL_BYTES, max(remaining, 1)):
+            self._restart()
+        return chunk
+
+    def _stalled(self) -> WeightsError:
+        if self.got == 0:
+            return _timed_out(self.host, self.timeout, self.url)
+        return WeightsError(
+            f"download stalled: {self.host} sent only {self.got} bytes in {self.timeout:g} s ({self.url}); "
+            "any partial file is kept, run the command again to resume"
+        )
 
 
 def _timed_out(host: str, timeout: float, url: str) -> WeightsError:

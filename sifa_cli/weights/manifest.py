@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
+from urllib.parse import urlsplit
 
 from sifa_cli.errors import WeightsError
 from sifa_cli.resources import shipped_dir
@@ -36,6 +37,7 @@ _ENTRY_KEYS = {
 }
 _REQUIRED_KEYS = ("arch", "file_name")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
+URL_SCHEMES = ("http", "https", "file")
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,10 @@ def parse_entry(name: str, raw: Any, manifest: Path) -> WeightsEntry:
     urls = raw.get("urls", [])
     if isinstance(urls, str) or not all(isinstance(u, str) for u in urls):
         raise WeightsError(f"{where}: urls must be a list of strings")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in URL_SCHEMES or (parts.scheme.lower() != "file" and not parts.hostname):
+            raise WeightsError(f"{where}: {url!r} is not a URL (expected http://HOST/..., https://HOST/... or file:///...)")
     local_path = (manifest.parent / raw["path"]) if raw.get("path") else None
     if not urls and local_path is None:
         raise WeightsError(f"{where}: give urls to download from, or a path beside the manifest")
