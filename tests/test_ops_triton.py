@@ -143,8 +143,8 @@ def assert_matches(ours: dict, ref: dict, dtype: torch.dtype, name: str) -> None
         assert got.dtype == want.dtype and got.shape == want.shape, (name, key, got.dtype, want.dtype)
         if dtype == torch.float64:
             atol, rtol = 1e-10, 1e-10
-        elif dtype == torch.float32:
-            atol, rtol = 1e-5 * max(1.0, want.abs().max().item()), 1e-5
+        elif dtype == torch.float32:  # summation orders differ (atomic adds on a GPU)
+            atol, rtol = 1e-4 * max(1.0, want.abs().max().item()), 1e-4
         else:  # both round the same float32 result to 16 bits
             atol, rtol = 2e-2 * want.abs().max().item(), 2e-2
         if key == "grad_offset" and "kinks" in ref:

@@ -170,10 +170,10 @@ _KERNELS: list[_Kernel] = [_Kernel("per-tap", sifa_attention_per_tap, _needs_no_
 
 @functools.lru_cache(maxsize=None)
 def _triton_module():
-    """sifa_cli.models.ops_triton, or None where Triton is not installed (it is optional)."""
+    """sifa_cli.models.ops_triton, or None where Triton is not installed (it is optional) or does not load."""
     try:
         from sifa_cli.models import ops_triton
-    except ImportError:
+    except Exception:  # a broken Triton install must not break the plain path
         return None
     return ops_triton
 
