@@ -189,3 +189,71 @@ def test_folders_that_cannot_be_read(tmp_path, weights, video):
         f"error: {sealed / 'red.mp4'}: permission denied (a folder on the way cannot be searched)",
     ]
     assert "green.mp4" in result.stdout  # what could be read was
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming predictions and fine-tuning runs
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_resume_scores_a_replaced_video_again(tmp_path, weights, suffix):
+    import csv
+
+    red = write_colour_video(tmp_path / "v" / "red.mp4", ["red"] * 12)
+    other = write_colour_video(tmp_path / "v" / "other.mp4", ["blue"] * 12)
+    out = tmp_path / f"r{suffix}"
+
+    def labels():
+        if suffix == ".csv":
+            with out.open(newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if row["kind"] == "top" and row["rank"] == "1"]
+            return {os.path.basename(row["path"]): row["label"] for row in rows}, len(rows)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        return {os.path.basename(r["path"]): r["top"][0]["label"] for r in records}, len(records)
+
+    first = run_sifa("predict", tmp_path / "v", "-w", weights, "-o", out)
+    assert first.returncode == 0, first.stderr
+    assert labels() == ({"red.mp4": "red", "other.mp4": "blue"}, 2)
+    write_colour_video(other, ["green"] * 16)  # the same name, another video
+    second = run_sifa("predict", tmp_path / "v", "-w", weights, "-o", out)
+    assert second.returncode == 0, second.stderr
+    assert "1 video(s) changed since their results were written; scoring them again" in second.stderr
+    assert "1 skipped" in second.stderr
+    assert labels() == ({"red.mp4": "red", "other.mp4": "green"}, 2)
+
+
+def _finetune(data, out, *extra):
+    return run_sifa("finetune", data, "-o", out, "--model", "sifa_resnet_tiny", "--size", "32", "--epochs", "1",
+                    "--workers", "0", "--scan-workers", "2", "--batch-size", "2", *extra)
+
+
+def test_finetune_failing_before_its_first_epoch_leaves_nothing_that_blocks_a_retry(tmp_path):
+    from conftest import write_motion_dataset
+
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=16, size=32)
+    run = tmp_path / "run"
+    failed = _finetune(data, run, "--frames", "12")  # fails when the model is built, after the scan
+    assert "clip_length must be a multiple of 8" in one_error(failed)
+    assert not run.exists()
+    retry = _finetune(data, run, "--frames", "8")
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert (run / "best.safetensors").is_file()
+
+
+def test_finetune_refuses_to_drop_a_class_silently(tmp_path):
+    from conftest import write_motion_dataset
+
+    data = write_motion_dataset(tmp_path / "data", per_class=3, directions=("left", "right", "up"),
+                                num_frames=8, size=32)
+    for video in (data / "up").iterdir():
+        video.write_bytes(video.read_bytes()[:500])  # every 'up' video cut short
+    result = _finetune(data, tmp_path / "run", "--frames", "8")
+    assert result.returncode == 2
+    line = one_error(result)
+    assert "1 class(es) have no usable training videos: 'up' (3 video(s), e.g." in line
+    assert "--allow-missing-classes" in line
+    allowed = _finetune(data, tmp_path / "run", "--frames", "8", "--allow-missing-classes")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "WARNING: 1 class(es) have no usable training videos: 'up'" in allowed.stderr
+    with safe_open(str(tmp_path / "run" / "best.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["sifa"])["categories"] == ["left", "right"]

@@ -83,6 +83,7 @@ def predict(
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.memory import check_batch_size
     from sifa_cli.engine.predict import Predictor, plan_windows
+    from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.weights.checkpoint import load_model
     from sifa_cli.writable import check_writable
@@ -103,9 +104,15 @@ def predict(
         raise typer.Exit(2)
 
     kept = read_finished(output, fmt) if output is not None else []
+    current = [record for record in kept if still_current(record)]
+    if len(current) < len(kept):
+        err_console.print(f"{len(kept) - len(current)} video(s) changed since their results were written; "
+                          "scoring them again", highlight=False)
+        kept = current
     done_keys = {path_key(record["path"]) for record in kept}
     videos = [v for v in found.videos if path_key(str(v)) not in done_keys]
     skipped = len(found.videos) - len(videos)
+    identities = {str(v): file_identity(v) for v in videos}  # before decoding: a later change re-scores
     if not videos:
         err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
@@ -148,6 +155,8 @@ def predict(
                 if not timeline:
                     progress.advance(task)
                 record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
+                if result.ok:
+                    record.update(identities.get(result.path, {}))
                 if writer is not None:
                     writer.write(record)
                 if result.ok:

@@ -14,7 +14,9 @@ from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
-CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error")
+CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "size", "mtime_ns")
+_OLD_CSV_FIELDS = CSV_FIELDS[:-2]  # results files written before sizes and times were recorded
+_IDENTITY = ("size", "mtime_ns")  # of the video when it was scored (see engine/resume.py)
 _SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
@@ -50,7 +52,8 @@ def csv_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     path = record["path"]
     if "error" in record:
         return [{"path": path, "kind": "error", "error": record["error"]}]
-    rows = [{"path": path, "kind": "top", "rank": r, "label": t["label"], "score": t["score"]}
+    identity = {key: record[key] for key in _IDENTITY if key in record}
+    rows = [{"path": path, "kind": "top", "rank": r, "label": t["label"], "score": t["score"], **identity}
             for r, t in enumerate(record["top"], 1)]
     for window in record.get("windows", []):
         rows += [{"path": path, "kind": "window", "start": window["start"], "end": window["end"], "rank": r,
@@ -111,7 +114,7 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
             raise InputError(f"--output {output} exists but is not a JSON list of results; move it away")
         records = [r for r in loaded if isinstance(r, dict)]
     else:
-        if text.splitlines()[:1] != [",".join(CSV_FIELDS)]:
+        if text.splitlines()[:1] not in ([",".join(CSV_FIELDS)], [",".join(_OLD_CSV_FIELDS)]):
             raise InputError(f"--output {output} exists but is not a sifa results CSV; move it away")
         records = _records_from_rows(list(csv.DictReader(io.StringIO(text))))
     return [r for r in records if isinstance(r.get("path"), str) and "error" not in r]
@@ -124,6 +127,9 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         record = by_path.setdefault(row["path"], {"path": row["path"], "rows": []})
         if row.get("kind") == "error":
             record["error"] = row.get("error", "")
+        for key in _IDENTITY:
+            if row.get(key) and key not in record:
+                record[key] = row[key]
         record["rows"].append({k: row.get(k, "") for k in CSV_FIELDS})
     return list(by_path.values())
 
