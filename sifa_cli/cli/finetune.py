@@ -60,6 +60,9 @@ def finetune(
                                               "[default: one clip's span]", panel=_DATA)] = None,
     scan_workers: Annotated[Optional[int], _opt("--scan-workers", help="Threads checking videos before training. "
                                                 "[default: 8]", panel=_DATA)] = None,
+    allow_missing_classes: Annotated[Optional[bool], _opt(
+        "--allow-missing-classes", help="Train without a class whose videos are all unusable, instead of stopping.",
+        panel=_DATA)] = None,
     workers: Annotated[Optional[int], _opt("--workers", help="Data-loading processes. [default: half the CPU "
                                            "cores, at most 8]", panel=_DATA)] = None,
     epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="Epochs. [default: 10]", panel=_OPT)] = None,
@@ -118,7 +121,7 @@ def finetune(
     given = dict(
         data=_absolute(data), val=_absolute(val), out=_absolute(out), model=model, init=init, frames=frames,
         step=step, sampling=sampling, size=size, resize=resize, val_fraction=val_fraction, min_frames=min_frames,
-        scan_workers=scan_workers, workers=workers, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
+        scan_workers=scan_workers, allow_missing_classes=allow_missing_classes, workers=workers, epochs=epochs, batch_size=batch_size, accumulate=accumulate,
         optimizer=optimizer, lr=lr, min_lr=min_lr, momentum=momentum, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
         precision=precision.value if precision is not None else None, freeze_backbone=freeze_backbone, sifa=sifa,

@@ -104,6 +104,7 @@ def predict(
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.memory import check_batch_size
     from sifa_cli.engine.predict import Predictor, plan_windows
+    from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
@@ -164,9 +165,15 @@ def predict(
     kept = [] if overwrite else existing
     if kept:
         check_resumable(kept, settings, output)
+    current = [record for record in kept if still_current(record)]
+    if len(current) < len(kept):
+        err_console.print(f"{len(kept) - len(current)} video(s) changed since their results were written; "
+                          "scoring them again", highlight=False)
+        kept = current
     done_keys = {path_key(record["path"]) for record in kept}
     videos = group.share([v for v in found.videos if path_key(str(v)) not in done_keys])
     skipped = len(found.videos) - len(videos)
+    identities = {str(v): file_identity(v) for v in videos}  # before decoding: a later change re-scores
     if not videos and not group.is_main:
         raise typer.Exit(0)
     if not videos:
@@ -209,6 +216,7 @@ def predict(
                 record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
                 if result.ok:
                     record["settings"] = settings
+                    record.update(identities.get(result.path, {}))
                 if writer is not None:
                     writer.write(record)
                 if result.ok:

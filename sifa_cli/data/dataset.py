@@ -249,9 +249,13 @@ def write_scan_report(path: Path, skipped: Sequence[Skipped]) -> None:
 
 
 def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_fraction: float = 0.2, seed: int = 0,
-                    min_frames: int = 1, scan_workers: int = 4, progress: bool = False) -> DatasetSplits:
+                    min_frames: int = 1, scan_workers: int = 4, progress: bool = False,
+                    allow_missing_classes: bool = False, log=None) -> DatasetSplits:
     """Find, scan and split a dataset. Validation comes from `val_source`, from `source/val`, or
-    from a stratified split of what `source` holds."""
+    from a stratified split of what `source` holds.
+
+    A class whose training videos are all unusable is an error, unless `allow_missing_classes`:
+    then it is left out with a warning (through `log`)."""
     source = Path(source).expanduser()
     if val_source is None and has_split_folders(source):
         if not (source / "val").is_dir():
@@ -264,6 +268,20 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]
     val = [usable_paths[s.path] for s in val_items if s.path in usable_paths]
     categories = sorted({s.label for s in train})
+    missing = sorted({s.label for s in train_items} - set(categories))
+    if missing:
+        first_problem = {}
+        for item in skipped:
+            first_problem.setdefault(item.label, item)
+        counts = Counter(s.label for s in train_items)
+        details = "; ".join(
+            f"'{label}' ({counts[label]} video(s), e.g. {first_problem[label].path}: {first_problem[label].problem})"
+            if label in first_problem else f"'{label}'" for label in missing)
+        what = f"{len(missing)} class(es) have no usable training videos: {details}"
+        if not allow_missing_classes:
+            raise InputError(f"{what}; fix or remove them, or pass --allow-missing-classes to train without them")
+        if log is not None:
+            log(f"WARNING: {what}; the model will not know {'this class' if len(missing) == 1 else 'these classes'}")
     if len(categories) < 2:
         raise InputError(
             f"{source}: need videos of at least 2 classes to train a classifier, found "

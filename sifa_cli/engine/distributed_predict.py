@@ -231,7 +231,7 @@ def read_all_records(part: Path, fmt: str) -> list[dict[str, Any]]:
     import csv
     import io
 
-    from sifa_cli.engine.results import CSV_FIELDS, LEGACY_CSV_FIELDS, _records_from_rows
+    from sifa_cli.engine.results import CSV_FIELDS, LEGACY_CSV_FIELDS, _OLD_CSV_FIELDS, _records_from_rows
 
     text = part.read_text(encoding="utf-8", errors="replace")
     try:
@@ -241,7 +241,7 @@ def read_all_records(part: Path, fmt: str) -> list[dict[str, Any]]:
             records = json.loads(text) if text.strip() else []
         elif not text.strip():
             records = []
-        elif text.splitlines()[:1] in ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)]):
+        elif text.splitlines()[:1] in ([",".join(f)] for f in (CSV_FIELDS, LEGACY_CSV_FIELDS, _OLD_CSV_FIELDS)):
             records = _records_from_rows(list(csv.DictReader(io.StringIO(text))))
         else:
             raise ValueError("not our CSV header")

@@ -22,9 +22,11 @@ from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError, SifaError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
-CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings")
-# The header before results recorded their settings: still read (its records have unknown settings).
-LEGACY_CSV_FIELDS = CSV_FIELDS[:-1]
+CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings", "size", "mtime_ns")
+# Headers of older results files, still read: before sizes and times were recorded, and before settings.
+LEGACY_CSV_FIELDS = CSV_FIELDS[:-2]
+_OLD_CSV_FIELDS = CSV_FIELDS[:-3]
+_IDENTITY = ("size", "mtime_ns")  # of the video when it was scored (see engine/resume.py)
 _SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 CSV_KINDS = ("top", "window", "segment", "error")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -97,7 +99,8 @@ def csv_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     path = record["path"]
     if "error" in record:
         return [{"path": path, "kind": "error", "error": record["error"]}]
-    rows = [{"path": path, "kind": "top", "rank": r, "label": t["label"], "score": t["score"]}
+    identity = {key: record[key] for key in _IDENTITY if key in record}
+    rows = [{"path": path, "kind": "top", "rank": r, "label": t["label"], "score": t["score"], **identity}
             for r, t in enumerate(record["top"], 1)]
     if rows and record.get("settings") is not None:
         rows[0]["settings"] = json.dumps(record["settings"], ensure_ascii=False, separators=(",", ":"))
@@ -163,7 +166,8 @@ def read_finished(output: Path, fmt: str) -> list[dict[str, Any]]:
         records = loaded
     else:
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
-        if text_lines(text)[:1] not in ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)]) or not all(
+        headers = ([",".join(CSV_FIELDS)], [",".join(LEGACY_CSV_FIELDS)], [",".join(_OLD_CSV_FIELDS)])
+        if text_lines(text)[:1] not in headers or not all(
                 row.get("path") and row.get("kind") in CSV_KINDS and None not in row for row in rows):
             raise InputError(f"--output {output} exists but is not a sifa results CSV; move it away")
         records = _records_from_rows(rows)
@@ -182,6 +186,9 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                 record["settings"] = json.loads(row["settings"])
             except json.JSONDecodeError:
                 pass  # unreadable settings count as unknown
+        for key in _IDENTITY:
+            if row.get(key) and key not in record:
+                record[key] = row[key]
         record["rows"].append({k: row.get(k) or "" for k in CSV_FIELDS})
     return list(by_path.values())
 

@@ -554,7 +554,7 @@ class Trainer:
             splits = prepare_dataset(
                 Path(config.data), Path(config.val) if config.val else None, val_fraction=config.val_fraction,
                 seed=config.seed, min_frames=config.min_frames or default_min, scan_workers=config.scan_workers,
-                progress=self.progress,
+                progress=self.progress, allow_missing_classes=config.allow_missing_classes, log=self.log,
             )
             self.run.root.mkdir(parents=True, exist_ok=True)
             write_scan_report(self.run.scan_report, splits.skipped)
@@ -894,4 +894,38 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
     """Run (or resume) fine-tuning as `config` says; see the module docstring for what it writes."""
     if config.out is None:
         raise InputError("give the run folder with --out RUN")
-    return Trainer(config, resume=resume, log=log, progress=progress).fit()
+    trainer = Trainer(config, resume=resume, log=log, progress=progress)
+    if resume:
+        return trainer.fit()
+    before = _entries(trainer.run.root)
+    try:
+        return trainer.fit()
+    except Exception:
+        # A run that failed before its first epoch was saved holds nothing worth keeping, and its
+        # config.yaml would make a retry refuse the folder (and --resume repeat the error).
+        if trainer.dist.is_main and not trainer.run.state.exists():
+            _remove_new_entries(trainer.run.root, before)
+        raise
+
+
+def _entries(folder: Path) -> Optional[set[str]]:
+    """The names in `folder`, or None when it does not exist."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return set()
+
+
+def _remove_new_entries(folder: Path, before: Optional[set[str]]) -> None:
+    """Delete what appeared in `folder` since `before` (files only), and the folder if it is new and empty."""
+    for name in (_entries(folder) or set()) - (before or set()):
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+    if before is None:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

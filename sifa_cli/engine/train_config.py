@@ -37,6 +37,7 @@ class TrainConfig:
     val_fraction: float = 0.2  # held out per class when there is no validation set
     min_frames: Optional[int] = None  # shorter videos are skipped; default: one clip's span
     scan_workers: int = 8
+    allow_missing_classes: bool = False  # train on even if every video of some class is unusable
     workers: Optional[int] = None  # data-loading processes; default: half the CPU cores, at most 8
     # Model and its input
     model: Optional[str] = None  # default: the --init checkpoint's architecture, else DEFAULT_MODEL
