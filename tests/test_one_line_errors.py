@@ -33,12 +33,11 @@ def video(tmp_path_factory):
 
 
 def test_predict_output_under_a_file_or_in_proc(tmp_path, weights, video):
-    for output, expected in [(video / "r.json", f"{video} is a file, not a folder"),
-                             (video / "sub" / "r.csv", f"{video} is a file, not a folder"),
+    for output, expected in [(video / "sub" / "r.csv", f"{video} is a file, not a folder"),
                              ("/proc/r.json", "/proc does not accept new files")]:
         result = run_sifa("predict", video, "-w", weights, "-o", output)
         assert result.returncode == 2
-        assert one_error(result) == f"error: --output {output}: {expected}" or expected in one_error(result)
+        assert one_error(result).startswith(f"error: --output {output}: {expected}")
 
 
 def test_outputs_in_a_read_only_folder(tmp_path, weights, video):
@@ -129,16 +128,16 @@ def damaged_weights(tmp_path_factory, weights):
     return folder
 
 
-@pytest.mark.parametrize("command", ["predict", "verify"])
-def test_damaged_safetensors_are_not_called_pickles(damaged_weights, video, command):
-    expected = {"cut": "truncated or corrupt safetensors file: its header is said to take",
-                "five": "only 5 bytes, too short for a safetensors file",
-                "bogus": "its header is said to take 1000000000000 bytes"}
-    for name, words in expected.items():
-        path = damaged_weights / f"{name}.safetensors"
-        args = ["predict", video, "-w", path] if command == "predict" else ["weights", "verify", path]
-        line = one_error(run_sifa(*args))
-        assert words in line and "pickle" not in line, line
+@pytest.mark.parametrize("name, command, words", [
+    ("cut", "verify", "truncated or corrupt safetensors file: its header is said to take"),
+    ("five", "predict", "only 5 bytes, too short for a safetensors file"),
+    ("bogus", "predict", "its header is said to take 1000000000000 bytes"),
+])
+def test_damaged_safetensors_are_not_called_pickles(damaged_weights, video, name, command, words):
+    path = damaged_weights / f"{name}.safetensors"
+    args = ["predict", video, "-w", path] if command == "predict" else ["weights", "verify", path]
+    line = one_error(run_sifa(*args))
+    assert words in line and "pickle" not in line, line
 
 
 # ---------------------------------------------------------------------------------------------

@@ -268,6 +268,11 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]
     val = [usable_paths[s.path] for s in val_items if s.path in usable_paths]
     categories = sorted({s.label for s in train})
+    if len(categories) < 2:
+        raise InputError(
+            f"{source}: need videos of at least 2 classes to train a classifier, found "
+            f"{len(categories)} usable class(es) ({len(skipped)} videos were unusable)"
+        )
     missing = sorted({s.label for s in train_items} - set(categories))
     if missing:
         first_problem = {}
@@ -282,11 +287,6 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
             raise InputError(f"{what}; fix or remove them, or pass --allow-missing-classes to train without them")
         if log is not None:
             log(f"WARNING: {what}; the model will not know {'this class' if len(missing) == 1 else 'these classes'}")
-    if len(categories) < 2:
-        raise InputError(
-            f"{source}: need videos of at least 2 classes to train a classifier, found "
-            f"{len(categories)} usable class(es) ({len(skipped)} videos were unusable)"
-        )
     if val_source is None:
         train, val = stratified_split(train, val_fraction, seed)
     unknown = sorted({s.label for s in val} - set(categories))
