@@ -180,3 +180,23 @@ def write_motion_dataset(root: Path, per_class: int, directions=("left", "right"
             (Path(root) / direction).mkdir(parents=True, exist_ok=True)
             write_video(Path(root) / direction / f"{i:03d}.mp4", moving_square_frames(direction, rng, num_frames, size))
     return Path(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CLI and a small trained checkpoint, for tests that run commands in-process (a module's own
+# fixture of the same name takes precedence).
+
+
+@pytest.fixture(scope="module")
+def app():
+    from sifa_cli.cli.main import _register, app
+
+    _register()
+    return app
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from predict_helpers import colour_checkpoint
+
+    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))

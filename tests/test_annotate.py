@@ -11,27 +11,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from conftest import pattern_frames, write_video
-from predict_helpers import colour_checkpoint, colour_frames
+from predict_helpers import colour_frames
 from sifa_cli.engine.annotate import BandLayout, label_colour
 
 WIDTH, HEIGHT = 160, 120
-
-
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def decoded(path: Path) -> np.ndarray:

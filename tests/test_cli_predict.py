@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from predict_helpers import colour_checkpoint, write_colour_video
+from predict_helpers import write_colour_video
 from sifa_cli.models import create_model
 from sifa_cli.weights.checkpoint import save_checkpoint
 from sifa_cli.weights.manifest import load_registry
@@ -21,22 +21,9 @@ from sifa_cli.weights.manifest import load_registry
 WIDE = {"COLUMNS": "200"}
 
 
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
 @pytest.fixture
 def runner():
     return CliRunner()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture

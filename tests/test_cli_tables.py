@@ -12,14 +12,6 @@ from predict_helpers import colour_checkpoint, write_colour_video
 from sifa_cli.cli.tables import Col, cut_left, fit_table, relative_paths
 
 
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
 def render(table, width: int) -> list[str]:
     console = Console(width=width, record=True, force_terminal=False)
     console.print(table)

@@ -24,14 +24,6 @@ VIDEOS = 9
 
 
 @pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
-@pytest.fixture(scope="module")
 def setup(tmp_path_factory, app):
     """Nine colour videos of different lengths and noise (so every score differs), one broken file,
     the tiny colour model, and the results of one process for all of them."""

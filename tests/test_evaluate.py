@@ -11,24 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from predict_helpers import CATEGORIES, INPUT_SPEC, colour_checkpoint, write_colour_video
+from predict_helpers import CATEGORIES, INPUT_SPEC, write_colour_video
 from sifa_cli.models import create_model
 from sifa_cli.weights.checkpoint import save_checkpoint
 
 ENV = {"COLUMNS": "120"}
-
-
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(autouse=True)

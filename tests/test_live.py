@@ -7,12 +7,10 @@ turns from red to blue must turn its windows' labels from red to blue.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,18 +19,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from predict_helpers import colour_checkpoint, colour_frames, write_colour_video
+from predict_helpers import colour_frames, write_colour_video
 from weights_http import FileServer
 from conftest import write_video
 from sifa_cli.engine.live import LiveScorer, open_stream, parse_source
 from sifa_cli.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture
@@ -187,14 +180,6 @@ def test_memory_stays_bounded_however_long_the_stream(server, weights, tmp_path)
     assert scorer.stats.frames == 400 and len(windows) == 5  # ends at frames 8, 108, 208, 308, then the tail
     frame_bytes = 64 * 48 * 3
     assert peak < 60 * frame_bytes, f"peak {peak / 1e6:.2f} MB for frames of {frame_bytes / 1e3:.1f} kB"
-
-
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -11,23 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from predict_helpers import colour_checkpoint, write_colour_video
+from predict_helpers import write_colour_video
 from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 
 ENV = {"COLUMNS": "200"}
-
-
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture

@@ -33,19 +33,6 @@ def one_error_line(stderr: bytes | str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def app():
-    from sifa_cli.cli.main import _register, app
-
-    _register()
-    return app
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. File names that are not UTF-8, and decoders that crash.
 

@@ -6,12 +6,15 @@ C,T,H,W. Prediction and fine-tuning share these functions so both see identical 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 
 from sifa_cli.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the decode worker never loads it
+    import torch
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:

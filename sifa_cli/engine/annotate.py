@@ -20,7 +20,7 @@ import numpy as np
 
 from sifa_cli.engine.predict import Segment, TopK, VideoResult
 from sifa_cli.errors import DecodeError, InputError
-from sifa_cli.visualize import FONT, VIDEO_SUFFIX, check_output_path, fit_text, put_text, write_video
+from sifa_cli.visualize import VIDEO_SUFFIX, check_output_path, fit_text, put_text, write_video
 
 MAX_LABEL_LINES = 3
 BAND_DARKNESS = 0.3  # the band keeps this much of the picture underneath
