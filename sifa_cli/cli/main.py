@@ -84,12 +84,14 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
+    from sifa_cli.cli import export as export_cmd
     from sifa_cli.cli import finetune as finetune_cmd
     from sifa_cli.cli import models as models_cmd
     from sifa_cli.cli import predict as predict_cmd
     from sifa_cli.cli import visualize as visualize_cmd
     from sifa_cli.cli import weights as weights_cmd
 
+    export_cmd.register(app)
     finetune_cmd.register(app)
     models_cmd.register(app)
     predict_cmd.register(app)

@@ -178,6 +178,8 @@ def sifa_step_grid_sample(features: Tensor, offsets: Tensor, t: int, kernel_size
     test needs no mask here: a point outside (-1, H) x (-1, W) samples only zero padding.
     """
     bt, c, h, w = features.shape
+    if t < 2:  # a single frame has no next frame to take a result from
+        return features
     kk = kernel_size * kernel_size
     f = features.view(bt // t, t, c, h, w)
     keys = f[:, 1:].reshape(-1, c, h, w)
