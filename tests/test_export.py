@@ -125,3 +125,45 @@ def test_cli_export_missing_weights(app, tmp_path):
                                       "--out", str(tmp_path / "x.pt")])
     assert result.exit_code != 0
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_backend_onnxruntime_matches_torch_and_caches_the_export(app, weights, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from predict_helpers import write_colour_video
+
+    monkeypatch.setenv("SIFA_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "videos"
+    write_colour_video(folder / "red.mp4", ["red"] * 20)
+    write_colour_video(folder / "blue.mp4", ["blue"] * 20)
+    runs = {}
+    for backend in ("torch", "onnxruntime", "onnxruntime"):
+        result = CliRunner().invoke(app, ["predict", str(folder), "-w", str(weights), "--format", "json",
+                                          "--backend", backend, "-k", "3"])
+        assert result.exit_code == 0, result.output
+        runs.setdefault(backend, []).append(result)
+    first, second = runs["onnxruntime"]
+    assert "exporting the model to ONNX once" in first.stderr
+    assert "exporting" not in second.stderr  # the cached file is used
+    assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
+    import json
+
+    def scores(result):
+        return {Path(r["path"]).name: {t["label"]: t["score"] for t in r["top"]} for r in json.loads(result.stdout)}
+
+    torch_scores, ort_scores = scores(runs["torch"][0]), scores(second)
+    assert torch_scores.keys() == {"red.mp4", "blue.mp4"} == ort_scores.keys()
+    for name in torch_scores:
+        assert max(torch_scores[name], key=torch_scores[name].get) == max(ort_scores[name], key=ort_scores[name].get)
+        for label, score in torch_scores[name].items():
+            assert abs(ort_scores[name][label] - score) < 1e-4
+
+
+def test_predict_backend_onnxruntime_refuses_gpu_and_half_precision(app, weights, tmp_path):
+    from predict_helpers import write_colour_video
+
+    video = write_colour_video(tmp_path / "red.mp4", ["red"] * 20)
+    for extra in (["--device", "cuda"], ["--precision", "bf16"]):
+        result = CliRunner().invoke(app, ["predict", str(video), "-w", str(weights), "--backend", "onnxruntime", *extra])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            "error: --backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32"]

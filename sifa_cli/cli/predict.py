@@ -31,6 +31,11 @@ class Decoder(str, Enum):
     opencv = "opencv"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
@@ -71,6 +76,9 @@ def predict(
     ] = False,
     window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
     stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    backend: Annotated[
+        Backend, typer.Option("--backend", help="onnxruntime: CPU, fp32; exported once and cached (needs sifa[export]).")
+    ] = Backend.torch,
 ) -> None:
     """Recognise the actions in videos.
 
@@ -106,11 +114,18 @@ def predict(
         err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
 
-    model, meta = load_model(weights, resolve_device(device))
-    slow = slow_precision_note(next(model.parameters()).device, precision.value)
+    if backend == Backend.onnxruntime and (device not in ("auto", "cpu") or precision != Precision.fp32):
+        raise InputError("--backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32")
+    model, meta = load_model(weights, resolve_device("cpu" if backend == Backend.onnxruntime else device))
+    model_device = next(model.parameters()).device
+    if backend == Backend.onnxruntime:
+        from sifa_cli.engine.onnx_backend import onnxruntime_model
+
+        model = onnxruntime_model(model, meta, note=lambda text: err_console.print(f"[dim]note: {escape(text)}[/]"))
+    slow = slow_precision_note(model_device, precision.value)
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
-    predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
+    predictor = Predictor(model, meta, device=model_device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
     view_text = str(predictor.views)
     if output is not None:

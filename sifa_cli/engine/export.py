@@ -77,9 +77,13 @@ def check_format(fmt: str, out: Path) -> None:
     if not out.parent.exists():
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
     if fmt == "onnx":
-        missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
-        if missing:
-            raise SifaError(f"ONNX export needs {', '.join(missing)}: pip install 'sifa[export]'")
+        require_onnx_packages()
+
+
+def require_onnx_packages(what: str = "ONNX export") -> None:
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
+    if missing:
+        raise SifaError(f"{what} needs {', '.join(missing)}: pip install 'sifa[export]'")
 
 
 def _importable(name: str) -> bool:
