@@ -3,9 +3,14 @@
     python benchmarks/bench_model.py                  # CPU, batch 1, 16x224, SIFA-R50
     python benchmarks/bench_model.py --device cuda    # the same on a GPU
     python benchmarks/bench_model.py --model sifa_resnet_small --repeats 5
+    python benchmarks/bench_model.py --no-bf16        # skip the bf16 rows (emulated, very slow on AVX2)
 
-Reports the median of --repeats timed runs after a warm-up. Operator memory: what autograd saves for
-backward (exact), and the peak during forward+backward (CUDA allocator counters; sampled RSS on CPU).
+Reports the median of --repeats timed runs after a warm-up. The fp32 rows (plain model, the model from
+`prepare_for_inference`, each with the SIFA step on and off) are timed in interleaved rounds, so a
+machine shared with other work slows them alike; `sgemm_gmac_per_s` (a 3136x1024x256 fp32 matmul)
+and `gmacs` (torch's flop counter / 2) say how close the network gets to the machine's matmul rate.
+Operator memory: what autograd saves for backward (exact), and the peak during forward+backward
+(CUDA allocator counters; sampled RSS on CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import time
 
 import torch
 
-from sifa_cli.models import create_model
+from torch.utils.flop_counter import FlopCounterMode
+
+from sifa_cli.models import create_model, prepare_for_inference
 from sifa_cli.models.ops import sifa_attention
 
 # Feature shapes the operator sees in SIFA-R50 for a 16x224 clip (layer2, layer3, layer4).
@@ -45,18 +52,59 @@ def timed(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_network(name: str, device: str, repeats: int, frames: int, size: int) -> dict:
+def interleaved(fns: dict, device: str, repeats: int) -> dict:
+    """Median seconds of each function, timed in rounds that call every function once."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def sgemm_gmac_per_s(device: str, repeats: int) -> float:
+    a = torch.randn(3136, 1024, device=device)
+    b = torch.randn(1024, 256, device=device)
+    return a.shape[0] * a.shape[1] * b.shape[1] / timed(lambda: a @ b, device, max(repeats, 10)) / 1e9
+
+
+def bench_network(name: str, device: str, repeats: int, frames: int, size: int, bf16: bool = True) -> dict:
     model = create_model(name, num_classes=400, clip_length=frames).to(device).eval()
+    prepared = prepare_for_inference(model)
     x = torch.randn(1, 3, frames, size, size, device=device)
     results = {}
     with torch.inference_mode():
-        results["fp32_s"] = timed(lambda: model(x), device, repeats)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
-            results["bf16_autocast_s"] = timed(lambda: model(x), device, repeats)
-        model_bf16 = create_model(name, num_classes=400, clip_length=frames).to(device, torch.bfloat16).eval()
-        results["bf16_weights_s"] = timed(lambda: model_bf16(x.bfloat16()), device, repeats)
-        model.set_sifa_enabled(False)
-        results["fp32_sifa_disabled_s"] = timed(lambda: model(x), device, repeats)
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        results["gmacs"] = counter.get_total_flops() / 2e9
+
+        def sifa(enabled: bool):
+            model.set_sifa_enabled(enabled)
+            prepared.set_sifa_enabled(enabled)
+
+        def run(m, enabled):
+            return lambda: (sifa(enabled), m(x))
+
+        results.update(interleaved({
+            "fp32_s": run(model, True),
+            "fp32_prepared_s": run(prepared, True),
+            "fp32_sifa_disabled_s": run(model, False),
+            "fp32_prepared_sifa_disabled_s": run(prepared, False),
+        }, device, repeats))
+        sifa(True)
+        for key in ("fp32_s", "fp32_prepared_s"):
+            results[key.replace("_s", "_gmac_per_s")] = results["gmacs"] / results[key]
+        results["prepared_sifa_step_share"] = 1 - results["fp32_prepared_sifa_disabled_s"] / results["fp32_prepared_s"]
+        if bf16:
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+                results["bf16_autocast_s"] = timed(lambda: model(x), device, repeats)
+            model_bf16 = create_model(name, num_classes=400, clip_length=frames).to(device, torch.bfloat16).eval()
+            results["bf16_weights_s"] = timed(lambda: model_bf16(x.bfloat16()), device, repeats)
     return results
 
 
@@ -148,14 +196,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 rows")
     args = parser.parse_args()
     report = {
         "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "sgemm_gmac_per_s": sgemm_gmac_per_s(args.device, args.repeats),
         "model": args.model,
         "input": [1, 3, args.frames, args.size, args.size],
-        "network": bench_network(args.model, args.device, args.repeats, args.frames, args.size),
+        "network": bench_network(args.model, args.device, args.repeats, args.frames, args.size, args.bf16),
         "operator": bench_operator(args.device, args.repeats),
     }
     print(json.dumps(report, indent=2))

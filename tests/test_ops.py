@@ -10,11 +10,13 @@ import torch
 
 from sifa_cli.models import ops
 from sifa_cli.models.ops import sifa_attention, sifa_attention_per_tap, sifa_attention_reference
+from sifa_cli.models.ops_gather import sifa_attention_gather
 
 # Every implementation is held to the same definition; `sifa_attention` is the dispatching entry point.
 IMPLEMENTATIONS = {
     "reference": sifa_attention_reference,
     "per-tap": sifa_attention_per_tap,
+    "gather": sifa_attention_gather,
     "dispatch": sifa_attention,
 }
 
@@ -180,12 +182,12 @@ def test_lower_precision_close_to_float64(dtype):
         torch.testing.assert_close(agg.double(), agg64, atol=1e-5, rtol=1e-5)
 
 
-def test_inference_uses_the_per_tap_kernel_and_training_the_reference():
+def test_inference_on_cpu_uses_the_gather_kernel_and_training_the_reference():
     x, off = random_case((1, 2, 2, 3, 3))
-    assert ops.select_kernel(x, off, 3, 1) == "per-tap"
+    assert ops.select_kernel(x, off, 3, 1) == "gather"
     assert ops.select_kernel(x.requires_grad_(True), off, 3, 1) == "reference"
     with torch.no_grad():
-        assert ops.select_kernel(x, off, 3, 1) == "per-tap"
+        assert ops.select_kernel(x, off, 3, 1) == "gather"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

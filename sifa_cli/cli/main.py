@@ -88,6 +88,7 @@ def _register() -> None:
         return
     _registered = True
     from sifa_cli.cli import evaluate as evaluate_cmd
+    from sifa_cli.cli import export as export_cmd
     from sifa_cli.cli import finetune as finetune_cmd
     from sifa_cli.cli import merge as merge_cmd
     from sifa_cli.cli import models as models_cmd
@@ -96,6 +97,7 @@ def _register() -> None:
     from sifa_cli.cli import weights as weights_cmd
 
     evaluate_cmd.register(app)
+    export_cmd.register(app)
     finetune_cmd.register(app)
     merge_cmd.register(app)
     models_cmd.register(app)

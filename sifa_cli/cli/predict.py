@@ -33,6 +33,11 @@ class Decoder(str, Enum):
     opencv = "opencv"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
@@ -88,6 +93,9 @@ def predict(
         typer.Option("--shard", help="K/N: only part K of N of the inputs (independent jobs, e.g. a Slurm array); "
                                      "see 'sifa merge-results'."),
     ] = None,
+    backend: Annotated[
+        Backend, typer.Option("--backend", help="onnxruntime: CPU, fp32; exported once and cached (needs sifa[export]).")
+    ] = Backend.torch,
 ) -> None:
     """Recognise the actions in videos.
 
@@ -152,11 +160,18 @@ def predict(
     # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
     existing = read_finished(output, fmt) if output is not None and group.is_main else []
 
-    model, meta = load_model(weights, group.device(device))
-    slow = slow_precision_note(next(model.parameters()).device, precision.value)
+    if backend == Backend.onnxruntime and (device not in ("auto", "cpu") or precision != Precision.fp32):
+        raise InputError("--backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32")
+    model, meta = load_model(weights, group.device("cpu" if backend == Backend.onnxruntime else device))
+    model_device = next(model.parameters()).device
+    if backend == Backend.onnxruntime:
+        from sifa_cli.engine.onnx_backend import onnxruntime_model
+
+        model = onnxruntime_model(model, meta, note=lambda text: err_console.print(f"[dim]note: {escape(text)}[/]"))
+    slow = slow_precision_note(model_device, precision.value)
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
-    predictor = Predictor(model, meta, device=next(model.parameters()).device, precision=precision.value,
+    predictor = Predictor(model, meta, device=model_device, precision=precision.value,
                           views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
     check_batch_size(batch_size, predictor.spec, predictor.device)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,

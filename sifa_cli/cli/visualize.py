@@ -78,6 +78,7 @@ def visualize(
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.spec import InputSpec
     from sifa_cli.engine.device import resolve_device
+    from sifa_cli.models.inference import prepare_for_inference
     from sifa_cli.weights.checkpoint import load_model
 
     # What the user typed is checked before anything slow happens.
@@ -97,6 +98,7 @@ def visualize(
             check_output_file(sheet, "--sheet", inputs)
 
     model, meta = load_model(weights, resolve_device(device))
+    model = prepare_for_inference(model)  # forward hooks on its SIFA blocks work as on the plain model
     if list_blocks:
         spec = InputSpec.from_meta(meta.get("input"))
         _print_blocks(vis.describe_blocks(model, spec), spec, meta.get("arch", "the model"))

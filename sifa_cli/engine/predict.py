@@ -25,6 +25,7 @@ from sifa_cli.data.transforms import evaluation_views
 from sifa_cli.engine.device import autocast
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.models import predict_proba
+from sifa_cli.models.inference import prepare_for_inference
 
 TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
@@ -258,7 +259,7 @@ class Predictor:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         if top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {top_k}")
-        self.model = model.eval()
+        self.model = prepare_for_inference(model.eval())
         self.device = torch.device(device)
         self.precision = getattr(precision, "value", precision)
         autocast(self.device, self.precision)  # refuses a bad precision now rather than mid-run

@@ -2,6 +2,7 @@
 
     from sifa_cli.models import create_model, list_models, predict_proba
     model = create_model("sifa_resnet50", num_classes=400, clip_length=16)
+    fast = prepare_for_inference(model.eval())   # same outputs, faster (inference only)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sifa_cli.models.inference import prepare_for_inference
 from sifa_cli.models.ops import SIFAAttention, sifa_attention
 from sifa_cli.models.registry import clean_reference_state_dict, create_model, list_models, register_model
 
@@ -19,6 +21,7 @@ __all__ = [
     "head_probabilities",
     "list_models",
     "predict_proba",
+    "prepare_for_inference",
     "register_model",
     "sifa_attention",
 ]

@@ -11,8 +11,10 @@ stride 4 becomes a 7 x 7 convolution over 12 channels (4 frames x RGB).
 Between blocks activations stay N,C,T,H,W tensors (channels-last views of the N*T frames), so the
 blocks keep their names and interfaces: `sifa_blocks()`, `set_sifa_enabled()`, `forward_features`
 and forward hooks on a block's `sifa` module all work as on the plain model. While such a hook is
-registered, the block calls its `sifa` module with the operator's own N,C,T,H,W inputs and outputs
-(so `sifa visualize` sees exactly what the plain model computes), at the cost of the frame-0 saving.
+registered (and on devices other than the CPU), the block calls its `sifa` module with the operator's
+own N,C,T,H,W inputs and outputs (so `sifa visualize` sees exactly what the plain model computes), at
+the cost of the frame-0 saving. Under ONNX export the SIFA step is written with grid_sample
+(`sifa_step_grid_sample`), which exports as a standard operator.
 
 The prepared model is for inference only: its parameters are folded copies (no gradients, not the
 reference state-dict layout). Save and load checkpoints with the plain model. Models other than
@@ -25,10 +27,11 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, difference_rescaled
-from sifa_cli.models.ops import SIFAAttention
+from sifa_cli.models.ops import SIFAAttention, sifa_padding
 from sifa_cli.models.ops_gather import sifa_step_channels_last
 from sifa_cli.models.sifa_resnet import DUAL_TEMPORAL_POOL, STEM_TEMPORAL_STRIDE, SIFAResNet
 
@@ -152,15 +155,58 @@ class InferenceSIFABottleneck(InferenceBottleneck):
     def between_conv2_and_conv3(self, out: Tensor, t: int) -> Tensor:
         if not self.sifa_enabled:
             return out
-        offsets = self.conv_offset(frames_of(difference_rescaled(clip_of(out, t))))
-        if _has_hooks(self.sifa):
-            # Run the operator module itself so hooks see its usual N,C,T,H,W inputs and outputs.
+        exporting = torch.onnx.is_in_onnx_export()
+        if exporting:  # standard operators only: no writes into slices
+            offsets = self.conv_offset(frames_of(difference_rescaled(clip_of(out, t))))
+            return sifa_step_grid_sample(out, offsets, t, self.sifa.kernel_size, self.sifa.dilation)
+        offsets = self.conv_offset(difference_rescaled_frames(out, t))
+        if _has_hooks(self.sifa) or out.device.type != "cpu":
+            # The operator module itself: hooks see its usual N,C,T,H,W inputs and outputs, and on a
+            # GPU it dispatches to the kernels registered for that device.
             aggregated, _ = self.sifa(clip_of(out, t), clip_of(offsets, t))
             shifted = out.clone(memory_format=CHANNELS_LAST)
             if t > 1:
                 clip_of(shifted, t)[:, :, :-1] += aggregated[:, :, 1:]
             return shifted
         return sifa_step_channels_last(out, offsets, t, self.sifa.kernel_size, self.sifa.dilation)
+
+
+def sifa_step_grid_sample(features: Tensor, offsets: Tensor, t: int, kernel_size: int, dilation: int) -> Tensor:
+    """`sifa_step_channels_last` in standard ONNX operators (GridSample, opset 16), for export.
+
+    All K*K taps are sampled by one grid_sample. As in the gather kernel, the reference's validity
+    test needs no mask here: a point outside (-1, H) x (-1, W) samples only zero padding.
+    """
+    bt, c, h, w = features.shape
+    if t < 2:  # a single frame has no next frame to take a result from
+        return features
+    kk = kernel_size * kernel_size
+    f = features.view(bt // t, t, c, h, w)
+    keys = f[:, 1:].reshape(-1, c, h, w)
+    queries = f[:, :-1].reshape(-1, c, 1, h, w)
+    off = offsets.view(bt // t, t, kk, 2, h, w)[:, 1:].reshape(-1, kk, 2, h, w)
+    taps = torch.arange(kernel_size, dtype=features.dtype, device=features.device) * dilation - sifa_padding(kernel_size, dilation)
+    rows = torch.arange(h, dtype=features.dtype, device=features.device).view(1, 1, h, 1)
+    cols = torch.arange(w, dtype=features.dtype, device=features.device).view(1, 1, 1, w)
+    y = off[:, :, 0] + rows + taps.repeat_interleave(kernel_size).view(1, kk, 1, 1)
+    x = off[:, :, 1] + cols + taps.repeat(kernel_size).view(1, kk, 1, 1)
+    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1).view(-1, kk * h, w, 2)
+    sampled = F.grid_sample(keys, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = sampled.view(-1, c, kk, h, w)
+    corr = (sampled * queries).sum(dim=1, keepdim=True) / c
+    agg = (sampled * corr).sum(dim=2).view(bt // t, t - 1, c, h, w)
+    shifted = torch.cat((agg, torch.zeros_like(agg[:, :1])), dim=1).view(bt, c, h, w)
+    return features + shifted
+
+
+def difference_rescaled_frames(f: Tensor, t: int) -> Tensor:
+    """`blocks.difference_rescaled` on channels-last frames: sigmoid(f_t - f_{t-1}) * f_t + f_t."""
+    bt, c, h, w = f.shape
+    d = torch.empty_like(f, memory_format=CHANNELS_LAST)
+    f_clip, d_clip = f.view(bt // t, t, c, h, w), d.view(bt // t, t, c, h, w)
+    torch.sub(f_clip[:, 1:], f_clip[:, :-1], out=d_clip[:, 1:])
+    d_clip[:, 0] = 0  # frame 0 is its own predecessor
+    return torch.addcmul(f, d.sigmoid_(), f)
 
 
 def _has_hooks(module: nn.Module) -> bool:
