@@ -51,6 +51,19 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _same(got: list[dict], expected: list[dict]) -> bool:
+    """Equal results, scores within 2e-6: the CPU inference path's batched convolutions may differ in
+    the 6th decimal when a clip shares its batch with other clips (one process batches clips of
+    several videos, a shard or a rank other ones)."""
+    def split(records):
+        scores = [e["score"] for r in records for e in r.get("top", [])]
+        rest = [{**r, "top": [e["label"] for e in r.get("top", [])]} for r in records]
+        return scores, rest
+
+    (got_scores, got_rest), (want_scores, want_rest) = split(got), split(expected)
+    return got_rest == want_rest and all(abs(a - b) <= 2e-6 for a, b in zip(got_scores, want_scores))
+
+
 def test_two_processes_under_torchrun_write_one_output_and_resume(setup, tmp_path):
     folder, weights, reference = setup
     output = tmp_path / "results.jsonl"
@@ -59,7 +72,7 @@ def test_two_processes_under_torchrun_write_one_output_and_resume(setup, tmp_pat
     first = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_env())
     assert first.returncode == 1, first.stderr[-3000:]  # the broken file, as with one process
     # Every video once, in input order, with the scores one process gives them.
-    assert _records(output) == reference
+    assert _same(_records(output), reference)
     summary = re.search(r"on 2 processes \(cpu, videos per process (\d+)/(\d+)\)", first.stderr)
     assert summary, first.stderr[-3000:]
     per_process = [int(n) for n in summary.groups()]
@@ -72,7 +85,7 @@ def test_two_processes_under_torchrun_write_one_output_and_resume(setup, tmp_pat
     again = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_env())
     assert again.returncode == 1, again.stderr[-3000:]
     assert "4 skipped" in again.stderr
-    assert _records(output) == reference
+    assert _same(_records(output), reference)
 
 
 def test_shard_jobs_cover_the_inputs_once_resume_and_merge(setup, tmp_path, app):
@@ -84,7 +97,7 @@ def test_shard_jobs_cover_the_inputs_once_resume_and_merge(setup, tmp_path, app)
         result = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(part), "--shard", f"{k}/3"])
         assert result.exit_code == (1 if k == 1 else 0), result.output  # the broken file is the 10th: job 1
         # Job K takes every third video starting with the K-th, whatever the others do.
-        assert _records(part) == reference[k - 1 :: 3]
+        assert _same(_records(part), reference[k - 1 :: 3])
         parts.append(part)
     again = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(parts[1]), "--shard", "2/3"])
     assert again.exit_code == 0 and "already have results" in again.stderr
@@ -94,7 +107,7 @@ def test_shard_jobs_cover_the_inputs_once_resume_and_merge(setup, tmp_path, app)
     assert result.exit_code == 0, result.output
     assert "10 video(s) from 3 file(s)" in result.stderr and "1 of them failed" in result.stderr
     by_path = {r["path"]: r for r in _records(merged)}
-    assert by_path == {r["path"]: r for r in reference}
+    assert _same([by_path[r["path"]] for r in reference], reference)
     # The merged file resumes like any output: only the failed video is tried again.
     resumed = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(merged)])
     assert resumed.exit_code == 1 and f"{VIDEOS} skipped" in resumed.stderr

@@ -192,8 +192,8 @@ def test_cpu_tensors_never_pick_triton_unless_forced(monkeypatch):
     x, offset = random_case((1, 2, 2, 3, 3))
     monkeypatch.delenv("SIFA_KERNEL", raising=False)
     assert ops.select_kernel(x.requires_grad_(True), offset, 3, 1) == "reference"
-    with torch.no_grad():
-        assert ops.select_kernel(x, offset, 3, 1) == "per-tap"
+    with torch.no_grad():  # one of the CPU inference kernels, never Triton
+        assert ops.select_kernel(x, offset, 3, 1) in ("per-tap", "gather")
 
 
 @needs_triton
