@@ -68,6 +68,16 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Decoder(str, Enum):
+    auto = "auto"
+    decord = "decord"
+    opencv = "opencv"
+
+
+DecoderOpt = Annotated[
+    Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=True)
 ]

@@ -10,6 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sifa_cli.cli.common import (
+    BatchSizeOpt,
+    Decoder,
+    DecoderOpt,
     DeviceOpt,
     Precision,
     PrecisionOpt,
@@ -19,7 +22,6 @@ from sifa_cli.cli.common import (
     handle_errors,
     is_tty,
 )
-from sifa_cli.cli.predict import Decoder
 
 
 @handle_errors
@@ -43,10 +45,8 @@ def evaluate(
     ] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.fp32,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")] = 8,
-    decoder: Annotated[
-        Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
-    ] = Decoder.auto,
+    batch_size: BatchSizeOpt = 8,
+    decoder: DecoderOpt = Decoder.auto,
 ) -> None:
     """Evaluate a model on labelled videos: top-1 (and top-5 with more than 5 classes), per-class
     precision and recall, and a confusion matrix (PNG and JSON).

@@ -14,6 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sifa_cli.cli.common import (
+    BatchSizeOpt,
+    Decoder,
+    DecoderOpt,
     DeviceOpt,
     OutputOpt,
     Precision,
@@ -26,11 +29,6 @@ from sifa_cli.cli.common import (
     is_tty,
 )
 from sifa_cli.errors import InputError
-
-class Decoder(str, Enum):
-    auto = "auto"
-    decord = "decord"
-    opencv = "opencv"
 
 
 class Backend(str, Enum):
@@ -66,10 +64,8 @@ def predict(
     ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.fp32,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")] = 8,
-    decoder: Annotated[
-        Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
-    ] = Decoder.auto,
+    batch_size: BatchSizeOpt = 8,
+    decoder: DecoderOpt = Decoder.auto,
     output_format: Annotated[
         Optional[OutputFormat],
         typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
