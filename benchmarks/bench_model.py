@@ -7,8 +7,9 @@
 
 Reports the median of --repeats timed runs after a warm-up. The fp32 rows (plain model, the model from
 `prepare_for_inference`, each with the SIFA step on and off) are timed in interleaved rounds, so a
-machine shared with other work slows them alike; `sgemm_gmac_per_s` (a 3136x1024x256 fp32 matmul)
-and `gmacs` (torch's flop counter / 2) say how close the network gets to the machine's matmul rate.
+machine shared with other work slows them alike. An fp32 matmul (3136x1024x256, 20 calls) is timed in
+the same rounds: `sgemm_gmac_per_s`, and with `gmacs` (torch's flop counter / 2) the share of that rate
+each network reaches.
 Operator memory: what autograd saves for backward (exact), and the peak during forward+backward
 (CUDA allocator counters; sampled RSS on CPU).
 """
@@ -67,10 +68,25 @@ def interleaved(fns: dict, device: str, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def sgemm_gmac_per_s(device: str, repeats: int) -> float:
-    a = torch.randn(3136, 1024, device=device)
-    b = torch.randn(1024, 256, device=device)
-    return a.shape[0] * a.shape[1] * b.shape[1] / timed(lambda: a @ b, device, max(repeats, 10)) / 1e9
+SGEMM = (3136, 1024, 256)  # M, K, N: the shape of a layer3 1x1 convolution of SIFA-R50, batch 1
+SGEMM_CALLS = 20
+
+
+def sgemm(device: str):
+    """A function doing SGEMM_CALLS fp32 matmuls of shape SGEMM (timed with the networks)."""
+    a = torch.randn(SGEMM[0], SGEMM[1], device=device)
+    b = torch.randn(SGEMM[1], SGEMM[2], device=device)
+    out = torch.empty(SGEMM[0], SGEMM[2], device=device)
+
+    def run():
+        for _ in range(SGEMM_CALLS):
+            torch.mm(a, b, out=out)
+
+    return run
+
+
+def sgemm_gmac_per_s(seconds: float) -> float:
+    return SGEMM[0] * SGEMM[1] * SGEMM[2] * SGEMM_CALLS / seconds / 1e9
 
 
 def bench_network(name: str, device: str, repeats: int, frames: int, size: int, bf16: bool = True) -> dict:
@@ -91,14 +107,17 @@ def bench_network(name: str, device: str, repeats: int, frames: int, size: int, 
             return lambda: (sifa(enabled), m(x))
 
         results.update(interleaved({
+            "sgemm_s": sgemm(device),
             "fp32_s": run(model, True),
             "fp32_prepared_s": run(prepared, True),
             "fp32_sifa_disabled_s": run(model, False),
             "fp32_prepared_sifa_disabled_s": run(prepared, False),
         }, device, repeats))
         sifa(True)
+        results["sgemm_gmac_per_s"] = sgemm_gmac_per_s(results.pop("sgemm_s"))
         for key in ("fp32_s", "fp32_prepared_s"):
             results[key.replace("_s", "_gmac_per_s")] = results["gmacs"] / results[key]
+            results[key.replace("_s", "_share_of_sgemm")] = results[key.replace("_s", "_gmac_per_s")] / results["sgemm_gmac_per_s"]
         results["prepared_sifa_step_share"] = 1 - results["fp32_prepared_sifa_disabled_s"] / results["fp32_prepared_s"]
         if bf16:
             with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
@@ -202,7 +221,6 @@ def main() -> None:
         "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "sgemm_gmac_per_s": sgemm_gmac_per_s(args.device, args.repeats),
         "model": args.model,
         "input": [1, 3, args.frames, args.size, args.size],
         "network": bench_network(args.model, args.device, args.repeats, args.frames, args.size, args.bf16),

@@ -75,12 +75,12 @@ def attend_rows(table: Tensor, queries: Tensor, index: Tensor, weight: Tensor) -
     index, weight: (K*K, P, 4) from `sampling_rows`. Returns (aggregation (P, C), correlation (K*K, P))."""
     channels = table.shape[1]
     kk, positions = index.shape[:2]
+    queries = queries / channels  # the 1/C correlation scale, applied once (exact for C a power of 2)
     corr = torch.empty(kk, positions, dtype=table.dtype, device=table.device)
     agg = torch.zeros(positions, channels, dtype=table.dtype, device=table.device)
     for k in range(kk):
         value = F.embedding_bag(index[k], table, per_sample_weights=weight[k], mode="sum")
         torch.linalg.vecdot(value, queries, out=corr[k])
-        corr[k].div_(channels)
         agg.addcmul_(value, corr[k].unsqueeze(1))
     return agg, corr
 
