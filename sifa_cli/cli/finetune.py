@@ -43,13 +43,15 @@ def finetune(
                                         panel=_MODEL)] = None,
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
                                           "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
-    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames. [default: 1]",
+    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames. "
+                                        "[default: 1, or the --init checkpoint's]",
                                         panel=_MODEL)] = None,
     sampling: Annotated[Optional[str], _opt("--sampling", help="dense or uniform (one frame per segment). "
-                                            "[default: dense]", panel=_MODEL)] = None,
+                                            "[default: dense, or the --init checkpoint's]", panel=_MODEL)] = None,
     size: Annotated[Optional[int], _opt("--size", help="Crop size in pixels, a multiple of 32. "
                                         "[default: 224, or the --init checkpoint's]", panel=_MODEL)] = None,
-    resize: Annotated[Optional[int], _opt("--resize", help="Short side before cropping. [default: size x 8/7]",
+    resize: Annotated[Optional[int], _opt("--resize", help="Short side before cropping. "
+                                          "[default: size x 8/7, or the --init checkpoint's ratio]",
                                           panel=_MODEL)] = None,
     val: Annotated[Optional[Path], _opt("--val", help="A separate validation set (folder or CSV).",
                                         panel=_DATA)] = None,
