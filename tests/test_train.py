@@ -27,6 +27,7 @@ from sifa_cli.engine.train import (
     Trainer,
     build_starting_model,
     get_lr,
+    is_better,
     load_training_state,
 )
 from sifa_cli.engine.train_config import TrainConfig, build_config, read_config_file, resumed_config
@@ -98,7 +99,7 @@ def test_learns_motion_direction_skips_bad_videos_and_predict_agrees(tmp_path):
     assert meta["input"]["frames"] == 8 and meta["input"]["size"] == 64
     assert meta["arch_kwargs"] == {"clip_length": 8}
     assert meta["training"]["config"]["optimizer"] == "adamw"
-    best_epoch = max(history, key=lambda h: (h["val_top1"], -h["val_loss"]))["epoch"]
+    best_epoch = min(history, key=lambda h: (h["val_loss"], -h["val_top1"]))["epoch"]  # the lowest validation loss
     assert meta["metrics"]["epoch"] == best_epoch
 
     # Held-out clips the run never saw (another seed), through `sifa predict` with the run's checkpoint.
@@ -191,6 +192,18 @@ def test_two_process_torchrun_on_cpu_with_gloo(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def test_best_epoch_is_the_lowest_validation_loss():
+    best = {"val_loss": 0.80, "val_top1": 0.75}
+    assert is_better({"val_loss": 0.90, "val_top1": 0.70}, {})  # the first epoch is the best so far
+    # A higher top-1 with a higher loss is not better (small validation sets make top-1 jumpy).
+    assert not is_better({"val_loss": 0.85, "val_top1": 0.80}, best)
+    assert is_better({"val_loss": 0.70, "val_top1": 0.70}, best)
+    assert is_better({"val_loss": 0.80, "val_top1": 0.78}, best)  # equal loss: the better top-1
+    assert not is_better({"val_loss": 0.80, "val_top1": 0.75}, best)
+    assert not is_better({"val_loss": 0.79, "val_top1": 0.90}, best, min_delta=0.05)
+    assert is_better({"val_loss": 0.70, "val_top1": 0.60}, best, min_delta=0.05)
 
 
 def test_lr_schedule_warms_up_then_follows_a_cosine():

@@ -67,13 +67,13 @@ def finetune(
         panel=_DATA)] = None,
     workers: Annotated[Optional[int], _opt("--workers", help="Data-loading processes. [default: half the CPU "
                                            "cores, at most 8]", panel=_DATA)] = None,
-    epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="Epochs. [default: 10]", panel=_OPT)] = None,
+    epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="Epochs. [default: 12]", panel=_OPT)] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Clips per batch and process. "
                                               "[default: 8]", panel=_OPT)] = None,
     accumulate: Annotated[Optional[int], _opt("--accumulate", help="Batches per optimizer step. [default: 1]",
                                               panel=_OPT)] = None,
-    optimizer: Annotated[Optional[str], _opt("--optimizer", help="sgd or adamw. [default: sgd]", panel=_OPT)] = None,
-    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate. [default: 0.01 sgd, 0.001 adamw]",
+    optimizer: Annotated[Optional[str], _opt("--optimizer", help="adamw or sgd. [default: adamw]", panel=_OPT)] = None,
+    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate. [default: 0.003 adamw, 0.01 sgd]",
                                         panel=_OPT)] = None,
     min_lr: Annotated[Optional[float], _opt("--min-lr", help="Learning rate at the end of the cosine. "
                                             "[default: 0]", panel=_OPT)] = None,
@@ -102,10 +102,10 @@ def finetune(
     device: DeviceOpt = None,
     seed: Annotated[Optional[int], _opt("--seed", help="Seed for the split, initialisation and augmentation. "
                                         "[default: 0]", panel=_RUN)] = None,
-    patience: Annotated[Optional[int], _opt("--patience", help="Stop after this many epochs without a better "
-                                            "validation top-1; 0 never stops early. [default: 0]", panel=_RUN)] = None,
-    min_delta: Annotated[Optional[float], _opt("--min-delta", help="Smallest top-1 gain that counts as better. "
-                                               "[default: 0]", panel=_RUN)] = None,
+    patience: Annotated[Optional[int], _opt("--patience", help="Stop after this many epochs without a lower "
+                                            "validation loss; 0 never stops early. [default: 0]", panel=_RUN)] = None,
+    min_delta: Annotated[Optional[float], _opt("--min-delta", help="Smallest drop in validation loss that counts "
+                                               "as better. [default: 0]", panel=_RUN)] = None,
     log_every: Annotated[Optional[int], _opt("--log-every", help="Without a terminal, log every N batches. "
                                              "[default: 10]", panel=_RUN)] = None,
     license: Annotated[Optional[str], _opt("--license", help="Licence recorded in the checkpoints.",
