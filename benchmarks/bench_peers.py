@@ -7,7 +7,9 @@
 Every model gets random weights, eval mode and torch.inference_mode, the same batch size and the
 clip it is used with: 16x224 for the SIFA-Nets, s3d and mvit_v2_s, 16x112 for r3d_18 and
 r2plus1d_18, 8 frames of 224x224 for TSN-R50-8 (a 2D ResNet-50 run on each frame, the frame scores
-averaged). After a warm-up, --rounds rounds run each model once per round, in turn, so that load
+averaged). SIFA-Nets run as built and "(prepared)": through `prepare_for_inference`, what `sifa
+predict` runs; TSN-R50-8 runs as built and tuned alike (BatchNorm folded, channels-last), so the
+prepared SIFA rows have a fair baseline too. After a warm-up, --rounds rounds run each model once per round, in turn, so that load
 from other processes falls on all of them alike; the best round counts (load only slows things
 down) and the median is shown beside it.
 
@@ -38,9 +40,13 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sifa_cli.engine.device import autocast, resolve_device
-from sifa_cli.models import create_model
+from sifa_cli.models import create_model, prepare_for_inference
 
 BASELINE = "tsn_r50_8"
+TUNED_BASELINE = "tsn_r50_8 (BN folded, channels-last)"
+# What `sifa predict` runs: the model from prepare_for_inference.
+PREPARED = "sifa_resnet50 (prepared)"
+PREPARED_OFF = "sifa_resnet50 (prepared, SIFA off)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,16 +102,31 @@ class ResNet50(nn.Module):
 
 
 class TSN(nn.Module):
-    """Temporal segment network at test time: a 2D network on each frame of N,3,T,H,W, scores averaged."""
+    """Temporal segment network at test time: a 2D network on each frame of N,3,T,H,W, scores averaged.
 
-    def __init__(self, frame_model: nn.Module):
+    channels_last=True feeds the frames channels-last (pair it with `tuned_tsn`)."""
+
+    def __init__(self, frame_model: nn.Module, channels_last: bool = False):
         super().__init__()
         self.frame_model = frame_model
+        self.channels_last = channels_last
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(n * t, c, h, w)
+        if self.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
         return self.frame_model(frames).view(n, t, -1).mean(dim=1)
+
+
+def tuned_tsn(model: nn.Module) -> nn.Module:
+    """TSN-R50 given what prepare_for_inference gives SIFA-Net: BatchNorm folded into the convolutions
+    (torch.fx's fuse) and channels-last weights and frames, so the SIFA rows are compared with a TSN
+    tuned alike as well as with the plain one."""
+    from torch.fx.experimental.optimization import fuse
+
+    frame_model = fuse(model.frame_model).to(memory_format=torch.channels_last)
+    return TSN(frame_model, channels_last=True).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,7 +182,7 @@ class Peer:
     size: int
     build: Callable[[], nn.Module]
     needs_torchvision: bool = False
-    prepare: Callable[[nn.Module], None] = lambda model: None
+    prepare: Callable[[nn.Module], nn.Module] = lambda model: model  # eval model in, the model to time out
     fixed_input: Optional[tuple[int, int]] = None  # (frames, size) the model only accepts
 
 
@@ -189,14 +210,23 @@ def peers(frames: int, size: int, small_size: int, tsn_frames: int, video) -> li
     def tv(name: str):
         return lambda: getattr(video, name)(num_classes=400)
 
-    def sifa_off(model: nn.Module) -> None:
+    def sifa_off(model: nn.Module) -> nn.Module:
         model.set_sifa_enabled(False)
+        return model
+
+    def prepared_sifa_off(model: nn.Module) -> nn.Module:
+        return prepare_for_inference(sifa_off(model))
 
     return [
         Peer(BASELINE, tsn_frames, size, lambda: TSN(ResNet50(num_classes=400))),
+        Peer(TUNED_BASELINE, tsn_frames, size, lambda: TSN(ResNet50(num_classes=400)), prepare=tuned_tsn),
         Peer("sifa_resnet50", frames, size, sifa("sifa_resnet50", frames)),
         Peer("sifa_resnet50 (SIFA off)", frames, size, sifa("sifa_resnet50", frames), prepare=sifa_off),
+        Peer(PREPARED, frames, size, sifa("sifa_resnet50", frames), prepare=prepare_for_inference),
+        Peer(PREPARED_OFF, frames, size, sifa("sifa_resnet50", frames), prepare=prepared_sifa_off),
         Peer("sifa_resnet_small", frames, size, sifa("sifa_resnet_small", frames)),
+        Peer("sifa_resnet_small (prepared)", frames, size, sifa("sifa_resnet_small", frames),
+             prepare=prepare_for_inference),
         Peer("sifa_resnet_tiny", frames, size, sifa("sifa_resnet_tiny", frames)),
         Peer("r2plus1d_18", frames, small_size, tv("r2plus1d_18"), needs_torchvision=True),
         Peer("r3d_18", frames, small_size, tv("r3d_18"), needs_torchvision=True),
@@ -286,8 +316,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if peer.fixed_input and peer.fixed_input != (peer.frames, peer.size):
             m.skipped = f"accepts only {peer.fixed_input[0]}x{peer.fixed_input[1]} clips"
             continue
-        model = peer.build().to(device).eval()
-        peer.prepare(model)
+        model = peer.prepare(peer.build().to(device).eval())
         x = torch.randn(args.batch_size, 3, peer.frames, peer.size, peer.size, device=device)
         try:
             with torch.inference_mode(), autocast(device, args.precision):
@@ -354,6 +383,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     on, off = by_name.get("sifa_resnet50"), by_name.get("sifa_resnet50 (SIFA off)")
     if on and off:
         print(f"\nthe SIFA step: {1 - off.best / on.best:.0%} of SIFA-R50's forward (best rounds)")
+    prepared, prepared_off = by_name.get(PREPARED), by_name.get(PREPARED_OFF)
+    if prepared and prepared_off:
+        print(f"the SIFA step: {1 - prepared_off.best / prepared.best:.0%} of the prepared SIFA-R50's forward")
+    tuned = by_name.get(TUNED_BASELINE)
+    if prepared and tuned:
+        print(f"prepared SIFA-R50 / {TUNED_BASELINE}: {prepared.best / tuned.best:.2f} (latency, best rounds)")
     return 0
 
 
