@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_variable_frame_rate, nearest_frame_index, pattern_frames
 
 from sifa_cli.data import decode
-from sifa_cli.data.decode import Video, as_rgb_uint8, read_sampled
+from sifa_cli.data.decode import Video, as_rgb_uint8, read_sampled, usable_frame_times
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.errors import DecodeError, InputError
 
@@ -255,6 +256,21 @@ def test_variable_frame_rate(make_video):
     steps = np.diff(times)
     assert steps[:23] == pytest.approx(0.06, abs=1e-4) and steps[24:] == pytest.approx(0.02, abs=1e-4)
     assert times[24] == pytest.approx(24 * 0.06, abs=1e-4)
+
+
+def test_frame_times_without_timestamps_fall_back_to_the_frame_rate():
+    fps, path = 24.0, Path("clip.avi")
+    good = np.arange(270) / fps + 5.0  # a stream that starts at 5 s: times count from its first frame
+    np.testing.assert_allclose(usable_frame_times(good, fps, path), np.arange(270) / fps)
+    # OpenCV's sample Megamind.avi: decord reports FFmpeg's "no PTS" for the first frames, which
+    # made a 11 s video a timeline of 3.8e17 s.
+    no_pts = np.concatenate(([-3.8469187e17] * 2, np.arange(2, 270) / fps))
+    for broken in (no_pts, good[::-1], np.where(np.arange(270) == 9, np.nan, good), np.zeros(270), good * 1000):
+        times = usable_frame_times(broken, fps, path)
+        np.testing.assert_allclose(times, np.arange(270) / fps)
+    with pytest.raises(DecodeError, match="frame rate"):
+        usable_frame_times(no_pts, 0.0, path)
+    assert usable_frame_times(np.array([7.0]), fps, path).tolist() == [0.0]
 
 
 @pytest.mark.parametrize("backend", ["decord", "opencv"])

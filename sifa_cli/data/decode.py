@@ -295,6 +295,31 @@ def as_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     return np.ascontiguousarray(frame[:, :, ::-1] if bgr else frame)
 
 
+MAX_PLAUSIBLE_SPAN_S = 1e7  # 115 days: a longer span is a broken timestamp, not a video
+
+
+def usable_frame_times(starts: np.ndarray, fps: float, path: Path) -> np.ndarray:
+    """Frame times from the first frame on, from the container's timestamps where they make sense.
+
+    Some files give frames no timestamp; decord then reports FFmpeg's "no PTS" marker (about
+    -3.8e17 s in OpenCV's sample Megamind.avi). Timestamps that are not finite, go backwards, or
+    span far more or less than the frame count at the average rate are replaced by a constant
+    frame rate, as OpenCV assumes.
+    """
+    times = np.asarray(starts, dtype=np.float64) - float(starts[0]) if len(starts) else np.zeros(0)
+    if len(times) < 2:
+        return times
+    nominal = (len(times) - 1) / fps if fps > 0 else None
+    sane = bool(np.isfinite(times).all() and (np.diff(times) >= 0).all() and times[-1] < MAX_PLAUSIBLE_SPAN_S)
+    if sane and nominal:
+        sane = nominal / 10 <= times[-1] <= nominal * 10
+    if sane:
+        return times
+    if not fps > 0:
+        raise DecodeError(f"{path}: neither frame times nor a frame rate could be read")
+    return np.arange(len(times)) / fps
+
+
 class _DecordBackend:
     name = "decord"
     reported_frames = None  # decord counts packets, so there is no header count to distrust
@@ -358,7 +383,7 @@ class _DecordBackend:
 
     def frame_times(self) -> np.ndarray:
         starts = self._reader.get_frame_timestamp(np.arange(self.num_frames))[:, 0]
-        return starts - starts[0]
+        return usable_frame_times(starts, self.fps, self._path)
 
     def close(self) -> None:
         self._reader = None
