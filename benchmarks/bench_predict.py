@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decoders", type=int, default=None, help="videos decoded at once (default: sifa's)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -100,7 +101,7 @@ def main() -> None:
             "input": spec.to_meta(), "source": "benchmark, random weights", "license": "none"})
         model, meta = load_model(checkpoint, device)
         predictor = Predictor(model, meta, device=device, precision=args.precision, views=views,
-                              batch_size=args.batch_size, top_k=5)
+                              batch_size=args.batch_size, top_k=5, decoders=args.decoders)
 
         list(predictor.predict(paths[:1]))  # warm-up: allocator, kernels, decoder libraries
         started = time.perf_counter()
@@ -146,6 +147,7 @@ def main() -> None:
         clips_run = len(clips)
 
     print(f"{args.model}, {args.frames}x{args.size} clips, views {views}, batch {args.batch_size}, "
+          f"{predictor.decoders} decoder(s), "
           f"{args.precision} on {device} (torch threads {torch.get_num_threads()}); "
           f"{args.videos} videos {args.width}x{args.height}, {args.seconds:g} s each; {clips_run} clips")
     print(f"  {'':<28} {'clips/s':>8} {'wall s':>8} {'CPU s/clip':>11}")

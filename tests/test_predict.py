@@ -144,6 +144,36 @@ def test_timeline_finds_the_change(predictor, tmp_path):
     assert result.inputs == 15
 
 
+def test_several_decoders_give_the_same_results_in_input_order(loaded, tmp_path):
+    model, meta = loaded
+    # The first video is many timeline windows, the next ones one or two: with 3 decoders the short
+    # ones finish first and wait for it, and a file that fails sits between them.
+    long_one = write_colour_video(tmp_path / "long.mp4", ["red"] * 60 + ["blue"] * 60, fps=10)
+    shorts = [write_colour_video(tmp_path / f"{c}.mp4", [c] * 12, fps=10) for c in ("green", "blue", "red")]
+    paths = [long_one, shorts[0], tmp_path / "missing.mp4", shorts[1], shorts[2]]
+    runs = {}
+    for decoders in (1, 3):
+        predictor = Predictor(model, meta, batch_size=3, decoders=decoders)
+        assert predictor.decoders == decoders
+        runs[decoders] = list(predictor.timeline(paths, window=1.0, stride=0.25))
+    assert [r.path for r in runs[3]] == [str(p) for p in paths] == [r.path for r in runs[1]]
+    assert [r.ok for r in runs[3]] == [True, True, False, True, True]
+    for one, three in zip(runs[1], runs[3]):
+        assert one.error == three.error
+        if one.ok:
+            assert [w.start for w in one.windows] == [w.start for w in three.windows]
+            for a, b in zip(one.windows, three.windows):
+                assert [label for label, _ in a.top] == [label for label, _ in b.top]
+                assert np.allclose([s for _, s in a.top], [s for _, s in b.top], atol=1e-5)
+    assert [s.label for s in runs[3][0].segments] == ["red", "blue"] and len(runs[3][0].windows) == 45
+
+
+def test_decoders_must_be_positive(loaded):
+    model, meta = loaded
+    with pytest.raises(InputError, match="--decoders"):
+        Predictor(model, meta, decoders=0)
+
+
 def test_timeline_on_variable_frame_rate_uses_real_times(predictor, tmp_path):
     from conftest import make_variable_frame_rate
 

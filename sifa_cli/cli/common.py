@@ -78,6 +78,11 @@ DecoderOpt = Annotated[
     Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")]
+DecodersOpt = Annotated[
+    Optional[int],
+    typer.Option("--decoders", help="Videos decoded at once, each in its own worker process. "
+                 "[default: the CPU count, at most 4]", show_default=False),
+]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=True)
 ]

@@ -13,6 +13,7 @@ from sifa_cli.cli.common import (
     BatchSizeOpt,
     Decoder,
     DecoderOpt,
+    DecodersOpt,
     DeviceOpt,
     Precision,
     PrecisionOpt,
@@ -47,6 +48,7 @@ def evaluate(
     precision: PrecisionOpt = Precision.fp32,
     batch_size: BatchSizeOpt = 8,
     decoder: DecoderOpt = Decoder.auto,
+    decoders: DecodersOpt = None,
 ) -> None:
     """Evaluate a model on labelled videos: top-1 (and top-5 with more than 5 classes), per-class
     precision and recall, and a confusion matrix (PNG and JSON).
@@ -66,6 +68,8 @@ def evaluate(
     chosen_views = parse_views(views) if views is not None else None
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if decoders is not None and decoders < 1:
+        raise InputError(f"--decoders must be at least 1, got {decoders}")
     labelled = load_labelled(data)
     out = out if out is not None else Path(f"{Path(labelled.source).name or 'data'}_eval")
     if out.exists() and not out.is_dir():
@@ -79,7 +83,8 @@ def evaluate(
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=model_device, precision=precision.value, views=chosen_views,
-                          batch_size=batch_size, top_k=TOP_K, decoder=decoder.value)
+                          batch_size=batch_size, top_k=TOP_K, decoder=decoder.value,
+                          decoders=decoders)
     samples, unknown = split_known(labelled.samples, predictor.categories, skip_unknown, labelled.source)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k)
 

@@ -17,6 +17,7 @@ from sifa_cli.cli.common import (
     BatchSizeOpt,
     Decoder,
     DecoderOpt,
+    DecodersOpt,
     DeviceOpt,
     OutputOpt,
     Precision,
@@ -66,6 +67,7 @@ def predict(
     precision: PrecisionOpt = Precision.fp32,
     batch_size: BatchSizeOpt = 8,
     decoder: DecoderOpt = Decoder.auto,
+    decoders: DecodersOpt = None,
     output_format: Annotated[
         Optional[OutputFormat],
         typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
@@ -123,6 +125,8 @@ def predict(
     chosen_views = parse_views(views) if views is not None else None
     if top_k < 1 or batch_size < 1:
         raise InputError("--top-k and --batch-size must be at least 1")
+    if decoders is not None and decoders < 1:
+        raise InputError(f"--decoders must be at least 1, got {decoders}")
     if timeline:
         plan_windows(2 * window, window, stride)
     from sifa_cli.cli.predict_live import predict_live, stream_source
@@ -168,7 +172,8 @@ def predict(
     if slow:
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     predictor = Predictor(model, meta, device=model_device, precision=precision.value,
-                          views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value)
+                          views=chosen_views, batch_size=batch_size, top_k=top_k, decoder=decoder.value,
+                          decoders=decoders)
     check_batch_size(batch_size, predictor.spec, predictor.device)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
                                    (window, stride) if timeline else None)

@@ -1,7 +1,8 @@
 """Predict actions in videos: sample clips, cut views, batch them through the model, average.
 
-A background thread opens and decodes the videos a few clips ahead of the model, so decoding and
-inference overlap; clips from consecutive videos share batches. Results come back in input order.
+Background threads (`decoders`, one video each at a time) open and decode the videos a few clips
+ahead of the model, so decoding and inference overlap; clips from videos decoded at the same time
+share batches. Results come back in input order.
 `timeline` does the same for consecutive windows of long videos and merges windows that agree.
 """
 
@@ -31,6 +32,15 @@ TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
 # Windows per video a timeline may have: each is a model input kept in memory until the video ends.
 MAX_TIMELINE_WINDOWS = 20_000
+# Videos decoded at once: two keep a small model fed on 2 cores (benchmarks/RESULTS.md), more help
+# where there are more cores; each is a decode worker process and one thread.
+MAX_DEFAULT_DECODERS = 4
+
+
+def default_decoders() -> int:
+    import os
+
+    return max(1, min(MAX_DEFAULT_DECODERS, os.cpu_count() or 1))
 
 
 @dataclass
@@ -135,6 +145,7 @@ class _Job:
         self.path = path
         self.notes: list[str] = []
         self.duration: Optional[float] = None
+        self.seq = -1  # position in the input, set when a decoding thread takes the job
         self.window_times: list[tuple[float, float]] = []
 
     def open(self) -> Video:
@@ -235,11 +246,29 @@ class _TimelineJob(_Job):
                            duration=round(self.duration, 3), windows=windows, segments=merge_segments(windows))
 
 
+class _JobFeed:
+    """Hands the jobs to the decoding threads one at a time, numbering them in input order."""
+
+    def __init__(self, jobs: Iterable[_Job]):
+        self._jobs = iter(jobs)
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def take(self) -> Optional[_Job]:
+        with self._lock:
+            job = next(self._jobs, None)
+            if job is not None:
+                job.seq = self._count
+                self._count += 1
+            return job
+
+
 class Predictor:
     """A model plus everything needed to turn video files into ranked labels.
 
     meta: the checkpoint metadata ("categories", "input"). views: multi-view testing, default
-    from the checkpoint's input spec. batch_size: model inputs per forward pass.
+    from the checkpoint's input spec. batch_size: model inputs per forward pass. decoders: videos
+    decoded at once (default: the CPU count, at most 4).
     """
 
     def __init__(
@@ -254,9 +283,13 @@ class Predictor:
         top_k: int = 5,
         decoder: str = "auto",
         decode_timeout: float = DEFAULT_TIMEOUT_S,
+        decoders: Optional[int] = None,
     ):
         if batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        if decoders is not None and decoders < 1:
+            raise InputError(f"--decoders must be at least 1, got {decoders}")
+        self.decoders = decoders or default_decoders()
         if top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {top_k}")
         self.model = prepare_for_inference(model.eval())
@@ -319,11 +352,16 @@ class Predictor:
         per_unit = self.views.count
         messages: queue.Queue = queue.Queue(maxsize=max(2 * self.batch_size, per_unit + 1))
         stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(jobs, messages, stop), name="sifa-prefetch", daemon=True)
+        feed = _JobFeed(jobs)
+        producers = [threading.Thread(target=self._produce, args=(feed, messages, stop), name=f"sifa-decode-{i}",
+                                      daemon=True) for i in range(self.decoders)]
         started = time.perf_counter()
-        producer.start()
+        for producer in producers:
+            producer.start()
+        producers_done = 0
 
-        order: list[_Job] = []  # jobs not yet yielded, in input order
+        order: dict[int, _Job] = {}  # jobs started and not yet yielded, by input position
+        next_seq = 0  # the input position to yield next
         state: dict[int, dict[str, Any]] = {}  # per job: scores, expected units, finished flag, error
         batch: list[tuple[int, Tensor]] = []
 
@@ -345,9 +383,11 @@ class Predictor:
             batch.clear()
 
         def completed() -> Iterator[VideoResult]:
+            nonlocal next_seq
             pending = {job_id for job_id, _ in batch}
-            while order and state[id(order[0])]["finished"] and id(order[0]) not in pending:
-                job = order.pop(0)
+            while next_seq in order and state[id(order[next_seq])]["finished"] and id(order[next_seq]) not in pending:
+                job = order.pop(next_seq)
+                next_seq += 1
                 job_state = state.pop(id(job))
                 if job_state["error"] is None and job_state["units"] > job_state["done"]:
                     report(0, job_state["units"] - job_state["done"])  # windows a short file lacked
@@ -364,7 +404,7 @@ class Predictor:
             while True:
                 kind, job, payload = messages.get()
                 if kind == "start":
-                    order.append(job)
+                    order[job.seq] = job
                     state[id(job)] = {"scores": [], "finished": False, "error": None, "units": 0, "done": 0,
                                       "path": str(job.path)}
                 elif kind == "plan":
@@ -389,16 +429,18 @@ class Predictor:
                         run_batch()
                     yield from completed()
                 elif kind == "done":
-                    run_batch()
-                    yield from completed()
-                    return
+                    producers_done += 1
+                    if producers_done == len(producers):
+                        run_batch()
+                        yield from completed()
+                        return
                 elif kind == "crash":
                     raise payload
         finally:
             stop.set()  # the producer notices within 0.1 s; it is a daemon thread
             self.stats.wall_seconds = time.perf_counter() - started
 
-    def _produce(self, jobs: Iterable[_Job], messages: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, feed: "_JobFeed", messages: queue.Queue, stop: threading.Event) -> None:
         def put(kind: str, job: Optional[_Job] = None, payload: Any = None) -> None:
             while not stop.is_set():
                 try:
@@ -408,7 +450,7 @@ class Predictor:
                     continue
 
         try:
-            for job in jobs:
+            while (job := feed.take()) is not None:
                 if stop.is_set():
                     return
                 put("start", job)
