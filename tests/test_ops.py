@@ -110,6 +110,21 @@ def test_integer_border_and_far_offsets(impl):
     assert corr[0, 2, :, 1].abs().max() == 0 and corr[0, 3, :, 2].abs().max() == 0
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_non_finite_offsets_give_nan_where_the_definition_does(impl):
+    # Damaged weights can make an offset NaN or infinite: the tap's correlation and the pixel's
+    # aggregation are then NaN in the definition, and a fast kernel must not hide that as 0.
+    x, off = random_case((1, 4, 3, 5, 6), seed=3)
+    off[0, 3, 1, 2, 2] = float("nan")
+    off[0, 8, 2, 0, 5] = float("inf")
+    off[0, 13, 0, 4, 1] = -float("inf")
+    agg, corr = IMPLEMENTATIONS[impl](x, off)
+    ref_agg, ref_corr = sifa_attention_reference(x, off)
+    assert ref_corr.isnan().sum() == 3 and ref_agg.isnan().sum() == 3 * 4
+    torch.testing.assert_close(corr, ref_corr, atol=1e-12, rtol=0, equal_nan=True)
+    torch.testing.assert_close(agg, ref_agg, atol=1e-12, rtol=0, equal_nan=True)
+
+
 def test_zero_offsets_equal_plain_neighbourhood_correlation():
     # With no offsets, tap (1,1) of frame t is the same location: correlation is <f_{t-1}, f_t> / C.
     x, _ = random_case((1, 4, 3, 5, 5))

@@ -81,6 +81,9 @@ def build_cases() -> dict:
     add("non-contiguous", *random_case((1, 3, 2, 4, 3), seed=10), seed=10, non_contiguous=True)
     add("bfloat16", *random_case((1, 8, 2, 4, 4), seed=11, dtype=torch.bfloat16), seed=11)
     add("float16", *random_case((1, 8, 2, 4, 4), seed=12, dtype=torch.float16), seed=12)
+    x, offset = random_case((1, 3, 2, 4, 5), seed=13)
+    offset[0, 3, 1, 2, 2], offset[0, 8, 0, 0, 4], offset[0, 13, 1, 3, 1] = float("nan"), float("inf"), -float("inf")
+    add("non-finite offsets", x, offset, seed=13)
     return cases
 
 
@@ -175,6 +178,16 @@ def test_interpreted_kernel_matches_the_shared_fixture(interpreted):
     ours = interpreted[1]["fixture"]
     assert (ours["agg"] - data["aggregation"]).abs().max().item() < 1e-10
     assert (ours["corr"] - data["correlation"]).abs().max().item() < 1e-10
+
+
+@needs_triton
+def test_interpreted_non_finite_offsets_give_nan_like_the_definition(interpreted):
+    cases, results = interpreted
+    case, ours = cases["non-finite offsets"], results["non-finite offsets"]
+    ref_agg, ref_corr = sifa_attention_reference(case["x"], case["offset"])
+    assert ref_corr.isnan().sum() == 3
+    torch.testing.assert_close(ours["corr"], ref_corr, atol=1e-10, rtol=1e-10, equal_nan=True)
+    torch.testing.assert_close(ours["agg"], ref_agg, atol=1e-10, rtol=1e-10, equal_nan=True)
 
 
 @needs_triton

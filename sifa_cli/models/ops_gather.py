@@ -8,7 +8,8 @@ every location in one pass, the correlation with the query row is a row-wise dot
 aggregation accumulates in place. Nothing of size K*K x C is ever held, and no channel is visited
 more than a few times per tap.
 
-Corners outside the frame get weight 0 (zero padding). A point outside (-1, H) x (-1, W) has all
+Corners outside the frame get weight 0 (zero padding); a tap whose offset is not finite gets NaN
+weights, so it gives NaN as the definition does. A point outside (-1, H) x (-1, W) has all
 four corners outside, so its value, and with it its correlation, is 0: the reference's validity
 test holds without a separate mask.
 
@@ -62,6 +63,9 @@ def sampling_rows(offsets: Tensor, frame_rows: Tensor, height: int, width: int, 
     in_x1 = ((x0 >= -1) & (x0 < width - 1)).to(dtype)
     weight = torch.stack((hy * hx * in_y0 * in_x0, hy * lx * in_y0 * in_x1,
                           ly * hx * in_y1 * in_x0, ly * lx * in_y1 * in_x1), dim=-1)
+    # A non-finite offset makes the definition's sample (and correlation) NaN; (d - d) is 0 for a
+    # finite d and NaN otherwise, so such a tap gets NaN weights and its value NaN, as there.
+    weight += ((off[:, 0] - off[:, 0]) + (off[:, 1] - off[:, 1])).unsqueeze(-1)
     base = frame_rows.view(1, -1, 1, 1)
     r0 = base + y0.clamp(0, height - 1) * width
     r1 = base + (y0 + 1).clamp(0, height - 1) * width

@@ -45,8 +45,11 @@ def _tap(off_base, p, pmask, ph, pw, k, THW, H, W,
     x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
     y0f = tl.floor(y)
     x0f = tl.floor(x)
-    ly = y - y0f
-    lx = x - x0f
+    # A non-finite offset makes the definition's sample, and so its correlation, NaN: (d - d) is 0
+    # for a finite d and NaN otherwise, and a NaN fraction carries that into every use of the tap.
+    nonfinite = (dy - dy) + (dx - dx)
+    ly = y - y0f + nonfinite
+    lx = x - x0f + nonfinite
     y0 = y0f.to(tl.int32)
     x0 = x0f.to(tl.int32)
     my0 = valid & (y0 >= 0)
@@ -115,7 +118,7 @@ def _tap_dot_kernel(x_ptr, off_ptr, other_ptr, add_ptr, out_ptr, C, T, H, W, QUE
     small = n * (K * K) * THW + k * THW + t * HW + p
     if HAS_ADD:
         dot += tl.load(add_ptr + small, mask=pmask, other=0).to(ACC)
-    tl.store(out_ptr + small, tl.where(valid, dot / C, 0.0), mask=pmask)
+    tl.store(out_ptr + small, tl.where(valid | (ly != ly), dot / C, 0.0), mask=pmask)
 
 
 @triton.jit
