@@ -9,8 +9,8 @@ clip it is used with: 16x224 for the SIFA-Nets, s3d and mvit_v2_s, 16x112 for r3
 r2plus1d_18, 8 frames of 224x224 for TSN-R50-8 (a 2D ResNet-50 run on each frame, the frame scores
 averaged). SIFA-Nets run as built and "(prepared)": through `prepare_for_inference`, what `sifa
 predict` runs; TSN-R50-8 runs as built and tuned alike (BatchNorm folded, channels-last), so the
-prepared SIFA rows have a fair baseline too. After a warm-up, --rounds rounds run each model once per round, in turn, so that load
-from other processes falls on all of them alike; the best round counts (load only slows things
+prepared SIFA rows have a fair baseline too. After a warm-up, --rounds rounds run each model once
+per round, in turn, so that load from other processes falls on all of them alike; the best round counts (load only slows things
 down) and the median is shown beside it.
 
 GMACs come from torch.utils.flop_counter.FlopCounterMode over one forward pass (MACs = FLOPs / 2):

@@ -8,6 +8,7 @@ share batches. Results come back in input order.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -32,14 +33,12 @@ TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
 # Windows per video a timeline may have: each is a model input kept in memory until the video ends.
 MAX_TIMELINE_WINDOWS = 20_000
-# Videos decoded at once: two keep a small model fed on 2 cores (benchmarks/RESULTS.md), more help
-# where there are more cores; each is a decode worker process and one thread.
+# Videos decoded at once by default, one per CPU up to this; each is a decode worker process and a
+# thread. A small model is decode-bound (benchmarks/RESULTS.md: one decoder caps it near 32 clips/s).
 MAX_DEFAULT_DECODERS = 4
 
 
 def default_decoders() -> int:
-    import os
-
     return max(1, min(MAX_DEFAULT_DECODERS, os.cpu_count() or 1))
 
 
@@ -440,7 +439,7 @@ class Predictor:
             stop.set()  # the producer notices within 0.1 s; it is a daemon thread
             self.stats.wall_seconds = time.perf_counter() - started
 
-    def _produce(self, feed: "_JobFeed", messages: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, feed: _JobFeed, messages: queue.Queue, stop: threading.Event) -> None:
         def put(kind: str, job: Optional[_Job] = None, payload: Any = None) -> None:
             while not stop.is_set():
                 try:
