@@ -29,6 +29,7 @@ import torch
 
 from torch.utils.flop_counter import FlopCounterMode
 
+from sifa_cli.allocator import keep_freed_memory
 from sifa_cli.models import create_model, prepare_for_inference
 from sifa_cli.models.ops import sifa_attention
 
@@ -216,7 +217,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 rows")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (sifa keeps freed memory: sifa_cli/allocator.py)")
     args = parser.parse_args()
+    if not args.plain_malloc:
+        keep_freed_memory()  # as every sifa command does
     report = {
         "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
         "torch": torch.__version__,

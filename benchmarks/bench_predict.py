@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from sifa_cli.allocator import keep_freed_memory
 from sifa_cli.data import decode_worker
 from sifa_cli.data.decode import Video, read_sampled
 from sifa_cli.data.sampling import parse_views, sample_clips
@@ -85,7 +86,11 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decoders", type=int, default=None, help="videos decoded at once (default: sifa's)")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (sifa keeps freed memory: sifa_cli/allocator.py)")
     args = parser.parse_args()
+    if not args.plain_malloc:
+        keep_freed_memory()  # as every sifa command does
 
     device = resolve_device(args.device)
     views = parse_views(args.views)

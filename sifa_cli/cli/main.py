@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from sifa_cli import __version__
+from sifa_cli.allocator import keep_freed_memory
 from sifa_cli.cli.helpfmt import tidy_help_types
 
 tidy_help_types()
@@ -107,6 +108,7 @@ def _register() -> None:
 
 
 def main() -> None:
+    keep_freed_memory()  # before any tensor exists: see sifa_cli/allocator.py
     _register()
     app()
 
