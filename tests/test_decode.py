@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import make_variable_frame_rate, nearest_frame_index, pattern_frames
@@ -59,6 +60,17 @@ def test_lossy_frames_match_their_source_index(make_video):
     with Video(path) as video:
         frames = video.read(indices)
     assert [nearest_frame_index(frame, source) for frame in frames] == indices.tolist()
+
+
+def test_opencv_reader_decodes_with_one_thread(make_video):
+    # Parallelism comes from several decoders at once; OpenCV must have taken the setting.
+    path = make_video("threads.mp4", num_frames=10)
+    backend = decode._OpenCVBackend(path, None)
+    try:
+        assert backend._cap.get(cv2.CAP_PROP_N_THREADS) == decode.DECODER_THREADS == 1
+        assert backend.read_sorted(np.array([0, 9])).shape[0] == 2
+    finally:
+        backend.close()
 
 
 def test_auto_prefers_decord_and_reports_geometry(make_video):

@@ -44,11 +44,11 @@ MAX_PIXELS = 8192 * 8192
 # OpenCV decodes forward instead of seeking when the next wanted frame is this close: a seek
 # restarts from a key frame anyway, and OpenCV's seek is only approximate on variable frame rate.
 OPENCV_SEEK_GAP = 96
-# FFmpeg threads per decord reader. Videos are decoded in parallel already (one reader per
-# `--decoders` worker), and frame threading restarts its pipeline at every seek: with 1 thread a
-# 16-frame clip of a 640x360 video took 17 ms and 23 ms of CPU instead of 25-29 ms and 36 ms, and
-# even one 1280x720 video read alone was no slower on 2 cores (benchmarks/RESULTS.md).
-DECORD_THREADS = 1
+# FFmpeg threads per reader (decord and OpenCV). Videos are decoded in parallel already (one
+# reader per `--decoders` worker), and frame threading restarts its pipeline at every seek: with
+# 1 thread a 16-frame clip of a 640x360 video took a third less CPU and less wall time with either
+# decoder, and even one 1280x720 video read alone was no slower on 2 cores (benchmarks/RESULTS.md).
+DECODER_THREADS = 1
 
 T = TypeVar("T")
 
@@ -359,7 +359,7 @@ class _DecordBackend:
         decord = self._decord
         try:
             return decord.VideoReader(native_path(self._path), ctx=decord.cpu(0), width=width, height=height,
-                                      num_threads=DECORD_THREADS)
+                                      num_threads=DECODER_THREADS)
         except (RuntimeError, AssertionError, decord.DECORDError) as exc:
             raise _BackendError(_clean_reason(str(exc))) from None
 
@@ -416,7 +416,8 @@ class _OpenCVBackend:
         self.num_frames = self._verified_frame_count(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
 
     def _open(self) -> None:
-        cap = self._cv2.VideoCapture(native_path(self._path), self._cv2.CAP_FFMPEG)
+        cv2 = self._cv2
+        cap = cv2.VideoCapture(native_path(self._path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODER_THREADS])
         if not cap.isOpened():
             raise _BackendError("")
         self._cap = cap
