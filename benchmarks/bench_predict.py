@@ -3,9 +3,14 @@
     python benchmarks/bench_predict.py                           # sifa_resnet_small, 16x224, CPU
     python benchmarks/bench_predict.py --model sifa_resnet50 --device cuda --batch-size 16 --videos 64
     python benchmarks/bench_predict.py --views 2x3 --width 1280 --height 720
+    python benchmarks/bench_predict.py --weights default --inputs data/objects/test --batch-size 8
 
-Generates --videos mp4v files and a randomly initialised checkpoint of --model (speed does not
-depend on the weights), then measures, after a warm-up:
+With --inputs (files, folders or patterns, as `sifa predict` takes them) those videos are used instead
+of generated ones; with --weights (a registry name, a checkpoint, or "default" for the shipped
+model) that model and its input spec and views instead of a random --model.
+
+Otherwise generates --videos mp4v files and a randomly initialised checkpoint of --model (speed does
+not depend on the weights). Then measures, after a warm-up:
 
   end to end    Predictor.predict over the files: open, decode, sample, resize, crop,
                 normalise, batch, forward, average, rank (the decoding thread overlaps the model)
@@ -34,6 +39,7 @@ import torch
 from sifa_cli.allocator import keep_freed_memory
 from sifa_cli.data import decode_worker
 from sifa_cli.data.decode import Video, read_sampled
+from sifa_cli.data.inputs import find_videos
 from sifa_cli.data.sampling import parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views
@@ -76,7 +82,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--resize", type=int, default=256)
-    parser.add_argument("--views", default="1x1")
+    parser.add_argument("--views", default=None, help="default: 1x1, or the --weights model's own")
     parser.add_argument("--videos", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--width", type=int, default=340)
@@ -86,6 +92,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decoders", type=int, default=None, help="videos decoded at once (default: sifa's)")
+    parser.add_argument("--inputs", nargs="+", help="existing videos, folders or patterns instead of generated videos")
+    parser.add_argument("--weights", help='a registry name, a checkpoint, or "default": instead of a random --model')
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc as it is (sifa keeps freed memory: sifa_cli/allocator.py)")
     args = parser.parse_args()
@@ -93,18 +101,32 @@ def main() -> None:
         keep_freed_memory()  # as every sifa command does
 
     device = resolve_device(args.device)
-    views = parse_views(args.views)
-    spec = InputSpec(frames=args.frames, size=args.size, resize=args.resize)
     with tempfile.TemporaryDirectory() as workdir:
         folder = Path(workdir)
-        paths = make_videos(folder, args.videos, args.width, args.height, args.seconds)
-        torch.manual_seed(0)
-        model = create_model(args.model, num_classes=400, clip_length=args.frames)
-        categories = [f"class_{i}" for i in range(400)]
-        checkpoint = save_checkpoint(folder / "model.safetensors", model, {
-            "arch": args.model, "arch_kwargs": {"clip_length": args.frames}, "categories": categories,
-            "input": spec.to_meta(), "source": "benchmark, random weights", "license": "none"})
-        model, meta = load_model(checkpoint, device)
+        if args.inputs:
+            paths = find_videos(args.inputs).videos
+            if not paths:
+                raise SystemExit(f"no videos in {' '.join(args.inputs)}")
+            source = f"{len(paths)} videos from {' '.join(args.inputs)}"
+        else:
+            paths = make_videos(folder, args.videos, args.width, args.height, args.seconds)
+            source = f"{args.videos} videos {args.width}x{args.height}, {args.seconds:g} s each"
+        if args.weights:
+            model, meta = load_model(None if args.weights == "default" else args.weights, device)
+            spec = InputSpec.from_meta(meta.get("input"))
+            views = parse_views(args.views) if args.views else parse_views(spec.views)
+            model_name = meta.get("arch", "model")
+        else:
+            spec = InputSpec(frames=args.frames, size=args.size, resize=args.resize)
+            views = parse_views(args.views or "1x1")
+            torch.manual_seed(0)
+            model = create_model(args.model, num_classes=400, clip_length=args.frames)
+            categories = [f"class_{i}" for i in range(400)]
+            checkpoint = save_checkpoint(folder / "model.safetensors", model, {
+                "arch": args.model, "arch_kwargs": {"clip_length": args.frames}, "categories": categories,
+                "input": spec.to_meta(), "source": "benchmark, random weights", "license": "none"})
+            model, meta = load_model(checkpoint, device)
+            model_name = args.model
         predictor = Predictor(model, meta, device=device, precision=args.precision, views=views,
                               batch_size=args.batch_size, top_k=5, decoders=args.decoders)
 
@@ -151,10 +173,9 @@ def main() -> None:
                 best[name] = (min(wall, old_wall), min(cpu, old_cpu))
         clips_run = len(clips)
 
-    print(f"{args.model}, {args.frames}x{args.size} clips, views {views}, batch {args.batch_size}, "
+    print(f"{model_name}, {spec.frames}x{spec.size} clips, views {views}, batch {args.batch_size}, "
           f"{predictor.decoders} decoder(s), "
-          f"{args.precision} on {device} (torch threads {torch.get_num_threads()}); "
-          f"{args.videos} videos {args.width}x{args.height}, {args.seconds:g} s each; {clips_run} clips")
+          f"{args.precision} on {device} (torch threads {torch.get_num_threads()}); {source}; {clips_run} clips")
     print(f"  {'':<28} {'clips/s':>8} {'wall s':>8} {'CPU s/clip':>11}")
     for name, (wall, cpu) in best.items():
         extra = f"   ({batches} forward passes)" if name == "end to end" else ""
