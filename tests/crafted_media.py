@@ -24,10 +24,13 @@ def flat_jpeg(width: int, height: int) -> bytes:
     return b"\xff\xd8" + quant + frame + huffman + scan + data + b"\xff\xd9"
 
 
-def mjpeg_avi(path: Path, width: int, height: int, frames: int = 2, fps: int = 25) -> Path:
+def mjpeg_avi(path: Path, width: int, height: int, frames: int = 2, fps: int = 25, held: int = 0) -> Path:
     """A valid Motion-JPEG AVI of flat grey frames that decoders really decode at full size:
-    8200x8200 frames (above sifa's limit) take about 260 KB each in the file."""
+    8200x8200 frames (above sifa's limit) take about 260 KB each in the file. held: each frame is
+    followed by this many empty chunks, which tell a player to keep showing it (capture software
+    writes them for frames it did not get, as in OpenCV's sample tree.avi)."""
     jpeg = flat_jpeg(width, height)
+    chunks = frames * (1 + held)
 
     def chunk(fourcc: bytes, body: bytes) -> bytes:
         return fourcc + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
@@ -35,14 +38,19 @@ def mjpeg_avi(path: Path, width: int, height: int, frames: int = 2, fps: int = 2
     def riff_list(kind: bytes, body: bytes) -> bytes:
         return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
 
-    avih = struct.pack("<10I4I", 1_000_000 // fps, 0, 0, 0x10, frames, 0, 1, len(jpeg), width, height, 0, 0, 0, 0)
-    strh = b"vids" + b"MJPG" + struct.pack("<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, fps, 0, frames, len(jpeg),
+    avih = struct.pack("<10I4I", 1_000_000 // fps, 0, 0, 0x10, chunks, 0, 1, len(jpeg), width, height, 0, 0, 0, 0)
+    strh = b"vids" + b"MJPG" + struct.pack("<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, fps, 0, chunks, len(jpeg),
                                            0xFFFFFFFF, 0, 0, 0, width, height)
     strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0)
     header = riff_list(b"hdrl", chunk(b"avih", avih) + riff_list(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf)))
-    frame_chunk = chunk(b"00dc", jpeg)
-    movi = riff_list(b"movi", frame_chunk * frames)
-    index = b"".join(b"00dc" + struct.pack("<III", 0x10, 4 + i * len(frame_chunk), len(jpeg)) for i in range(frames))
+    frame_chunk, empty_chunk = chunk(b"00dc", jpeg), chunk(b"00dc", b"")
+    movi_body, index, offset = b"", b"", 4  # idx1 offsets count from the "movi" fourcc
+    for _ in range(frames):
+        for body, flags, size in [(frame_chunk, 0x10, len(jpeg))] + [(empty_chunk, 0, 0)] * held:
+            index += b"00dc" + struct.pack("<III", flags, offset, size)
+            movi_body += body
+            offset += len(body)
+    movi = riff_list(b"movi", movi_body)
     body = b"AVI " + header + movi + chunk(b"idx1", index)
     Path(path).write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return Path(path)

@@ -189,6 +189,20 @@ def test_timeline_on_variable_frame_rate_uses_real_times(predictor, tmp_path):
     assert abs(result.segments[0].end - 6.0) <= 0.5 + 1e-6
 
 
+def test_clip_duration_counts_held_frames_and_says_they_are_sparse(predictor, colour_videos, tmp_path):
+    from crafted_media import mjpeg_avi
+
+    # 20 frames, each held for 4 more frame times by empty AVI chunks: 10 s at a nominal 10 fps.
+    path = mjpeg_avi(tmp_path / "held.avi", 64, 48, frames=20, fps=10, held=4)
+    (result,) = predictor.predict([path])
+    assert result.ok and result.duration == pytest.approx(10.0, abs=0.01)
+    assert any("only 20 distinct frames over 10.0 s at a nominal 10 fps" in note for note in result.notes)
+    # An ordinary constant-rate file: the same duration as before and no such note.
+    (plain,) = predictor.predict([colour_videos["red"]])
+    assert plain.duration == pytest.approx(2.0, abs=0.01)  # 20 frames at 10 fps
+    assert not any("distinct frames" in note for note in plain.notes)
+
+
 def test_records_and_resuming_from_files(predictor, colour_videos, tmp_path):
     results = list(predictor.predict([colour_videos["red"], tmp_path / "gone.mp4"]))
     records = [result_record(r, "1x1") for r in results]

@@ -184,7 +184,14 @@ class _ClipJob(_Job):
         frames, _ = read_sampled(video, sample)
         if shortness[-1]:
             self.notes.append(self.short_note(f"the video has {video.num_frames} frames"))
-        self.duration = video.info.duration
+        self.duration = played_duration(video.frame_times(), video.info.fps)
+        fps = video.info.fps
+        if fps and video.num_frames < SPARSE_FRAMES_SHARE * self.duration * fps:
+            # e.g. an AVI whose index repeats frames with empty chunks: consecutive frames are
+            # further apart in time than the frame rate says
+            self.notes.append(
+                f"only {video.num_frames} distinct frames over {self.duration:.1f} s at a nominal {fps:.3g} fps "
+                "(the file holds frames): each clip spans more time than that frame rate implies")
         yield from self.clip_views(frames)
 
     def finish(self, scores: Tensor) -> VideoResult:
@@ -202,10 +209,7 @@ class _TimelineJob(_Job):
 
     def plan(self, video: Video) -> int:
         times = video.frame_times()
-        steps = np.diff(times)
-        # the last frame lasts about as long as the gap before it (variable frame rates vary)
-        frame_duration = float(steps[-1]) if len(steps) else (1.0 / video.info.fps if video.info.fps else 0.04)
-        self.duration = float(times[-1] + frame_duration)
+        self.duration = played_duration(times, video.info.fps)
         self._times = times
         try:
             self._planned = plan_windows(self.duration, self.window, self.stride)
@@ -243,6 +247,18 @@ class _TimelineJob(_Job):
         overall = p.top(per_window.mean(dim=0))
         return VideoResult(str(self.path), overall, notes=self.notes, inputs=len(scores),
                            duration=round(self.duration, 3), windows=windows, segments=merge_segments(windows))
+
+
+# Below this share of the frames its duration and frame rate imply, a file is called sparse.
+SPARSE_FRAMES_SHARE = 0.5
+
+
+def played_duration(times: np.ndarray, fps: float) -> float:
+    """Seconds a video plays for, from its frames' presentation times (which also hold when the
+    file repeats frames or varies its rate): the last frame lasts about as long as the gap before it."""
+    steps = np.diff(times)
+    frame_duration = float(steps[-1]) if len(steps) else (1.0 / fps if fps else 0.04)
+    return float(times[-1] + frame_duration)
 
 
 class _JobFeed:
