@@ -226,8 +226,15 @@ def test_a_pickle_renamed_to_safetensors_is_refused_too(malicious, tmp_path):
 def test_damaged_pth_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"this is not a checkpoint at all")
-    with pytest.raises(WeightsError, match=r"cannot read .*broken\.pth as a PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match=r"cannot read .*broken\.pth: it is neither a safetensors file nor a PyTorch"):
         load_torch_state_dict(path)
+    # A real zip archive that torch cannot read as a checkpoint: torch's own reason is given.
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.pth", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(WeightsError, match=r"cannot read .*other\.pth as a PyTorch checkpoint \("):
+        load_torch_state_dict(tmp_path / "other.pth")
 
 
 def test_payload_in_a_subprocess_cli_never_runs(malicious, tmp_path, home):

@@ -205,6 +205,12 @@ def load_torch_state_dict(path: Union[str, Path]) -> StateDict:
     broken = broken_safetensors(path)
     if broken:
         raise WeightsError(broken)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive, or (before PyTorch 1.6) a pickle: protocol 2+ starts with 0x80.
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise WeightsError(f"cannot read {path}: it is neither a safetensors file nor a PyTorch checkpoint "
+                           "(corrupt, truncated or another format)")
     try:
         # An open handle, not the path: torch picks a reader by file-name suffix, we by content.
         with open(path, "rb") as handle, warnings.catch_warnings():
