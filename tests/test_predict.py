@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
-from sifa_cli.engine.predict import Predictor, Window, merge_segments, plan_windows
+from sifa_cli.data.transforms import evaluation_views
+from sifa_cli.engine.predict import Predictor, Window, _TimelineJob, merge_segments, plan_windows
 from sifa_cli.engine.results import ResultWriter, csv_rows, read_finished, result_record
 from sifa_cli.errors import InputError, ModelError
 from sifa_cli.weights.checkpoint import load_model
@@ -142,6 +145,60 @@ def test_timeline_finds_the_change(predictor, tmp_path):
     assert sum(s.windows for s in result.segments) == 15
     assert sum(p for p, _ in planned) == 15 and sum(d for _, d in planned) == 15
     assert result.inputs == 15
+
+
+def test_timeline_reads_the_file_once_forward_and_gives_each_window_its_frames(predictor, tmp_path, monkeypatch):
+    from sifa_cli.data.decode import Video
+
+    # Windows of 1 s every 0.3 s sample every 2nd frame (step 2 in the test spec below), so
+    # consecutive windows want frames of different parity: read one by one, most windows would
+    # send the decoder back behind where it already was.
+    path = write_colour_video(tmp_path / "long.mp4", ["red", "blue", "green", "red"] * 15, fps=10)
+    predictor.spec = dataclasses.replace(predictor.spec, step=2)
+    separately = {}
+    with Video(path) as video:
+        job = _TimelineJob(predictor, path, window=1.0, stride=0.3)
+        job.plan(video)
+        for start, end in job._planned:
+            indices, _ = job._window_indices(video.num_frames, *job._frame_span(start, end))
+            separately[start] = video.read(indices.reshape(-1))
+    reads: list[list[int]] = []
+    original_read = Video.read
+
+    def recording_read(self, indices):
+        reads.append(np.asarray(indices).reshape(-1).tolist())
+        return original_read(self, indices)
+
+    monkeypatch.setattr(Video, "read", recording_read)
+    with Video(path) as video:
+        job = _TimelineJob(predictor, path, window=1.0, stride=0.3)
+        job.plan(video)
+        clips = list(job.inputs(video))
+    read_order = [index for call in reads for index in call]
+    assert read_order == sorted(set(read_order))  # every frame once, always forward
+    assert len(clips) == len(job._planned) == len(separately) >= 15
+    spec = predictor.spec
+    for (start, _), clip in zip(job._planned, clips):
+        expected = evaluation_views(separately[start], spec.size, spec.resize, 1, spec.mean, spec.std)[0]
+        assert torch.equal(clip, expected)
+
+
+def test_timeline_on_a_file_cut_short_mid_way(predictor, tmp_path):
+    import cv2
+
+    # A lossless AVI cut in half: its header announces 120 frames, decord fails part-way and
+    # OpenCV reads the 59 that are there, so the frame count changes while windows are read.
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"FFV1"), 10, (96, 64))
+    for frame in np.random.default_rng(0).integers(0, 255, (120, 64, 96, 3), np.uint8):
+        writer.write(frame)
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    (result,) = predictor.timeline([cut], window=1.0, stride=0.5)
+    assert result.ok, result.error
+    assert any("only 59 decode" in note for note in result.notes)
+    assert len(result.windows) == result.inputs >= 10
 
 
 def test_several_decoders_give_the_same_results_in_input_order(loaded, tmp_path):
