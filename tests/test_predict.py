@@ -186,8 +186,9 @@ def test_timeline_reads_the_file_once_forward_and_gives_each_window_its_frames(p
 def test_timeline_on_a_file_cut_short_mid_way(predictor, tmp_path):
     import cv2
 
-    # A lossless AVI cut in half: its header announces 120 frames, decord fails part-way and
-    # OpenCV reads the 59 that are there, so the frame count changes while windows are read.
+    # A lossless AVI cut in half: its header announces 120 frames, 59 are there. decord usually
+    # fails on the broken last one part-way through the windows and OpenCV takes over with the
+    # real count (not always: decord's handling of the broken slice varies from run to run).
     full = tmp_path / "full.avi"
     writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"FFV1"), 10, (96, 64))
     for frame in np.random.default_rng(0).integers(0, 255, (120, 64, 96, 3), np.uint8):
@@ -197,8 +198,28 @@ def test_timeline_on_a_file_cut_short_mid_way(predictor, tmp_path):
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     (result,) = predictor.timeline([cut], window=1.0, stride=0.5)
     assert result.ok, result.error
-    assert any("only 59 decode" in note for note in result.notes)
     assert len(result.windows) == result.inputs >= 10
+
+
+def test_timeline_windows_are_planned_again_when_the_frame_count_drops(predictor, tmp_path):
+    from sifa_cli.data.decode import Video
+
+    # What Video.read does when a file holds fewer frames than it said (FrameCountError): it
+    # lowers num_frames. Here that happens between two windows, deterministically.
+    path = write_colour_video(tmp_path / "long.mp4", ["red", "blue"] * 30, fps=10)
+    with Video(path) as video:
+        job = _TimelineJob(predictor, path, window=1.0, stride=0.5)
+        job.plan(video)
+        clips = []
+        for clip in job.inputs(video):
+            clips.append(clip)
+            if len(clips) == 3:
+                video._backend.num_frames = 35  # the windows after this one end at frame 35
+        assert video.num_frames == 35
+    starts = [start for start, _ in job.window_times]
+    assert len(clips) == len(starts) and starts[:3] == [0.0, 0.5, 1.0]
+    assert max(starts) < 3.5  # windows starting past the last frame are left out
+    assert len(starts) == sum(1 for start, _ in job._planned if start * 10 < 35)
 
 
 def test_several_decoders_give_the_same_results_in_input_order(loaded, tmp_path):
