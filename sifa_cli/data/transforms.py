@@ -68,7 +68,7 @@ def to_model_input(frames: np.ndarray, mean: Sequence[float], std: Sequence[floa
     # (x / 255 - mean) / std as one scale and one shift per channel, on a float copy made in one
     # pass. numpy, not torch: this runs on the decoding threads, where torch's OpenMP threads would
     # spin-wait after every call and take the CPU the decoders and the model need (on 2 cores it
-    # made decoding a 16-frame clip 13 ms slower; see benchmarks/RESULTS.md).
+    # made reading and preparing a 16-frame clip 7-13 ms slower; see benchmarks/RESULTS.md).
     scale = np.array([1.0 / (255.0 * s) for s in std], np.float32).reshape(3, 1, 1, 1)
     shift = np.array([-m / s for m, s in zip(mean, std)], np.float32).reshape(3, 1, 1, 1)
     out = np.empty((3, *frames.shape[:3]), np.float32)
