@@ -3,9 +3,9 @@
     python benchmarks/bench_decode_threads.py              # 5 rounds
     python benchmarks/bench_decode_threads.py --rounds 9
 
-Generates mp4v videos (OpenCV, 25 fps, key frame every 12 frames) at 640x360 and at 170x128 (the
-size of the camera corpus) and reads one 16-frame clip (every 2nd frame, as the shipped model
-samples) from each, with a fresh reader per clip as `sifa predict` does:
+Generates 4 s mp4v videos (bench_predict.make_videos: 25 fps, key frame every 12 frames) at
+640x360 and at 170x128 (the size of the camera corpus) and reads one 16-frame clip (every 2nd
+frame, as the shipped model samples) from each, with a fresh reader per clip as `sifa predict` does:
 
   decord / opencv, FFmpeg threads auto   the decoders' default (frame threading on every core)
   decord / opencv, FFmpeg threads 1      sifa's setting (`DECODER_THREADS` in sifa_cli/data/decode.py)
@@ -29,27 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench_predict import make_videos  # this folder is on the path when run as a script
 from sifa_cli.data import decode
 from sifa_cli.data.transforms import evaluation_views
 
 SIZES = {"640x360": (640, 360), "170x128": (170, 128)}
 INDICES = np.arange(34, 66, 2)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def make_videos(folder: Path, width: int, height: int, count: int) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"{width}x{height}_{i}.mp4"
-        base = cv2.resize(rng.integers(0, 255, (height // 8, width // 8, 3), np.uint8), (width * 2, height))
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
-        for t in range(100):
-            shift = (t * 5) % width
-            writer.write(np.ascontiguousarray(base[:, shift : shift + width]))
-        writer.release()
-        paths.append(path)
-    return paths
 
 
 def torch_model_input(frames: np.ndarray):
@@ -101,7 +87,10 @@ def main() -> None:
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        videos = {name: make_videos(Path(tmp), w, h, args.videos) for name, (w, h) in SIZES.items()}
+        videos = {}
+        for name, (width, height) in SIZES.items():
+            (Path(tmp) / name).mkdir()
+            videos[name] = make_videos(Path(tmp) / name, args.videos, width, height, seconds=4.0)  # 100 frames
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
             for size, paths in videos.items():

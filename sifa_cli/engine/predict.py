@@ -184,8 +184,8 @@ class _ClipJob(_Job):
         frames, _ = read_sampled(video, sample)
         if shortness[-1]:
             self.notes.append(self.short_note(f"the video has {video.num_frames} frames"))
-        self.duration = played_duration(video.frame_times(), video.info.fps)
         fps = video.info.fps
+        self.duration = played_duration(video.frame_times(), fps)
         if fps and video.num_frames < SPARSE_FRAMES_SHARE * self.duration * fps:
             # e.g. an AVI whose index repeats frames with empty chunks: consecutive frames are
             # further apart in time than the frame rate says
@@ -287,7 +287,7 @@ class _ForwardReader:
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Frames at `indices` (the next window's, in window order) shaped (*indices.shape, H, W, 3)."""
-        keep_from = int(self._keep_from[min(self._window, len(self._keep_from) - 1)])
+        keep_from = int(self._keep_from[self._window])
         self._window += 1
         for index in [i for i in self._frames if i < keep_from]:
             del self._frames[index]
@@ -297,12 +297,7 @@ class _ForwardReader:
             for index, frame in zip(batch.tolist(), self._video.read(batch)):
                 self._frames[index] = frame
             self._read_up_to = end
-        wanted = indices.reshape(-1).tolist()
-        missing = sorted({i for i in wanted if i not in self._frames})
-        if missing:  # not planned for (never expected): read them as they are
-            for index, frame in zip(missing, self._video.read(np.array(missing))):
-                self._frames[index] = frame
-        frames = np.stack([self._frames[i] for i in wanted])
+        frames = np.stack([self._frames[i] for i in indices.reshape(-1).tolist()])
         return frames.reshape(*indices.shape, *frames.shape[1:])
 
 
