@@ -504,8 +504,11 @@ class _RemoteBackend:
     def _call(self, op: str, args):
         from sifa_cli.data.decode_worker import WorkerCrashed
 
-        if op != "open" and (not self._worker.alive or self._worker.generation != self._generation):
-            raise WorkerCrashed("the decoder crashed earlier on this file")
+        if op != "open":
+            if self._worker.generation != self._generation:
+                raise WorkerCrashed("the decoder crashed earlier on this file")
+            if not self._worker.alive:  # died since the last call: say how
+                raise WorkerCrashed(self._worker.exit_description())
         return self._worker.call((op, self._handle, args), self._timeout())
 
     def read_sorted(self, indices: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ class DecodeWorker:
                 raise WorkerTimeout()
             status, value, native_log = self._conn.recv()
         except (EOFError, OSError):
-            raise WorkerCrashed(self._exit_description()) from None
+            raise WorkerCrashed(self.exit_description()) from None
         if time.monotonic() - started > timeout:  # answered, but later than allowed (poll rounds up to 1 ms)
             self.kill()  # it may hold a decoder nobody will close
             raise WorkerTimeout()
@@ -124,7 +124,7 @@ class DecodeWorker:
             return self._frames.take(tuple(shape), np.dtype(dtype))
         return value
 
-    def _exit_description(self) -> str:
+    def exit_description(self) -> str:
         process = self._process
         code = None
         if process is not None:
