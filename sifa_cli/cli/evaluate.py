@@ -60,16 +60,13 @@ def evaluate(
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.evaluate import TOP_K, evaluate as run_evaluation, load_labelled, split_known, write_report
-    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.engine.predict import Predictor, check_counts
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
     from sifa_cli.errors import InputError
     from sifa_cli.weights.checkpoint import load_model
 
     chosen_views = parse_views(views) if views is not None else None
-    if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-    if decoders is not None and decoders < 1:
-        raise InputError(f"--decoders must be at least 1, got {decoders}")
+    check_counts(batch_size, decoders=decoders)
     labelled = load_labelled(data)
     out = out if out is not None else Path(f"{Path(labelled.source).name or 'data'}_eval")
     if out.exists() and not out.is_dir():

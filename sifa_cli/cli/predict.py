@@ -109,7 +109,7 @@ def predict(
     from sifa_cli.engine.device import slow_precision_note
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.memory import check_batch_size
-    from sifa_cli.engine.predict import Predictor, plan_windows
+    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows
     from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
@@ -123,10 +123,7 @@ def predict(
     if output is not None:
         check_writable(output, "--output")
     chosen_views = parse_views(views) if views is not None else None
-    if top_k < 1 or batch_size < 1:
-        raise InputError("--top-k and --batch-size must be at least 1")
-    if decoders is not None and decoders < 1:
-        raise InputError(f"--decoders must be at least 1, got {decoders}")
+    check_counts(batch_size, top_k, decoders)
     if timeline:
         plan_windows(2 * window, window, stride)
     from sifa_cli.cli.predict_live import predict_live, stream_source

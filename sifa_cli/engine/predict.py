@@ -42,6 +42,13 @@ def default_decoders() -> int:
     return max(1, min(MAX_DEFAULT_DECODERS, os.cpu_count() or 1))
 
 
+def check_counts(batch_size: int, top_k: int = 1, decoders: Optional[int] = None) -> None:
+    """The counts predict and evaluate take, checked before anything loads."""
+    for option, value in (("--batch-size", batch_size), ("--top-k", top_k), ("--decoders", decoders)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be at least 1, got {value}")
+
+
 @dataclass
 class Window:
     start: float
@@ -146,6 +153,12 @@ class _Job:
         self.duration: Optional[float] = None
         self.seq = -1  # position in the input, set when a decoding thread takes the job
         self.window_times: list[tuple[float, float]] = []
+        # kept by Predictor._run as the model scores this job's inputs
+        self.scores: list[Tensor] = []
+        self.units = 0  # units of work planned (`plan`), and scored so far
+        self.units_done = 0
+        self.finished = False  # its decoding thread is done with it
+        self.error: Optional[str] = None
 
     def open(self) -> Video:
         p = self.predictor
@@ -352,13 +365,8 @@ class Predictor:
         decode_timeout: float = DEFAULT_TIMEOUT_S,
         decoders: Optional[int] = None,
     ):
-        if batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        if decoders is not None and decoders < 1:
-            raise InputError(f"--decoders must be at least 1, got {decoders}")
+        check_counts(batch_size, top_k, decoders)
         self.decoders = decoders or default_decoders()
-        if top_k < 1:
-            raise InputError(f"--top-k must be at least 1, got {top_k}")
         self.model = prepare_for_inference(model.eval())
         self.device = torch.device(device)
         self.precision = getattr(precision, "value", precision)
@@ -427,43 +435,41 @@ class Predictor:
             producer.start()
         producers_done = 0
 
-        order: dict[int, _Job] = {}  # jobs started and not yet yielded, by input position
+        started_jobs: dict[int, _Job] = {}  # started and not yet yielded, by input position
         next_seq = 0  # the input position to yield next
-        state: dict[int, dict[str, Any]] = {}  # per job: scores, expected units, finished flag, error
-        batch: list[tuple[int, Tensor]] = []
+        batch: list[tuple[_Job, Tensor]] = []
 
         def run_batch() -> None:
             if not batch:
                 return
             probs = self.forward(torch.stack([tensor for _, tensor in batch]))
             finite = torch.isfinite(probs).all(dim=-1).tolist()
-            for (job_id, _), row, row_finite in zip(batch, probs, finite):
-                job_state = state[job_id]
-                if not row_finite and job_state["error"] is None:  # never NaN in a results file
-                    job_state["error"] = (f"{job_state['path']}: the model's scores are not finite numbers (NaN or "
-                                          "infinity); its weights may be damaged")
-                job_state["scores"].append(row)
-                if len(job_state["scores"]) % per_unit == 0:
-                    job_state["done"] += 1
+            for (job, _), row, row_finite in zip(batch, probs, finite):
+                if not row_finite and job.error is None:  # never NaN in a results file
+                    job.error = (f"{job.path}: the model's scores are not finite numbers (NaN or infinity); "
+                                 "its weights may be damaged")
+                job.scores.append(row)
+                if len(job.scores) % per_unit == 0:
+                    job.units_done += 1
                     report(0, 1)
             self.stats.inputs += len(batch)
             batch.clear()
 
         def completed() -> Iterator[VideoResult]:
             nonlocal next_seq
-            pending = {job_id for job_id, _ in batch}
-            while next_seq in order and state[id(order[next_seq])]["finished"] and id(order[next_seq]) not in pending:
-                job = order.pop(next_seq)
+            waiting = {id(job) for job, _ in batch}  # inputs not scored yet
+            while (job := started_jobs.get(next_seq)) is not None and job.finished and id(job) not in waiting:
+                del started_jobs[next_seq]
                 next_seq += 1
-                job_state = state.pop(id(job))
-                if job_state["error"] is None and job_state["units"] > job_state["done"]:
-                    report(0, job_state["units"] - job_state["done"])  # windows a short file lacked
-                if job_state["error"] is not None:
-                    result = VideoResult(str(job.path), error=job_state["error"])
+                if job.error is None and job.units > job.units_done:
+                    report(0, job.units - job.units_done)  # windows a short file lacked
+                if job.error is not None:
+                    result = VideoResult(str(job.path), error=job.error)
                     self.stats.videos_failed += 1
                 else:
-                    result = job.finish(torch.stack(job_state["scores"]))
+                    result = job.finish(torch.stack(job.scores))
                     self.stats.videos_ok += 1
+                job.scores = []
                 self.stats.wall_seconds = time.perf_counter() - started
                 yield result
 
@@ -471,25 +477,22 @@ class Predictor:
             while True:
                 kind, job, payload = messages.get()
                 if kind == "start":
-                    order[job.seq] = job
-                    state[id(job)] = {"scores": [], "finished": False, "error": None, "units": 0, "done": 0,
-                                      "path": str(job.path)}
+                    started_jobs[job.seq] = job
                 elif kind == "plan":
-                    state[id(job)]["units"] = payload
+                    job.units = payload
                     report(payload, 0)
                 elif kind == "input":
-                    batch.append((id(job), payload))
+                    batch.append((job, payload))
                     if len(batch) >= self.batch_size:
                         run_batch()
                         yield from completed()
                 elif kind in ("end", "failed"):
-                    job_state = state[id(job)]
-                    job_state["finished"] = True
+                    job.finished = True
                     if kind == "failed":
-                        job_state["error"] = payload
-                        batch[:] = [item for item in batch if item[0] != id(job)]
-                        if job_state["units"]:
-                            report(0, job_state["units"] - job_state["done"])
+                        job.error = payload
+                        batch[:] = [item for item in batch if item[0] is not job]
+                        if job.units:
+                            report(0, job.units - job.units_done)
                         else:  # failed before it could say how much work it was
                             report(1, 1)
                     if messages.empty():  # nothing else decoded yet: run what we have now
