@@ -18,15 +18,32 @@ def atomic_write_path(path: Path) -> Iterator[Path]:
     file is removed. Names start with '.' and contain '.tmp', so a cleaner can find leftovers.
     """
     path = Path(path)
+    _refuse_special_file(path, "output")  # checked again at the rename, after the slow part
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
+        _refuse_special_file(path, "output")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _refuse_special_file(path: Path, option: str) -> None:
+    """A device, pipe or socket (/dev/null, a FIFO) is never replaced by a file: as root, a rename
+    over /dev/null would break every program on the machine."""
+    from sifa_cli.errors import InputError
+
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (yet)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a socket"
+        raise InputError(f"{option} {path} is {kind}, not a regular file; sifa writes its outputs to ordinary "
+                         "files only (give a file name)")
+
+
+def same_file(a: Path, b: Path) -> bool:
     try:
         if a.resolve() == b.resolve():
             return True
@@ -45,7 +62,7 @@ def refuse_input_as_output(output: Path, inputs: Iterable[Union[str, os.PathLike
         if given is None:
             continue
         source = Path(given).expanduser()
-        if _same_file(output, source):
+        if same_file(output, source):
             raise InputError(f"{option} {output} would overwrite the input {source}; choose another file")
 
 
@@ -55,6 +72,7 @@ def refuse_unsafe_output_file(path: Path, option: str) -> None:
     from sifa_cli.errors import InputError
 
     path = Path(path).expanduser()
+    _refuse_special_file(path, option)
     if path.is_symlink():
         target = os.readlink(path)
         raise InputError(f"{option} {path} is a symbolic link (to {target}); sifa will not replace a link: "
@@ -69,10 +87,26 @@ def refuse_unsafe_output_file(path: Path, option: str) -> None:
                          "choose another file)")
 
 
-def check_output_file(path: Path, option: str, inputs: Iterable[Union[str, os.PathLike, None]] = ()) -> None:
-    """Both checks above, for commands that write one file."""
+def refuse_existing_file(path: Path, option: str, overwrite: bool) -> None:
+    """An existing file is replaced only when the user said so (--overwrite)."""
+    from sifa_cli.errors import InputError
+
+    path = Path(path).expanduser()
+    if not overwrite and os.path.lexists(path) and not path.is_dir():
+        raise InputError(f"{option} {path} already exists; add --overwrite to replace it, or choose another name")
+
+
+def check_output_file(path: Path, option: str, inputs: Iterable[Union[str, os.PathLike, None]] = (),
+                      overwrite: bool = False) -> None:
+    """Every check above, for commands that write one file: never an input, a link, a read-only or
+    special file, and an existing file only with --overwrite."""
+    from sifa_cli.errors import InputError
+
     refuse_input_as_output(path, inputs, option)
+    if Path(path).expanduser().is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name")
     refuse_unsafe_output_file(path, option)
+    refuse_existing_file(path, option, overwrite)
 
 
 @contextmanager

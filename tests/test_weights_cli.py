@@ -141,8 +141,12 @@ def test_import_writes_a_self_contained_checkpoint(app, runner, team, tmp_path):
     info = runner.invoke(app, ["weights", "info", str(out)], env={"COLUMNS": "200"})
     assert "3: x, y, z" in info.stdout
 
-    wrong = runner.invoke(app, ["weights", "import", str(src), "--arch", "sifa_swin_nano", "--out", str(out)])
+    again = runner.invoke(app, ["weights", "import", str(src), "--arch", "sifa_resnet_tiny", "--out", str(out)])
+    assert again.exit_code == 2 and "already exists; add --overwrite" in one_error_line(again)
+    wrong = runner.invoke(app, ["weights", "import", str(src), "--arch", "sifa_swin_nano", "--out", str(out),
+                                "--overwrite"])
     assert wrong.exit_code == 1 and "looks like a sifa_resnet_tiny checkpoint" in one_error_line(wrong)
+    assert "3: x, y, z" in runner.invoke(app, ["weights", "info", str(out)], env={"COLUMNS": "200"}).stdout
 
 
 def test_real_subprocess_download_with_progress(team, tmp_path):

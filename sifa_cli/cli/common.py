@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Annotated, Callable, ContextManager, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sifa_cli.errors import SifaError
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes: a file named "my:fire:clip.mp4" is printed as it is named.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 F = TypeVar("F", bound=Callable)
 T = TypeVar("T")
@@ -29,9 +32,23 @@ def hold(resource: ContextManager[T]) -> T:
     return _held.enter_context(resource)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, `docker stop`, `kill`): unwinds like Ctrl-C, so every
+    command keeps what it finished and cleans up the same way."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def stop_like_ctrl_c_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated in the main thread (see `handle_errors`)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print one red line on stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -45,6 +62,9 @@ def handle_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except SifaError as exc:
             fail(str(exc), exc.exit_code)
+        except Terminated:
+            err_console.print("terminated")
+            raise typer.Exit(128 + signal.SIGTERM)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130)
@@ -77,6 +97,7 @@ class Decoder(str, Enum):
 DecoderOpt = Annotated[
     Decoder, typer.Option("--decoder", help="auto: decord, falling back to OpenCV on files it cannot read.")
 ]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace output files that already exist.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Clips per forward pass.")]
 DecodersOpt = Annotated[
     Optional[int],

@@ -15,6 +15,7 @@ from sifa_cli.cli.common import (
     DecoderOpt,
     DecodersOpt,
     DeviceOpt,
+    OverwriteOpt,
     Precision,
     PrecisionOpt,
     WeightsOpt,
@@ -49,6 +50,7 @@ def evaluate(
     batch_size: BatchSizeOpt = 8,
     decoder: DecoderOpt = Decoder.auto,
     decoders: DecodersOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Evaluate a model on labelled videos: top-1 (and top-5 with more than 5 classes), per-class
     precision and recall, and a confusion matrix (PNG and JSON).
@@ -59,10 +61,11 @@ def evaluate(
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
-    from sifa_cli.engine.evaluate import TOP_K, evaluate as run_evaluation, load_labelled, split_known, write_report
+    from sifa_cli.engine.evaluate import REPORT_FILES, TOP_K, evaluate as run_evaluation, load_labelled, split_known, write_report
     from sifa_cli.engine.predict import Predictor, check_counts
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
     from sifa_cli.errors import InputError
+    from sifa_cli.fileio import check_output_file
     from sifa_cli.weights.checkpoint import load_model
 
     chosen_views = parse_views(views) if views is not None else None
@@ -71,6 +74,9 @@ def evaluate(
     out = out if out is not None else Path(f"{Path(labelled.source).name or 'data'}_eval")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
+    for name in REPORT_FILES:
+        check_output_file(out / name, "--out", [data, weights if weights and Path(weights).is_file() else None],
+                          overwrite)
     if labelled.note:
         err_console.print(f"note: {escape(labelled.note)}", highlight=False, soft_wrap=True)
 

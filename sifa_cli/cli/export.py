@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from sifa_cli.cli.common import console, handle_errors
+from sifa_cli.cli.common import OverwriteOpt, console, handle_errors
 
 
 class ExportFormat(str, Enum):
@@ -26,6 +26,7 @@ def export(
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Output file. Default: WEIGHTS' name with .onnx / .pt.", dir_okay=False)
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a model for runtimes without this package (onnxruntime, libtorch).
 
@@ -37,9 +38,12 @@ def export(
     from sifa_cli.engine.export import SUFFIXES, check_format, export_model
     from sifa_cli.weights.checkpoint import load_model
 
+    from sifa_cli.fileio import check_output_file
+
     if out is None:
         out = Path(Path(weights).stem + SUFFIXES[fmt.value])
     check_format(fmt.value, out)
+    check_output_file(out, "--out", [weights if Path(weights).is_file() else None], overwrite)
     model, meta = load_model(weights, "cpu")
     report = export_model(model, meta, fmt.value, out)
     n, c, t, h, w = report.input_shape

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from sifa_cli import __version__
 from sifa_cli.allocator import keep_freed_memory
+from sifa_cli.cli.common import stop_like_ctrl_c_on_sigterm
 from sifa_cli.cli.helpfmt import tidy_help_types
 
 tidy_help_types()
@@ -109,6 +110,7 @@ def _register() -> None:
 
 def main() -> None:
     keep_freed_memory()  # before any tensor exists: see sifa_cli/allocator.py
+    stop_like_ctrl_c_on_sigterm()
     _register()
     app()
 

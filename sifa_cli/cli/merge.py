@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sifa_cli.cli.common import err_console, handle_errors
+from sifa_cli.cli.common import OverwriteOpt, err_console, handle_errors
 
 
 @handle_errors
@@ -16,14 +16,21 @@ def merge_results(
                                            show_default=False)],
     parts: Annotated[list[Path], typer.Argument(help="Result files written by `sifa predict --output`.",
                                                 metavar="PART", show_default=False)],
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge result files of `sifa predict` (e.g. one per --shard job) into one.
 
     Failed videos are kept, so `sifa predict --output OUTPUT` on the merged file retries them; a
-    video found in several parts keeps its last successful result.
+    video found in several parts keeps its last successful result. An existing OUTPUT is replaced
+    only with --overwrite.
     """
     from sifa_cli.engine.distributed_predict import merge_outputs
+    from sifa_cli.fileio import check_output_file
 
+    from sifa_cli.fileio import same_file
+
+    # (an OUTPUT that is one of the parts gets merge_outputs' own error, which says so)
+    check_output_file(output, "OUTPUT", overwrite=overwrite or any(same_file(output, part) for part in parts))
     written, failed = merge_outputs(parts, output)
     err_console.print(f"{written} video(s) from {len(parts)} file(s) in {output}"
                       + (f", {failed} of them failed" if failed else ""), highlight=False, soft_wrap=True)

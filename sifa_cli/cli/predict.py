@@ -74,7 +74,7 @@ def predict(
     ] = None,
     output: OutputOpt = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it.")
+        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file.")
     ] = False,
     timeline: Annotated[
         bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
@@ -145,7 +145,7 @@ def predict(
     if annotate is not None:
         from sifa_cli.engine.annotate import check_annotate_target
 
-        annotate = check_annotate_target(annotate, found.videos)
+        annotate = check_annotate_target(annotate, found.videos, overwrite)
     found.videos = shard_of(found.videos, part)
     if not found.videos:
         err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")

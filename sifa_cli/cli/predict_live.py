@@ -124,8 +124,8 @@ def _print_window(result) -> None:
 
 
 def _stop_on_interrupt(stop: threading.Event):
-    """The first Ctrl-C sets `stop` (the window in hand finishes, files close); a second one stops at
-    once. Returns the function that puts the previous handler back."""
+    """The first Ctrl-C (or SIGTERM) sets `stop` (the window in hand finishes, files close); a second
+    one stops at once. Returns the function that puts the previous handler back."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -134,5 +134,5 @@ def _stop_on_interrupt(stop: threading.Event):
             raise KeyboardInterrupt
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    previous = {signum: signal.signal(signum, on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()]

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sifa_cli.cli.common import DeviceOpt, WeightsOpt, console, err_console, handle_errors
+from sifa_cli.cli.common import DeviceOpt, OverwriteOpt, WeightsOpt, console, err_console, handle_errors
 from sifa_cli.errors import InputError, SifaError
 from sifa_cli.fileio import check_output_file
 from sifa_cli.resources import examples_dir
@@ -65,6 +65,7 @@ def visualize(
                      "constant offset is not motion); absolute: the shifts as the model computes them."),
     ] = ArrowMode.relative,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Render a video of a model's SIFA offsets and inter-frame attention on a clip.
 
@@ -92,10 +93,10 @@ def visualize(
             out = Path(f"{clip.stem}_sifa.mp4")
         vis.check_output_path(out, vis.VIDEO_SUFFIX, "--out")
         inputs = [clip, weights if weights and Path(weights).is_file() else None]
-        check_output_file(out, "--out", inputs)
+        check_output_file(out, "--out", inputs, overwrite)
         if sheet is not None:
             vis.check_output_path(sheet, vis.SHEET_SUFFIX, "--sheet")
-            check_output_file(sheet, "--sheet", inputs)
+            check_output_file(sheet, "--sheet", inputs, overwrite)
 
     model, meta = load_model(weights, resolve_device(device))
     model = prepare_for_inference(model)  # forward hooks on its SIFA blocks work as on the plain model

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from sifa_cli.cli.common import console, handle_errors
+from sifa_cli.cli.common import OverwriteOpt, console, handle_errors
 
 weights_app = typer.Typer(
     help="List, download, verify, import and remove model weights.",
@@ -171,13 +171,14 @@ def import_checkpoint(
         Optional[int], typer.Option("--frames", min=1, help="Frames per clip. Default: read off the checkpoint.")
     ] = None,
     license: Annotated[str, typer.Option("--license", help="Licence to record in the checkpoint.")] = "",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Convert a reference SIFA checkpoint into a self-contained sifa checkpoint (safetensors)."""
     from sifa_cli.fileio import check_output_file
     from sifa_cli.weights.convert import import_reference_checkpoint
     from sifa_cli.writable import check_writable
 
-    check_output_file(out, "--out", [file, labels])
+    check_output_file(out, "--out", [file, labels], overwrite)
     check_writable(out, "--out")
     meta = import_reference_checkpoint(file, arch, out, labels=labels, frames=frames, license=license)
     console.print(

@@ -20,6 +20,7 @@ import numpy as np
 
 from sifa_cli.engine.predict import Segment, TopK, VideoResult
 from sifa_cli.errors import DecodeError, InputError
+from sifa_cli.fileio import check_output_file
 from sifa_cli.visualize import VIDEO_SUFFIX, check_output_path, fit_text, put_text, write_video
 
 MAX_LABEL_LINES = 3
@@ -27,13 +28,15 @@ BAND_DARKNESS = 0.3  # the band keeps this much of the picture underneath
 FALLBACK_FPS = 25.0
 
 
-def check_annotate_target(path: Path, videos: Sequence[Path]) -> Path:
-    """The --annotate file: an .mp4 in a writable folder, one input video, and never that input."""
+def check_annotate_target(path: Path, videos: Sequence[Path], overwrite: bool = False) -> Path:
+    """The --annotate file: an .mp4 in a writable folder, one input video, never that input, and
+    an existing file only with --overwrite."""
     path = check_output_path(Path(path), VIDEO_SUFFIX, "--annotate")
     if len(videos) != 1:
         raise InputError(f"--annotate draws on one video; {len(videos)} were given")
     if path.resolve() == Path(videos[0]).resolve() or (path.exists() and path.samefile(videos[0])):
         raise InputError(f"--annotate {path} is the input video itself; choose another file name")
+    check_output_file(path, "--annotate", overwrite=overwrite)
     return path
 
 

@@ -183,6 +183,9 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], *, unknown: Sequen
     return evaluation
 
 
+REPORT_FILES = ("metrics.json", "confusion_matrix.png", "predictions.csv")
+
+
 def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
     """metrics.json, confusion_matrix.png and predictions.csv in `out` (created); returns the paths."""
     from sifa_cli.engine.plots import plot_confusion_matrix
@@ -191,7 +194,7 @@ def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    metrics, png, table = out / "metrics.json", out / "confusion_matrix.png", out / "predictions.csv"
+    metrics, png, table = (out / name for name in REPORT_FILES)
     with atomic_write_path(metrics) as tmp:
         tmp.write_text(json.dumps(evaluation.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     top1 = evaluation.accuracy(1)

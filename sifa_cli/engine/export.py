@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,14 @@ from torch import Tensor, nn
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import InputError, SifaError
 from sifa_cli.fileio import atomic_write_path
+from sifa_cli.writable import check_writable
 from sifa_cli.models.inference import prepare_for_inference
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+# Names a reader takes for the other format, or for a checkpoint: refused as --out for a format.
+_MISLEADING_SUFFIXES = {"onnx": (".pt", ".pth", ".ts", ".torchscript", ".safetensors"),
+                        "torchscript": (".onnx", ".safetensors")}
 ONNX_OPSET = 18
 META_KEY = "sifa_meta"
 # fp32: the exported graph computes in a different order than PyTorch; 1e-4 is far above what that
@@ -76,6 +81,10 @@ def check_format(fmt: str, out: Path) -> None:
         raise InputError(f"--out {out} is a folder; give a file name such as model{SUFFIXES[fmt]}")
     if not out.parent.exists():
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    if out.suffix.lower() in _MISLEADING_SUFFIXES[fmt]:
+        raise InputError(f"--out {out}: a {out.suffix} name does not fit --format {fmt}; give it the {SUFFIXES[fmt]} suffix "
+                         "(or pick the other --format)")
+    check_writable(out, "--out", create_parents=False)
     if fmt == "onnx":
         require_onnx_packages()
 
@@ -125,9 +134,17 @@ def export_model(model: nn.Module, meta: Mapping[str, Any], fmt: str, out: Path)
 def _quiet():
     """The exporters narrate on stdout and warn about tracing shape checks that hold for the
     example clip (frames and size are fixed by the input spec); keep the command's output clean."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    # The ONNX exporter also logs one line per torchvision operator it cannot register (the
+    # torchvision wheel here is a CUDA build whose operators do not load on CPU torch).
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def _write_onnx(model: nn.Module, clip: Tensor, names: tuple[str, ...], meta: Mapping[str, Any], path: Path) -> None:

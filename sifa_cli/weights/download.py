@@ -56,7 +56,7 @@ STALL_BYTES = _CHUNK
 ProgressFn = Callable[[int, Optional[int]], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
 
-_stderr = Console(stderr=True)
+_stderr = Console(stderr=True, emoji=False)
 
 
 def is_offline() -> bool:
