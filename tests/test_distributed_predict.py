@@ -137,6 +137,22 @@ def test_shard_and_merge_refuse_bad_input(setup, tmp_path, app):
         assert result.exit_code == 2 and result.stderr.startswith("error: --shard"), (bad, result.output)
     empty = runner.invoke(app, ["predict", str(folder / "clip_0.mp4"), "-w", str(weights), "--shard", "2/2"])
     assert empty.exit_code == 0 and "none of the inputs falls to this job" in empty.stderr
+    # With --output, that job still leaves its (empty) part, so merging every job's file works.
+    parts = [tmp_path / f"s{k}.jsonl" for k in (1, 2)]
+    for k, part in enumerate(parts, 1):
+        job = runner.invoke(app, ["predict", str(folder / "clip_0.mp4"), "-w", str(weights), "--shard", f"{k}/2",
+                                  "-o", str(part)])
+        assert job.exit_code == 0, job.output
+    assert parts[1].read_text() == "" and "wrote an empty" in job.stderr
+    merged = runner.invoke(app, ["merge-results", str(tmp_path / "m.jsonl"), *map(str, parts)])
+    assert merged.exit_code == 0 and "1 video(s) from 2 file(s)" in merged.stderr, merged.output
+    # Parts made with other settings would give a file that can never be resumed.
+    other = tmp_path / "views.jsonl"
+    assert runner.invoke(app, ["predict", str(folder / "clip_1.mp4"), "-w", str(weights), "--views", "2x1",
+                               "-o", str(other)]).exit_code == 0
+    mixed = runner.invoke(app, ["merge-results", str(tmp_path / "mixed.jsonl"), str(parts[0]), str(other)])
+    assert mixed.exit_code == 2 and "holds results made with other settings" in mixed.stderr, mixed.output
+    assert "views 1x1 in s1.jsonl, 2x1 in views.jsonl" in mixed.stderr and not (tmp_path / "mixed.jsonl").exists()
     not_results = tmp_path / "other.jsonl"
     not_results.write_text('["a list"]\n')
     for parts, message in (([tmp_path / "missing.jsonl"], "no such results file"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -148,7 +149,12 @@ def predict(
         annotate = check_annotate_target(annotate, found.videos, overwrite)
     found.videos = shard_of(found.videos, part)
     if not found.videos:
-        err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do")
+        wrote = ""
+        if output is not None and group.is_main and not os.path.lexists(output):
+            ResultWriter(fmt, path=output).close()  # an empty part, so merge-results finds every job's file
+            wrote = f" (wrote an empty {output} for merge-results)"
+        err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do{wrote}",
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(1 if found.problems else 0)
     if output is not None and group.is_main:
         refuse_input_as_output(output, [*found.videos, weights if weights and Path(weights).is_file() else None],

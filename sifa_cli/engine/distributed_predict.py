@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -207,8 +207,11 @@ def merge_outputs(parts: Sequence[Path], output: Path) -> tuple[int, int]:
         except InputError:
             raise InputError(f"{path}: results files end in .jsonl, .json or .csv") from None
 
+    from sifa_cli.engine.run_settings import describe_difference
+
     fmt = format_of(output)
     records: dict[str, dict[str, Any]] = {}
+    first: Optional[tuple[Path, Mapping[str, Any]]] = None  # the first part's settings
     for part in parts:
         if not part.is_file():
             raise InputError(f"{part}: no such results file")
@@ -218,6 +221,14 @@ def merge_outputs(parts: Sequence[Path], output: Path) -> tuple[int, int]:
         if part_fmt == "csv" and fmt != "csv":
             raise InputError(f"{part}: CSV results can only be merged into a .csv output")
         for record in read_all_records(part, part_fmt):
+            settings = record.get("settings")
+            if isinstance(settings, Mapping):
+                if first is None:
+                    first = (part, settings)
+                difference = describe_difference(first[1], settings, (f"in {first[0].name}", f"in {part.name}"))
+                if difference:  # the merged file could never be resumed, and its results not compared
+                    raise InputError(f"{part} holds results made with other settings than {first[0]} "
+                                     f"({difference}); merge only the parts of one run")
             key = path_key(record["path"])
             if "error" in record and "error" not in records.get(key, {"error": None}):
                 continue  # a success elsewhere wins over a failure

@@ -51,12 +51,13 @@ def prediction_settings(weights: tuple[Path, str], spec: InputSpec, views: Any, 
     }
 
 
-def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any], where: tuple[str, str] = ("there", "now")) -> str:
     """'views 1x1 there, 4x3 now; ...' for the compared settings that differ."""
     parts = []
     for key in COMPARED:
         if old.get(key) != new.get(key):
-            parts.append(f"{key.replace('_', ' ')} {_show(key, old.get(key))} there, {_show(key, new.get(key))} now")
+            parts.append(f"{key.replace('_', ' ')} {_show(key, old.get(key))} {where[0]}, "
+                         f"{_show(key, new.get(key))} {where[1]}")
     return "; ".join(parts)
 
 
