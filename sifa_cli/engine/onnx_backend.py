@@ -15,7 +15,14 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from sifa_cli.engine.export import export_meta, export_model, onnx_session, require_onnx_packages, run_onnx
+from sifa_cli.engine.export import (
+    META_KEY,
+    export_meta,
+    export_model,
+    onnx_session,
+    require_onnx_packages,
+    run_onnx,
+)
 from sifa_cli.weights.cache import sifa_home
 
 
@@ -48,8 +55,18 @@ def onnxruntime_model(model: nn.Module, meta: Mapping[str, Any],
     """`model` exported to ONNX (once; cached) and loaded into onnxruntime."""
     require_onnx_packages("--backend onnxruntime")
     path = cached_onnx_path(model, meta)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        note(f"exporting the model to ONNX once (kept in {path})")
-        export_model(model, meta, "onnx", path)
+    if path.exists():
+        try:
+            loaded = OnnxRuntimeModel(path)
+            stored = loaded.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+            if stored == export_meta(meta):
+                return loaded
+            problem = "it holds another model"
+        except Exception as exc:  # onnxruntime's own error types: a truncated or overwritten file
+            problem = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
+        note(f"the cached ONNX file {path} cannot be used ({problem}); exporting the model again")
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    note(f"exporting the model to ONNX once (kept in {path})")
+    export_model(model, meta, "onnx", path)
     return OnnxRuntimeModel(path)
