@@ -150,6 +150,8 @@ def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
         (["predict", red, "-w", str(weights), "--device", "cuda:7"], "--device"),
         (["predict", red, "-w", str(weights), "--format", "xml"], "--format"),
         (["predict", red, "-w", str(weights), "-o", str(tmp_path / "out.txt")], "--format"),
+        (["predict", red, "-w", str(weights), "-o", str(tmp_path / "r.csv"), "--format", "json"],
+         "is named as csv but --format json"),
         (["predict", red, "-w", str(weights), "--decoder", "ffmpeg"], "--decoder"),
         (["predict", red, "-w", str(weights), "--timeline", "--stride", "0"], "--stride"),
         (["predict", red, "-w", str(weights), "--batch-size", "0"], "--batch-size"),
@@ -158,6 +160,7 @@ def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
         result = runner.invoke(app, args, env={**WIDE, "SIFA_HOME": str(tmp_path / "home")})
         assert result.exit_code != 0, args
         assert expected in one_error_line(result), (args, result.stderr)
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_without_weights_the_shipped_default_model_runs(runner, app, videos):

@@ -120,6 +120,10 @@ def output_format(output: Optional[Path], requested: Optional[str]) -> str:
             raise InputError(f"--format must be table, json, jsonl or csv; got {requested!r}")
         if requested == "table" and output is not None:
             raise InputError("--format table is for the terminal; with --output choose json, jsonl or csv")
+        named = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
+        if named is not None and named != requested:  # the next run, without --format, could not resume it
+            raise InputError(f"--output {output} is named as {named} but --format {requested} was asked for; "
+                             f"drop --format or name the file with .{requested}")
         return requested
     if output is None:
         return "table"
