@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from predict_helpers import CATEGORIES, INPUT_SPEC, colour_checkpoint
 from sifa_cli.engine.export import example_clip, export_model, read_meta, run_onnx
+from sifa_cli.errors import WeightsError
 from sifa_cli.weights.checkpoint import load_model
 
 
@@ -75,6 +76,9 @@ def test_torchscript_round_trip(weights, tmp_path):
     for a, b in zip(got, plain_outputs(weights, clip)):
         assert (a - b).abs().max().item() < 1e-4
     assert read_meta(out)["input"]["frames"] == INPUT_SPEC["frames"]
+    # Given where a checkpoint belongs, the export is named for what it is.
+    with pytest.raises(WeightsError, match="is a TorchScript model .as `sifa export` writes., not a checkpoint"):
+        load_model(out)
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,9 @@ def test_import_writes_a_self_contained_checkpoint(app, runner, team, tmp_path):
                                 "--overwrite"])
     assert wrong.exit_code == 1 and "looks like a sifa_resnet_tiny checkpoint" in one_error_line(wrong)
     assert "3: x, y, z" in runner.invoke(app, ["weights", "info", str(out)], env={"COLUMNS": "200"}).stdout
+    twice = runner.invoke(app, ["weights", "import", str(out), "--arch", "sifa_resnet_tiny", "--out",
+                                str(tmp_path / "again.safetensors")])
+    assert twice.exit_code == 2 and "is already a safetensors checkpoint, not a reference .pth" in one_error_line(twice)
 
 
 def test_real_subprocess_download_with_progress(team, tmp_path):

@@ -227,6 +227,9 @@ def load_torch_state_dict(path: Union[str, Path]) -> StateDict:
             "weights files need only tensors, and nothing in it was executed"
         ) from None
     except Exception as exc:  # torch reports a damaged file in many ways (KeyError, RuntimeError, EOFError ...)
+        if "TorchScript" in str(exc):
+            raise WeightsError(f"{path} is a TorchScript model (as `sifa export` writes), not a checkpoint: give the "
+                               "checkpoint it was exported from, or run it with torch.jit.load") from None
         raise WeightsError(f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")

@@ -19,6 +19,8 @@ from sifa_cli.weights.cache import sha256_file
 from sifa_cli.weights.checkpoint import (
     StateDict,
     build_model,
+    broken_safetensors,
+    is_safetensors_file,
     load_torch_state_dict,
     read_checkpoint_meta,
     save_checkpoint,
@@ -152,6 +154,9 @@ def import_reference_checkpoint(src: Union[str, Path], arch: str, out: Union[str
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise InputError("--out must differ from the file being imported")
+    if is_safetensors_file(src) and not broken_safetensors(src):
+        raise InputError(f"{src} is already a safetensors checkpoint, not a reference .pth; use it directly "
+                         "(`sifa predict -w FILE`, `sifa weights info FILE`)")
     state = load_torch_state_dict(src)
     categories = read_labels(labels) if labels is not None else None
     meta = reference_meta(state, arch, categories=categories, frames=frames, license=license,
