@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from sifa_cli.fileio import atomic_write_path
 from sifa_cli.writable import check_writable
-from sifa_cli.data.decode import Video, capture_native_stderr, read_sampled
+from sifa_cli.data.decode import Video, capture_native_stderr, native_path, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views, resize_short_side, spatial_crops
@@ -869,7 +869,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> str:
         raise SifaError(f"no frames to write to {path}")
     height, width = first.shape[:2]
     with atomic_write_path(path) as tmp:
-        partial = str(tmp)
+        partial = native_path(tmp)  # absolute: "take2:final.mp4" is not a protocol to FFmpeg
         writer, codec = None, None
         with capture_native_stderr():  # a missing H.264 encoder makes FFmpeg print several lines
             for fourcc, name in CODECS:

@@ -155,3 +155,15 @@ def test_sigterm_keeps_the_finished_results_as_ctrl_c_does(weights, tmp_path):
     records = json.loads(out.read_text())
     assert 1 <= len(records) < 60 and all(r["top"][0]["label"] in ("red", "green") for r in records)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "results.json"]  # no lock or temporary file
+
+
+def test_relative_names_with_a_colon_are_files_not_protocols(weights, tmp_path):
+    from cli_run import run_sifa
+
+    write_colour_video(tmp_path / "cam1:take2.mp4", ["red"] * 12)
+    annotated = run_sifa("predict", "cam1:take2.mp4", "-w", weights, "--annotate", "take2:labelled.mp4", cwd=tmp_path)
+    assert annotated.returncode == 0, annotated.stderr
+    shown = run_sifa("visualize", "cam1:take2.mp4", "-w", weights, "-o", "take2:final.mp4", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for name in ("take2:labelled.mp4", "take2:final.mp4"):
+        assert (tmp_path / name).stat().st_size > 1000, name

@@ -18,6 +18,7 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
+from sifa_cli.data.decode import native_path
 from sifa_cli.engine.predict import Segment, TopK, VideoResult
 from sifa_cli.errors import DecodeError, InputError
 from sifa_cli.fileio import check_output_file
@@ -119,7 +120,7 @@ def _top_lines(top: TopK) -> list[tuple[str, Optional[tuple[int, int, int]]]]:
 def annotate_video(result: VideoResult, out: Path) -> AnnotateReport:
     """Decode `result.path` frame by frame, draw its labels (its timeline when it has segments) and
     write the result to `out` (mp4, at the source's frame rate and size)."""
-    capture = cv2.VideoCapture(str(result.path), cv2.CAP_FFMPEG)
+    capture = cv2.VideoCapture(native_path(Path(result.path)), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise DecodeError(f"{result.path}: cannot open it again to draw the labels on it")
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
