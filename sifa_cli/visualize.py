@@ -59,6 +59,9 @@ MAX_PANEL = 448
 MAX_PANEL_OPTION = 2048  # the largest --panel-size
 MAX_FRAME_SIDE = 8192  # video encoders refuse larger frames
 MIN_PANEL = 128
+# A picture shows the frame around the crop up to this many crop sides across (a 400x16 video would
+# otherwise make a picture 50 crops wide).
+MAX_PICTURE_SPAN = 3.0
 MAX_WIDTH = 1920
 MAX_HEIGHT = 1080
 GAP = 4
@@ -271,6 +274,14 @@ def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> Prepar
     resized = resize_short_side(frames, display_short_side)
     display = np.ascontiguousarray(spatial_crops(resized, panel, 1)[0])
     crop_origin = ((resized.shape[2] - panel) // 2, (resized.shape[1] - panel) // 2)  # as spatial_crops cuts it
+    span = int(MAX_PICTURE_SPAN * panel)
+    if max(resized.shape[1:3]) > span:  # keep the middle of a very elongated frame, around the crop
+        height, width = resized.shape[1:3]
+        left, top = max(0, (width - span) // 2), max(0, (height - span) // 2)
+        resized = np.ascontiguousarray(resized[:, top : top + min(height, span), left : left + min(width, span)])
+        crop_origin = (crop_origin[0] - left, crop_origin[1] - top)
+        notes.append(f"the frame is {source.width}x{source.height}: pictures show its middle, "
+                     f"{MAX_PICTURE_SPAN:g} crop widths around the model's crop")
     scale = resized.shape[2] / source.width
     # The crop is centred: the source's centre lands on the panel's centre.
     offset_x = (panel - 1) / 2 - ((source.width - 1) / 2 + 0.5) * scale + 0.5
@@ -663,7 +674,8 @@ def picture_ratio(source_size: tuple[int, int], spec: InputSpec) -> tuple[float,
     """(width, height) of the whole frame over the side of the model's centre crop."""
     width, height = source_size
     short = spec.resize / spec.size
-    return (short * width / height, short) if width >= height else (short, short * height / width)
+    ratio = (short * width / height, short) if width >= height else (short, short * height / width)
+    return min(ratio[0], MAX_PICTURE_SPAN), min(ratio[1], MAX_PICTURE_SPAN)
 
 
 def draw_colour_bar(canvas: np.ndarray, x: int, y: int, width: int, label: str) -> None:

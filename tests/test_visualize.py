@@ -253,6 +253,17 @@ def test_a_wide_video_shows_the_whole_frame_with_the_crop_outlined(tiny_model, m
         assert (np.abs(header - colour).sum(axis=2) < 30).sum() >= 12, level
 
 
+def test_a_very_elongated_video_shows_the_middle_of_the_frame(tiny_model, make_video, tmp_path):
+    video = make_video("strip.mp4", width=400, height=16)  # a picture 25 crops wide in full
+    out = tmp_path / "strip_sifa.mp4"
+    report = vis.visualize(video, tiny_model, tiny_meta(), out)
+    assert report.size[0] <= vis.MAX_WIDTH and report.size[1] <= vis.MAX_HEIGHT, report.size
+    assert any("pictures show its middle" in note for note in report.notes)
+    capture = cv2.VideoCapture(str(out))
+    assert capture.read()[0] and int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == report.size[0]
+    capture.release()
+
+
 def test_the_sheet_has_one_column_per_step_and_captions_in_seconds(tiny_model, make_video, tmp_path):
     video = make_video("clip.mp4", num_frames=40, width=64, height=64, fps=20)
     rendering = vis.render_visualization(video, tiny_model, tiny_meta(), panel_size=128)
