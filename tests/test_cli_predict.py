@@ -152,6 +152,8 @@ def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
         (["predict", red, "-w", str(weights), "-o", str(tmp_path / "out.txt")], "--format"),
         (["predict", red, "-w", str(weights), "-o", str(tmp_path / "r.csv"), "--format", "json"],
          "is named as csv but --format json"),
+        (["predict", red, "-w", str(weights), "--stride", "0.5"], "--stride applies to --timeline"),
+        (["models", "no_such_*"], "no model name matches 'no_such_*'"),
         (["predict", red, "-w", str(weights), "--decoder", "ffmpeg"], "--decoder"),
         (["predict", red, "-w", str(weights), "--timeline", "--stride", "0"], "--stride"),
         (["predict", red, "-w", str(weights), "--batch-size", "0"], "--batch-size"),

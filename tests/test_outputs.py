@@ -167,3 +167,12 @@ def test_relative_names_with_a_colon_are_files_not_protocols(weights, tmp_path):
     assert shown.returncode == 0, shown.stderr
     for name in ("take2:labelled.mp4", "take2:final.mp4"):
         assert (tmp_path / name).stat().st_size > 1000, name
+
+
+def test_outputs_into_proc_name_the_option_not_a_temporary_file(app, weights, tmp_path):
+    write_colour_video(tmp_path / "data" / "red" / "a.mp4", ["red"] * 12)
+    for args in (["evaluate", tmp_path / "data", "-w", weights, "-o", "/proc/sifa-eval"],
+                 ["export", weights, "-f", "torchscript", "-o", "/proc/sifa.pt"]):
+        result = _invoke(app, *args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: --out {args[-1]}: /proc does not accept new files"), result.stderr

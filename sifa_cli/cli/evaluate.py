@@ -66,6 +66,7 @@ def evaluate(
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
     from sifa_cli.errors import InputError
     from sifa_cli.fileio import check_output_file
+    from sifa_cli.writable import check_writable
     from sifa_cli.weights.checkpoint import load_model
 
     chosen_views = parse_views(views) if views is not None else None
@@ -74,6 +75,7 @@ def evaluate(
     out = out if out is not None else Path(f"{Path(labelled.source).name or 'data'}_eval")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
+    check_writable(out, "--out", folder=True)
     for name in REPORT_FILES:
         check_output_file(out / name, "--out", [data, weights if weights and Path(weights).is_file() else None],
                           overwrite)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from sifa_cli.cli.common import console, handle_errors
+from sifa_cli.errors import InputError
 
 
 @handle_errors
@@ -20,8 +21,11 @@ def models(
     from sifa_cli.models import create_model, list_models
     from sifa_cli.models.registry import model_entrypoint
 
+    names = list_models(pattern)
+    if not names:
+        raise InputError(f"no model name matches {pattern!r}; `sifa models` lists them all")
     table = Table("name", "parameters", "description")
-    for name in list_models(pattern):
+    for name in names:
         with torch.device("meta"):  # no memory or init time, so counting Swin-L is instant
             params = sum(p.numel() for p in create_model(name, num_classes=400).parameters())
         doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()[0]

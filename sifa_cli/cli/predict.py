@@ -51,6 +51,7 @@ MAX_TABLE_WINDOWS = 60
 
 @handle_errors
 def predict(
+    ctx: typer.Context,
     paths: Annotated[
         list[str],
         typer.Argument(help="Video files, folders (searched recursively) or glob patterns; or one stream: "
@@ -136,6 +137,10 @@ def predict(
         return predict_live(source, weights=weights, top_k=top_k, views=chosen_views, device=device,
                             precision=precision.value, fmt=fmt, output=output, window=window, stride=stride,
                             timeline=timeline, annotate=annotate, overwrite=overwrite)
+    given = [name for name in ("window", "stride")
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
+    if given and not timeline:  # a stream uses them on its own; files only with --timeline
+        raise InputError(f"--{given[0]} applies to --timeline (or a stream); add --timeline, or leave it out")
     part = parse_shard(shard)
     group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
     found = find_videos(paths)

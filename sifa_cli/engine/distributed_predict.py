@@ -47,7 +47,9 @@ def parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
     if not match:
         raise InputError(f"--shard must look like K/N, e.g. 1/4 for the first of four jobs; got {text!r}")
     k, n = int(match.group(1)), int(match.group(2))
-    if n < 1 or not 1 <= k <= n:
+    if n < 1:
+        raise InputError(f"--shard {text}: N, the number of jobs, must be at least 1")
+    if not 1 <= k <= n:
         raise InputError(f"--shard {text}: K must be between 1 and N (jobs are counted from 1)")
     return k, n
 
