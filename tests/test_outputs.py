@@ -133,24 +133,56 @@ def test_names_that_look_like_emoji_codes_are_printed_as_they_are(app, tmp_path)
     assert result.exit_code == 2 and f"error: {missing}:" in result.stderr, result.output
 
 
-def test_sigterm_keeps_the_finished_results_as_ctrl_c_does(weights, tmp_path):
-    folder = tmp_path / "many"
-    for i in range(60):
+def _many_videos(folder: Path, count: int = 60) -> Path:
+    for i in range(count):
         write_colour_video(folder / f"{i:02d}.mp4", ["red", "green"][i % 2:][:1] * 40, width=96, height=72)
-    out = tmp_path / "results.json"
+    return folder
+
+
+def _signal_mid_run(args: list, out: Path, signum: int) -> tuple[int, str]:
+    """Start `sifa predict ARGS -o OUT` on slow settings, send `signum` once it has scored for a
+    while; returns (exit code, stderr)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    process = subprocess.Popen([*SIFA, "predict", str(folder), "-w", str(weights), "--views", "4x3",
-                                "--decoders", "1", "--batch-size", "1", "-o", str(out)],
+    process = subprocess.Popen([*SIFA, "predict", *map(str, args), "--views", "4x3", "--decoders", "1",
+                                "--batch-size", "1", "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lock = tmp_path / ".results.json.lock"
+    lock = out.with_name(f".{out.name}.lock")
     deadline = time.monotonic() + 120
     while not lock.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(2.0)  # some videos scored, most not
     assert process.poll() is None, "the run ended before the signal: give it more work"
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+def test_overwrite_replaces_the_old_results_only_when_the_run_ends(weights, tmp_path):
+    folder = _many_videos(tmp_path / "many")
+    out = tmp_path / "results.jsonl"
+    first = _invoke_subprocess_predict(weights, folder / "00.mp4", out)
+    assert first.returncode == 0, first.stderr
+    old = out.read_text()
+    code, _ = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGKILL)
+    assert code == -signal.SIGKILL and out.read_text() == old  # killed outright: the old file stands
+    code, stderr = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGINT)
+    assert code == 130, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 1 <= len(records) < 60 and out.read_text() != old  # interrupted: what it finished replaces it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "results.jsonl"]  # the killed run's leftover too
+
+
+def _invoke_subprocess_predict(weights: Path, video: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*SIFA, "predict", str(video), "-w", str(weights), "-o", str(out)], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_sigterm_keeps_the_finished_results_as_ctrl_c_does(weights, tmp_path):
+    folder = _many_videos(tmp_path / "many")
+    out = tmp_path / "results.json"
+    code, stderr = _signal_mid_run([folder, "-w", weights], out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated", stderr
     records = json.loads(out.read_text())
     assert 1 <= len(records) < 60 and all(r["top"][0]["label"] in ("red", "green") for r in records)

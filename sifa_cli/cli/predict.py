@@ -208,7 +208,7 @@ def predict(
     if not group.is_main:
         writer: Optional[ResultWriter] = None  # rank 0 writes every process's results
     elif output is not None:
-        writer = ResultWriter(fmt, path=output, keep=kept)
+        writer = ResultWriter(fmt, path=output, keep=kept, replace=overwrite)
     elif fmt != "table":
         writer = ResultWriter(fmt, stream=sys.stdout)
     else:

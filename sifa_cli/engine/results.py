@@ -10,8 +10,10 @@ writing and when reading back (names may hold U+2028 and other characters str.sp
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
+import os
 import re
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -221,17 +223,35 @@ class _BytesSafeStream:
         self._stream.flush()
 
 
+def _remove_abandoned(path: Path) -> None:
+    """Hidden new versions of `path` that a killed run left (its process is gone); the caller holds
+    the results lock, so no live run is writing one."""
+    for leftover in path.parent.glob(f".{glob.escape(path.stem)}.*.new{glob.escape(path.suffix)}"):
+        pid = leftover.name[len(path.stem) + 2 : -len(f".new{path.suffix}")]
+        if pid.isdigit() and int(pid) != os.getpid():
+            leftover.unlink(missing_ok=True)
+
+
 class ResultWriter:
     """Writes records to a file or streams them to a text stream such as stdout. JSON Lines and
     CSV files get each record as it comes, so an interrupted run can be resumed; a JSON file
-    (one list) is rewritten every JSON_EVERY records and at `close`."""
+    (one list) is rewritten every JSON_EVERY records and at `close`.
+
+    replace: the file at `path` is kept until `close` (however the run ends, Ctrl-C included) and
+    then replaced; meanwhile the records go to a hidden file beside it. A run killed outright
+    leaves the old file as it was."""
 
     JSON_EVERY = 50
 
     def __init__(self, fmt: str, path: Optional[Path] = None, stream: Optional[IO[str]] = None,
-                 keep: Iterable[dict[str, Any]] = ()):
+                 keep: Iterable[dict[str, Any]] = (), replace: bool = False):
         if fmt not in MACHINE_FORMATS:
             raise ValueError(fmt)
+        self._final: Optional[Path] = None
+        if replace and path is not None:
+            self._final = path
+            _remove_abandoned(path)
+            path = path.with_name(f".{path.stem}.{os.getpid()}.new{path.suffix}")
         self.fmt, self.path, self.stream = fmt, path, stream
         self.kept = list(keep)
         self.records: list[dict[str, Any]] = []
@@ -295,3 +315,7 @@ class ResultWriter:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._final is not None and self.path is not None:
+            refuse_unsafe_output_file(self._final, "--output")
+            os.replace(self.path, self._final)
+            self.path, self._final = self._final, None
