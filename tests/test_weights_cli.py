@@ -103,6 +103,9 @@ def test_download_verify_info_rm_cycle(app, runner, team):
     assert again.exit_code == 1
     assert "not downloaded; run `sifa weights download team_tiny`" in one_error_line(again)
     assert len(server.get_requests("/files/team.safetensors")) == 1
+    shipped = runner.invoke(app, ["weights", "rm", load_registry().default_entry().name], env={"COLUMNS": "300"})
+    assert shipped.exit_code == 0 and "comes with its manifest and is never deleted" in shipped.stdout
+    assert load_registry().default_entry().local_path.is_file()
 
 
 def test_verify_removes_a_corrupted_cached_file(app, runner, team):
@@ -193,3 +196,11 @@ def test_imported_reference_checkpoint_predicts_through_the_cli(tmp_path, make_v
     top = record["top"]
     assert top[0]["label"] == "cartwheel" and top[0]["score"] > 0.9
     assert {entry["label"] for entry in top} <= {"archery", "bowling", "cartwheel", "diving"}
+
+
+def test_a_sifa_home_that_is_a_file_is_named(app, runner, tmp_path):
+    home = tmp_path / "cache"
+    home.write_text("not a folder")
+    result = runner.invoke(app, ["weights", "list"], env={"SIFA_HOME": str(home), "COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: $SIFA_HOME is {home}, which is not a folder; point it at a folder for sifa's cache"

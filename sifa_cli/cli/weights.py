@@ -202,6 +202,9 @@ def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose
         removed = remove_cached(cache_path(entry))
         if removed:
             console.print(f"removed {entry.name}: {', '.join(str(p) for p in removed)}", highlight=False)
+        elif entry.local_path is not None and entry.local_path.is_file():
+            console.print(f"{entry.name} was not cached: its file {entry.local_path} comes with its manifest "
+                          "and is never deleted", highlight=False)
         else:
             console.print(f"{entry.name} was not cached", highlight=False)
 

@@ -28,7 +28,12 @@ _CHUNK = 1 << 20
 def sifa_home() -> Path:
     override = os.environ.get(HOME_ENV)
     if override:
-        return Path(override).expanduser()
+        home = Path(override).expanduser()
+        if home.exists() and not home.is_dir():
+            from sifa_cli.errors import InputError
+
+            raise InputError(f"${HOME_ENV} is {home}, which is not a folder; point it at a folder for sifa's cache")
+        return home
     return Path(platformdirs.user_cache_dir("sifa", appauthor=False))
 
 
