@@ -24,7 +24,7 @@ from sifa_cli.data.dataset import (
     write_scan_report,
 )
 from sifa_cli.data.spec import InputSpec
-from sifa_cli.errors import InputError
+from sifa_cli.errors import DecodeError, InputError
 
 SPEC = InputSpec(frames=8, step=1, sampling="dense", size=32, resize=36)
 
@@ -161,3 +161,36 @@ def test_random_clip_indices():
     assert len(starts) > 10
     looped = random_clip_indices(5, 8, 1, "dense", rng)
     assert looped.max() < 5 and len(looped) == 8
+
+
+def test_csv_listing_a_video_twice(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=5, num_frames=10, size=32)
+    rows = [f"data/{label}/{i:03d}.mp4,{label}" for label in ("left", "right") for i in range(5)]
+    # The same files again, spelt differently: absolute, and through "./" and "..".
+    listing = tmp_path / "list.csv"
+    listing.write_text("\n".join([*rows, f"{root / 'left' / '000.mp4'},left", "./data/right/../right/004.mp4,right"]))
+    notes: list[str] = []
+    samples = read_csv_list(listing, notes.append)
+    assert len(samples) == 10 and len({s.path for s in samples}) == 10
+    assert notes == [f"warning: {listing}: 2 row(s) repeat a video listed earlier with the same label; each video "
+                     f"is used once (e.g. line 11 repeats line 1: {(root / 'left' / '000.mp4').resolve()})"]
+    splits = prepare_dataset(listing, val_fraction=0.4, min_frames=8, scan_workers=2, log=notes.append)
+    assert not {s.path for s in splits.train} & {s.path for s in splits.val}  # no leak into validation
+    assert len(splits.train) + len(splits.val) == 10
+
+    conflicting = tmp_path / "conflict.csv"
+    conflicting.write_text("\n".join([*rows, f"{root / 'left' / '003.mp4'},right"]))
+    with pytest.raises(InputError) as caught:
+        read_csv_list(conflicting)
+    assert str(caught.value) == (f"{conflicting}, line 11: {(root / 'left' / '003.mp4').resolve()} is listed with "
+                                 "two labels, 'left' (line 4) and 'right'; give each video one label")
+
+
+def test_a_validation_video_that_breaks_is_never_replaced(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=12, size=32)
+    usable, _ = scan_videos(find_labelled_videos(root), min_frames=8, workers=2)
+    Path(usable[0].path).write_bytes(b"gone bad")
+    evaluation = ClipDataset(usable, ["left", "right"], SPEC)
+    with pytest.raises(DecodeError, match=f"a validation video can no longer be read \\({usable[0].path}"):
+        evaluation[0]
+    assert evaluation[1][1] == 0

@@ -306,3 +306,133 @@ def test_bad_input_gives_one_line_errors(tmp_path, cli):
         assert result.exit_code in (1, 2), (args, result.output)
         assert expected in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness of resume, interrupts and option checks (the finetune robustness sweep)
+
+SMALL = ["--model", "sifa_resnet_tiny", "--frames", "8", "--size", "32", "--workers", "0", "--batch-size", "2"]
+
+
+def _one_error(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_resume_without_training_state_refuses_once_an_epoch_finished(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=32)
+    run = tmp_path / "run"
+    first = finetune(data, *SMALL, "--epochs", "2", "--out", run)
+    assert first.returncode == 0, first.stderr
+    (run / "train_state.pt").unlink()  # e.g. deleted to save space
+    kept = {name: (run / name).read_bytes() for name in ("best.safetensors", "last.safetensors", "metrics.jsonl")}
+    resumed = finetune("--resume", run, "--epochs", "3")
+    assert resumed.returncode == 2, resumed.stderr
+    line = _one_error(resumed)
+    assert "train_state.pt is missing, so training cannot continue exactly" in line
+    assert "metrics.jsonl records 2 finished epoch(s)" in line
+    assert f"--init {run / 'best.safetensors'} --out NEW_RUN" in line and str(data) in line
+    assert {name: (run / name).read_bytes() for name in kept} == kept  # nothing of the finished epochs lost
+    assert not (run / "train_state.pt").exists()
+    (run / "metrics.jsonl").unlink()  # the checkpoints alone still show finished epochs
+    assert "it holds best.safetensors and last.safetensors" in _one_error(finetune("--resume", run))
+
+    # Still fine: a run killed during its first epoch (no metrics, no checkpoints) starts that epoch again.
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*SIFA, "finetune", str(data), *SMALL, "--epochs", "1", "--log-every", "1",
+                                "--out", str(killed)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               env=_env())
+    for line in process.stderr:
+        if line.startswith("epoch 1/1 batch 1/"):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert not (killed / "train_state.pt").exists() and (killed / "config.yaml").is_file()
+    again = finetune("--resume", killed)
+    assert again.returncode == 0, again.stderr
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_refuses_when_videos_of_the_split_are_gone_or_broken(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=32)
+    run = tmp_path / "run"
+    first = finetune(data, *SMALL, "--epochs", "1", "--out", run)
+    assert first.returncode == 0, first.stderr
+    split = json.loads((run / "dataset.json").read_text())
+    kept = {name: (run / name).read_bytes() for name in ("train_state.pt", "metrics.jsonl", "best.safetensors")}
+
+    # A validation video that no longer decodes is not swapped for another one (here read by a loader
+    # worker process, whose error still comes back as one line).
+    val_video = Path(split["val"][0][0])
+    original = val_video.read_bytes()
+    val_video.write_bytes(original[:300])
+    broken = finetune("--resume", run, "--epochs", "2", "--workers", "1")
+    assert broken.returncode != 0, broken.stderr
+    line = _one_error(broken)
+    assert "a validation video can no longer be read" in line and str(val_video) in line
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+    val_video.write_bytes(original)
+
+    # A whole class deleted: refused before anything is trained or written.
+    gone = sorted((data / "right").glob("*.mp4"))
+    for video in gone:
+        video.unlink()
+    missing = finetune("--resume", run, "--epochs", "2")
+    assert missing.returncode == 2, missing.stderr
+    line = _one_error(missing)
+    assert "3 of the 6 videos of this run's split (dataset.json; 1 of them for validation) are missing" in line
+    assert str(data / "right") in line and "class 'right' has no video left" in line
+    assert "using the next one instead" not in missing.stderr
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_ctrl_c_before_the_first_epoch_finished_leaves_nothing_that_blocks_a_retry(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=32)
+    run = tmp_path / "run"
+    command = [*SIFA, "finetune", str(data), *SMALL, "--epochs", "1", "--log-every", "1", "--out", str(run)]
+    # SIGINT left at its default in the child, so Python turns it into KeyboardInterrupt even when
+    # the tests themselves run in the background (where a shell ignores SIGINT).
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("epoch 1/1 batch 1/"):  # the run folder holds config.yaml, dataset.json, ...
+            assert (run / "config.yaml").is_file()
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not run.exists()
+    retry = finetune(data, *SMALL, "--epochs", "1", "--out", run)
+    assert retry.returncode == 0, retry.stderr
+    assert (run / "best.safetensors").is_file()
+
+
+def test_bad_seed_and_option_values_name_the_option(tmp_path):
+    data = tmp_path / "data"  # never read: the options are checked first
+    data.mkdir()
+    for args, expected in [
+        (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--val-fraction", "1.5", "--batch-size", "0"],
+         "--batch-size must be at least 1, got 0; --val-fraction must be between 0 and 1, got 1.5"),
+    ]:
+        result = finetune(data, "--out", tmp_path / "run", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert expected in _one_error(result), args
+        assert not (tmp_path / "run").exists()
+    # From a config file the message names the file's key.
+    with pytest.raises(InputError, match=r"^val_fraction must be between 0 and 1, got 1.5$"):
+        build_config({"seed": 3}, _write(tmp_path / "c.yaml", "val_fraction: 1.5\n"))
+    with pytest.raises(InputError, match="--min-delta must be a finite number, got nan"):
+        build_config({"min_delta": float("nan")})
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

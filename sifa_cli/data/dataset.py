@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -105,15 +105,15 @@ class DatasetSplits:
 # Finding labelled videos
 
 
-def find_labelled_videos(source: Path) -> list[Sample]:
-    """(path, label) pairs from a class-folder root or a CSV file."""
+def find_labelled_videos(source: Path, log: Optional[Callable[[str], None]] = None) -> list[Sample]:
+    """(path, label) pairs from a class-folder root or a CSV file; `log` gets warnings (default: stderr)."""
     source = Path(source).expanduser()
     if not source.exists():
         raise InputError(f"dataset not found: {source}")
     if source.is_file():
         if source.suffix.lower() not in (".csv", ".txt"):
             raise InputError(f"{source}: a dataset is a folder of class folders or a CSV file of path,label rows")
-        return read_csv_list(source)
+        return read_csv_list(source, log)
     return read_class_folders(source)
 
 
@@ -138,13 +138,19 @@ def read_class_folders(root: Path) -> list[Sample]:
     return samples
 
 
-def read_csv_list(path: Path) -> list[Sample]:
-    """Rows `path,label`; an optional header row; blank lines and lines starting with # ignored."""
+def read_csv_list(path: Path, log: Optional[Callable[[str], None]] = None) -> list[Sample]:
+    """Rows `path,label`; an optional header row; blank lines and lines starting with # ignored.
+
+    A file listed twice (paths compared once resolved) is used once: with the same label that
+    is noted (it would otherwise weigh double, or land in training and validation both); with
+    another label it is an error."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     samples = []
+    first_seen: dict[str, tuple[str, int]] = {}  # resolved path -> (label, line)
+    repeats: list[tuple[int, int, str]] = []  # (line, first line, path)
     for line_number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
@@ -158,10 +164,27 @@ def read_csv_list(path: Path) -> list[Sample]:
         resolved = Path(video).expanduser()
         if not resolved.is_absolute():
             resolved = path.parent / resolved
-        samples.append(Sample(str(resolved.resolve()), label))
+        resolved = str(resolved.resolve())
+        if resolved in first_seen:
+            first_label, first_line = first_seen[resolved]
+            if first_label != label:
+                raise InputError(f"{path}, line {line_number}: {resolved} is listed with two labels, "
+                                 f"'{first_label}' (line {first_line}) and '{label}'; give each video one label")
+            repeats.append((line_number, first_line, resolved))
+            continue
+        first_seen[resolved] = (label, line_number)
+        samples.append(Sample(resolved, label))
     if not samples:
         raise InputError(f"{path}: no path,label rows found")
+    if repeats:
+        line, first_line, video = repeats[0]
+        (log or _stderr_log)(f"warning: {path}: {len(repeats)} row(s) repeat a video listed earlier with the same "
+                             f"label; each video is used once (e.g. line {line} repeats line {first_line}: {video})")
     return samples
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -261,8 +284,8 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
         if not (source / "val").is_dir():
             raise InputError(f"{source} has a train/ folder but no val/ folder beside it")
         source, val_source = source / "train", source / "val"
-    train_items = find_labelled_videos(source)
-    val_items = find_labelled_videos(Path(val_source)) if val_source is not None else []
+    train_items = find_labelled_videos(source, log)
+    val_items = find_labelled_videos(Path(val_source), log) if val_source is not None else []
     usable, skipped = scan_videos(train_items + val_items, min_frames, scan_workers, progress)
     usable_paths = {s.path: s for s in usable}
     train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]
@@ -331,8 +354,17 @@ class ClipDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        # Every process must yield a full batch (DDP steps in lockstep), so a file that broke since
-        # the scan is replaced by the next readable one rather than dropped.
+        if self.augmentation is None:
+            # Evaluation never swaps in another video: its scores would silently stop being comparable.
+            sample = self.samples[index]
+            try:
+                return self.load_clip(sample, index), self.label_index[sample.label]
+            except SifaError as exc:
+                raise DecodeError(f"a validation video can no longer be read ({exc}); validation does not "
+                                  "substitute another video: restore or fix it, then run again (--resume RUN "
+                                  "continues from the last finished epoch)") from None
+        # Every process must yield a full batch (DDP steps in lockstep), so a training file that broke
+        # since the scan is replaced by the next readable one rather than dropped.
         for attempt in range(min(len(self.samples), REPLACEMENT_ATTEMPTS)):
             position = (index + attempt) % len(self.samples)
             sample = self.samples[position]

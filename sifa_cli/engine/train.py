@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -51,7 +52,7 @@ from sifa_cli.engine.train_config import (
     TrainConfig,
     write_config_yaml,
 )
-from sifa_cli.errors import InputError, ModelError
+from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.models import create_model, head_probabilities, predict_proba
 
 STATE_FORMAT = "sifa-train-state/1"
@@ -113,6 +114,30 @@ class RunFolder:
             if not needed.is_file():
                 raise InputError(f"--resume {self.root}: {needed.name} is missing, so this is not a sifa run folder")
 
+    def finished_epochs(self) -> int:
+        """Epochs metrics.jsonl records (0 when it is missing or unreadable)."""
+        try:
+            return sum(1 for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError):
+            return 0
+
+    def check_nothing_finished(self, data: str = "DATA") -> None:
+        """A run folder without train_state.pt may only be resumed when no epoch of it finished
+        (it was stopped during its first epoch); otherwise starting over would overwrite the
+        finished epochs' checkpoints and metrics."""
+        epochs = self.finished_epochs()
+        checkpoints = [path.name for path in (self.best, self.last) if path.exists()]
+        if not epochs and not checkpoints:
+            return
+        recorded = (f"{self.metrics.name} records {epochs} finished epoch(s)" if epochs
+                    else f"it holds {' and '.join(checkpoints)}")
+        weights = self.best if self.best.exists() else self.last if self.last.exists() else None
+        advice = (f"to train on from its weights, start a new run: sifa finetune {data} "
+                  f"--init {shlex.quote(str(weights))} --out NEW_RUN" if weights
+                  else "start a new run with another --out")
+        raise InputError(f"--resume {self.root}: {self.state.name} is missing, so training cannot continue exactly "
+                         f"where it stopped ({recorded}); {advice}")
+
     def remove_stale_temporaries(self) -> None:
         """Half-written files of a process that was killed while saving."""
         for path in self.root.glob(".*.tmp*"):
@@ -139,6 +164,27 @@ def load_training_state(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise InputError(f"{path} is not a sifa training state")
     return state
+
+
+def check_split_files(splits: DatasetSplits, run: RunFolder) -> None:
+    """On resume: every video of the recorded split must still be there and readable. Training on
+    without some (the loader replaces an unreadable clip by the next one) would silently change the
+    data the run learns from and the validation set its metrics are compared on."""
+    missing = [sample.path for sample in (*splits.train, *splits.val)
+               if not (os.path.isfile(sample.path) and os.access(sample.path, os.R_OK))]
+    if not missing:
+        return
+    gone = set(missing)
+    total = len(splits.train) + len(splits.val)
+    in_val = sum(sample.path in gone for sample in splits.val)
+    left = {sample.label for sample in (*splits.train, *splits.val) if sample.path not in gone}
+    emptied = [name for name in splits.categories if name not in left]
+    classes = f"; class {', '.join(repr(c) for c in emptied)} has no video left" if emptied else ""
+    weights = f" (--init {run.best} starts it from this run's weights)" if run.best.exists() else ""
+    raise InputError(
+        f"--resume {run.root}: {len(missing)} of the {total} videos of this run's split ({run.dataset.name}; "
+        f"{in_val} of them for validation) are missing or unreadable, e.g. {missing[0]}{classes}; put them back "
+        f"to resume, or start a new run on the data as it is now{weights}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,7 +598,12 @@ class Trainer:
             self.run.check_resumable()
             if self.dist.is_main:
                 self.run.remove_stale_temporaries()
-            return load_training_state(self.run.state) if self.run.state.is_file() else None
+            if self.run.state.is_file():
+                return load_training_state(self.run.state)
+            # killed during its first epoch: start that epoch again
+            data = [shlex.quote(p) for p in (self.config.data, self.config.val) if p]
+            self.run.check_nothing_finished(" --val ".join(data) or "DATA")
+            return None
         if self.dist.is_main:
             self.run.check_new()
         self.dist.barrier()
@@ -560,7 +611,9 @@ class Trainer:
 
     def load_dataset(self, spec_frames: int, spec_step: int, sampling: str) -> DatasetSplits:
         if self.resume:
-            return DatasetSplits.load(self.run.dataset)
+            splits = DatasetSplits.load(self.run.dataset)
+            check_split_files(splits, self.run)
+            return splits
         config = self.config
         splits = None
         if self.dist.is_main:
@@ -911,16 +964,38 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
         raise InputError("give the run folder with --out RUN")
     trainer = Trainer(config, resume=resume, log=log, progress=progress)
     if resume:
-        return trainer.fit()
+        return _fit(trainer)
     before = _entries(trainer.run.root)
     try:
-        return trainer.fit()
-    except Exception:
-        # A run that failed before its first epoch was saved holds nothing worth keeping, and its
-        # config.yaml would make a retry refuse the folder (and --resume repeat the error).
+        return _fit(trainer)
+    except BaseException:
+        # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
+        # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
+        # --resume repeat the error).
         if trainer.dist.is_main and not trainer.run.state.exists():
             _remove_new_entries(trainer.run.root, before)
         raise
+
+
+def _fit(trainer: Trainer) -> TrainResult:
+    try:
+        return trainer.fit()
+    except SifaError as exc:
+        unwrapped = _unwrapped(exc)
+        if unwrapped is exc:
+            raise
+        raise unwrapped from None
+
+
+def _unwrapped(exc: SifaError) -> SifaError:
+    """A SifaError raised in a DataLoader worker comes back re-created with the worker's whole
+    traceback as its message; keep the original one line."""
+    message = str(exc)
+    if "\nOriginal Traceback" not in message:
+        return exc
+    last = message.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
 
 
 def _entries(folder: Path) -> Optional[set[str]]:

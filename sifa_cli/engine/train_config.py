@@ -8,6 +8,7 @@ the resolved values in `config.yaml`, which is what `--resume` reads back.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -145,48 +146,70 @@ def build_config(overrides: Mapping[str, Any], config_file: Optional[Path] = Non
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(read_config_file(config_file))
-    values.update({k: coerce_option(k, v, "command line") for k, v in overrides.items() if v is not None})
+    given = {k: coerce_option(k, v, "command line") for k, v in overrides.items() if v is not None}
+    values.update(given)
     config = TrainConfig(**values)
-    check_config(config)
+    check_config(config, from_command_line=given)
     return config
 
 
-def check_config(config: TrainConfig) -> None:
-    """Reject values that cannot work, with one line naming the option."""
+# Seeds feed torch.manual_seed, numpy and the loader's generator (seed x 100003 + epoch, a signed
+# 64-bit number): 32 bits keep every one of them in range.
+MAX_SEED = 2**32 - 1
+
+
+def option_name(name: str) -> str:
+    """The command-line spelling of a config key: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def check_config(config: TrainConfig, from_command_line: typing.Collection[str] = ()) -> None:
+    """Reject values that cannot work, with one line naming the option: as `--batch-size` when the
+    value came from the command line, as the config key `batch_size` when it came from a file."""
     problems = []
 
-    def need(condition: bool, message: str) -> None:
+    def need(condition: bool, name: str, message: str) -> None:
         if not condition:
-            problems.append(message)
+            problems.append(f"{option_name(name) if name in from_command_line else name} {message}")
 
-    need(config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}")
-    need(config.batch_size >= 1, f"batch_size must be at least 1, got {config.batch_size}")
-    need(config.accumulate >= 1, f"accumulate must be at least 1, got {config.accumulate}")
-    need(config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
-    need(config.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-    need(config.lr is None or config.lr > 0, f"lr must be positive, got {config.lr}")
-    need(config.min_lr >= 0, f"min_lr must not be negative, got {config.min_lr}")
-    need(config.weight_decay is None or config.weight_decay >= 0, "weight_decay must not be negative")
-    need(0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum}")
-    need(config.warmup_epochs >= 0, "warmup_epochs must not be negative")
-    need(0 <= config.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
-    need(config.clip_grad >= 0, "clip_grad must not be negative (0 turns it off)")
-    need(0 <= config.color_jitter < 1, f"color_jitter must be in [0, 1), got {config.color_jitter}")
-    need(0 < config.min_crop_area <= 1, f"min_crop_area must be in (0, 1], got {config.min_crop_area}")
-    need(0 < config.val_fraction < 1, f"val_fraction must be between 0 and 1, got {config.val_fraction}")
-    need(config.patience >= 0, "patience must not be negative (0 turns early stopping off)")
-    need(config.log_every >= 1, "log_every must be at least 1")
-    need(config.scan_workers >= 1, "scan_workers must be at least 1")
-    need(config.workers is None or config.workers >= 0, "workers must not be negative")
-    need(config.min_frames is None or config.min_frames >= 1, "min_frames must be at least 1")
-    need(config.frames is None or config.frames >= 1, "frames must be at least 1")
-    need(config.step is None or config.step >= 1, "step must be at least 1")
-    need(config.sampling is None or config.sampling in SAMPLING_MODES,
-         f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {config.sampling!r}")
-    need(config.size is None or (config.size >= 32 and config.size % 32 == 0),
-         f"size must be a multiple of 32 (the models downsample by 32), got {config.size}")
-    need(config.resize is None or config.size is None or config.resize >= config.size,
-         f"resize ({config.resize}) must be at least size ({config.size})")
+    for name in FIELD_NAMES:  # inf and nan pass many a range check below (nan > 0 is False, inf > 0 True)
+        value = getattr(config, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            need(False, name, f"must be a finite number, got {value}")
+    if problems:
+        raise InputError("; ".join(problems))
+    need(config.epochs >= 1, "epochs", f"must be at least 1, got {config.epochs}")
+    need(config.batch_size >= 1, "batch_size", f"must be at least 1, got {config.batch_size}")
+    need(config.accumulate >= 1, "accumulate", f"must be at least 1, got {config.accumulate}")
+    need(config.optimizer in OPTIMIZERS, "optimizer",
+         f"must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    need(config.precision in PRECISIONS, "precision",
+         f"must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    need(config.lr is None or config.lr > 0, "lr", f"must be positive, got {config.lr}")
+    need(config.min_lr >= 0, "min_lr", f"must not be negative, got {config.min_lr}")
+    need(config.weight_decay is None or config.weight_decay >= 0, "weight_decay", "must not be negative")
+    need(0 <= config.momentum < 1, "momentum", f"must be in [0, 1), got {config.momentum}")
+    need(config.warmup_epochs >= 0, "warmup_epochs", "must not be negative")
+    need(0 <= config.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {config.label_smoothing}")
+    need(config.clip_grad >= 0, "clip_grad", "must not be negative (0 turns it off)")
+    need(0 <= config.color_jitter < 1, "color_jitter", f"must be in [0, 1), got {config.color_jitter}")
+    need(0 < config.min_crop_area <= 1, "min_crop_area", f"must be in (0, 1], got {config.min_crop_area}")
+    need(0 < config.val_fraction < 1, "val_fraction", f"must be between 0 and 1, got {config.val_fraction}")
+    need(config.patience >= 0, "patience", "must not be negative (0 turns early stopping off)")
+    need(config.min_delta >= 0, "min_delta", f"must not be negative, got {config.min_delta}")
+    need(0 <= config.seed <= MAX_SEED, "seed", f"must be between 0 and {MAX_SEED}, got {config.seed}")
+    need(config.log_every >= 1, "log_every", "must be at least 1")
+    need(config.scan_workers >= 1, "scan_workers", "must be at least 1")
+    need(config.workers is None or config.workers >= 0, "workers", "must not be negative")
+    need(config.min_frames is None or config.min_frames >= 1, "min_frames", "must be at least 1")
+    need(config.frames is None or config.frames >= 1, "frames", "must be at least 1")
+    need(config.step is None or config.step >= 1, "step", "must be at least 1")
+    need(config.sampling is None or config.sampling in SAMPLING_MODES, "sampling",
+         f"must be one of {', '.join(SAMPLING_MODES)}, got {config.sampling!r}")
+    need(config.size is None or (config.size >= 32 and config.size % 32 == 0), "size",
+         f"must be a multiple of 32 (the models downsample by 32), got {config.size}")
+    need(config.resize is None or config.size is None or config.resize >= config.size, "resize",
+         f"must be at least the crop size ({config.size}), got {config.resize}")
     if problems:
         raise InputError("; ".join(problems))
 
@@ -215,5 +238,5 @@ def resumed_config(recorded: Path, overrides: Mapping[str, Any]) -> TrainConfig:
                 f"a resume may only change {', '.join(RESUME_OVERRIDABLE)}"
             )
     config = dataclasses.replace(config, **changed)
-    check_config(config)
+    check_config(config, from_command_line=changed)
     return config
