@@ -194,3 +194,13 @@ def test_a_validation_video_that_breaks_is_never_replaced(tmp_path):
     with pytest.raises(DecodeError, match=f"a validation video can no longer be read \\({usable[0].path}"):
         evaluation[0]
     assert evaluation[1][1] == 0
+
+
+def test_videos_outside_the_class_folders_are_named_not_dropped_silently(tmp_path):
+    root = write_motion_dataset(tmp_path / "data", per_class=1, num_frames=6)
+    (root / "stray.mp4").write_bytes((root / "left" / "000.mp4").read_bytes())
+    said: list[str] = []
+    samples = find_labelled_videos(root, log=said.append)
+    assert sorted(Path(s.path).name for s in samples) == ["000.mp4", "000.mp4"]
+    assert len(said) == 1 and "1 video(s) directly in it, outside any class folder" in said[0]
+    assert "stray.mp4" in said[0]

@@ -114,7 +114,7 @@ def find_labelled_videos(source: Path, log: Optional[Callable[[str], None]] = No
         if source.suffix.lower() not in (".csv", ".txt"):
             raise InputError(f"{source}: a dataset is a folder of class folders or a CSV file of path,label rows")
         return read_csv_list(source, log)
-    return read_class_folders(source)
+    return read_class_folders(source, log)
 
 
 def has_split_folders(root: Path) -> bool:
@@ -122,10 +122,15 @@ def has_split_folders(root: Path) -> bool:
     return root.is_dir() and (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir())
 
 
-def read_class_folders(root: Path) -> list[Sample]:
+def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) -> list[Sample]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InputError(f"{root}: no class folders found (expected {root}/<class>/<video files>)")
+    loose = sorted(p.name for p in root.iterdir()
+                   if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+    if loose:  # a video's class is its folder's name: these have none
+        (log or _stderr_log)(f"warning: {root}: {len(loose)} video(s) directly in it, outside any class folder, are left "
+                       f"out (e.g. {loose[0]}); move them into <class>/ folders to use them")
     samples = []
     for folder in classes:
         videos = sorted(
