@@ -86,10 +86,24 @@ def test_auto_falls_back_to_opencv_when_decord_is_missing(make_video, monkeypatc
     path = make_video("fallback.mp4", num_frames=20)
     monkeypatch.setitem(sys.modules, "decord", None)  # what `import decord` sees when it is absent
     with Video(path, isolate=False) as video:
-        assert video.backend == "opencv"
+        assert video.backend == "opencv" and video.notes == []  # nothing to say about a file decord never saw
         assert video.read([0, 19]).shape == (2, 64, 64, 3)
     with pytest.raises(DecodeError, match="decord is not installed"):
         Video(path, backend="decord", isolate=False)
+
+
+def test_auto_says_so_when_decord_cannot_open_the_file(make_video, monkeypatch):
+    from sifa_cli.data import decode
+
+    path = make_video("unopenable.mp4", num_frames=20)
+
+    def refuse(self, path, short_side):  # as decord does on a file whose stream it cannot set up
+        raise decode._BackendError("cannot find the video stream")
+
+    monkeypatch.setattr(decode._DecordBackend, "__init__", refuse)
+    with Video(path, isolate=False) as video:
+        assert video.backend == "opencv" and video.notes == ["decord could not open it, OpenCV did"]
+        assert video.read([0, 19]).shape == (2, 64, 64, 3)
 
 
 def test_auto_falls_back_when_decord_rejects_the_frame_width(make_video):

@@ -613,6 +613,8 @@ class Video:
                 failures.append(_clean_reason(_take_native_log()) or str(exc))
         else:
             raise DecodeError(_describe_failure(self.path, next((f for f in failures if f), "")))
+        if failures and self._auto and not failures[0].startswith("decord is not installed"):
+            self.notes.append("decord could not open it, OpenCV did")
         self._note_count_fix()
         if self._backend.num_frames < 1:
             raise DecodeError(f"{self.path}: contains no video frames")
