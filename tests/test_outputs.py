@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from typer.testing import CliRunner
 
 from predict_helpers import write_colour_video
+from sifa_cli.engine.results import ResultWriter
 from sifa_cli.errors import InputError
 from sifa_cli.fileio import atomic_write_path
 
@@ -139,18 +141,16 @@ def _many_videos(folder: Path, count: int = 60) -> Path:
     return folder
 
 
-def _signal_mid_run(args: list, out: Path, signum: int) -> tuple[int, str]:
-    """Start `sifa predict ARGS -o OUT` on slow settings, send `signum` once it has scored for a
-    while; returns (exit code, stderr)."""
+def _signal_mid_run(args: list, out: Path, signum: int, scored_some: Callable[[int], bool]) -> tuple[int, str]:
+    """Start `sifa predict ARGS -o OUT` on slow settings, send `signum` once `scored_some(pid)` says
+    it is scoring; returns (exit code, stderr)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     process = subprocess.Popen([*SIFA, "predict", *map(str, args), "--views", "4x3", "--decoders", "1",
                                 "--batch-size", "1", "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lock = out.with_name(f".{out.name}.lock")
-    deadline = time.monotonic() + 120
-    while not lock.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(2.0)  # some videos scored, most not
+    deadline = time.monotonic() + 180
+    while not scored_some(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert process.poll() is None, "the run ended before the signal: give it more work"
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
@@ -163,9 +163,14 @@ def test_overwrite_replaces_the_old_results_only_when_the_run_ends(weights, tmp_
     first = _invoke_subprocess_predict(weights, folder / "00.mp4", out)
     assert first.returncode == 0, first.stderr
     old = out.read_text()
-    code, _ = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGKILL)
+
+    def new_results_written(pid: int) -> bool:  # the hidden file the new results go to until the run ends
+        staged = tmp_path / f".results.{pid}.new.jsonl"
+        return staged.exists() and staged.read_text().count("\n") >= 1
+
+    code, _ = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGKILL, new_results_written)
     assert code == -signal.SIGKILL and out.read_text() == old  # killed outright: the old file stands
-    code, stderr = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGINT)
+    code, stderr = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGINT, new_results_written)
     assert code == 130, stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert 1 <= len(records) < 60 and out.read_text() != old  # interrupted: what it finished replaces it
@@ -181,11 +186,22 @@ def _invoke_subprocess_predict(weights: Path, video: Path, out: Path) -> subproc
 def test_sigterm_keeps_the_finished_results_as_ctrl_c_does(weights, tmp_path):
     folder = _many_videos(tmp_path / "many")
     out = tmp_path / "results.json"
-    code, stderr = _signal_mid_run([folder, "-w", weights], out, signal.SIGTERM)
+
+    def scoring_for_a_while(pid: int) -> bool:
+        # The file is "[]" from when scoring starts until ResultWriter.JSON_EVERY records are in:
+        # wait for it, then some seconds more.
+        if not hasattr(scoring_for_a_while, "since"):
+            if not out.exists():
+                return False
+            scoring_for_a_while.since = time.monotonic()
+        return time.monotonic() - scoring_for_a_while.since > 2.5
+
+    code, stderr = _signal_mid_run([folder, "-w", weights], out, signal.SIGTERM, scoring_for_a_while)
     assert code == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated", stderr
     records = json.loads(out.read_text())
-    assert 1 <= len(records) < 60 and all(r["top"][0]["label"] in ("red", "green") for r in records)
+    assert 1 <= len(records) < ResultWriter.JSON_EVERY  # none were on disk before the signal
+    assert all(r["top"][0]["label"] in ("red", "green") for r in records)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "results.json"]  # no lock or temporary file
 
 
