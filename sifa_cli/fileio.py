@@ -43,7 +43,7 @@ def _refuse_special_file(path: Path, option: str) -> None:
                          "files only (give a file name)")
 
 
-def same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.resolve() == b.resolve():
             return True
@@ -62,7 +62,7 @@ def refuse_input_as_output(output: Path, inputs: Iterable[Union[str, os.PathLike
         if given is None:
             continue
         source = Path(given).expanduser()
-        if same_file(output, source):
+        if _same_file(output, source):
             raise InputError(f"{option} {output} would overwrite the input {source}; choose another file")
 
 

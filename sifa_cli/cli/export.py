@@ -36,9 +36,8 @@ def export(
     export is loaded back and compared with PyTorch before it is kept.
     """
     from sifa_cli.engine.export import SUFFIXES, check_format, export_model
-    from sifa_cli.weights.checkpoint import load_model
-
     from sifa_cli.fileio import check_output_file
+    from sifa_cli.weights.checkpoint import load_model
 
     if out is None:
         out = Path(Path(weights).stem + SUFFIXES[fmt.value])

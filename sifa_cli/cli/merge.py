@@ -27,10 +27,7 @@ def merge_results(
     from sifa_cli.engine.distributed_predict import merge_outputs
     from sifa_cli.fileio import check_output_file
 
-    from sifa_cli.fileio import same_file
-
-    # (an OUTPUT that is one of the parts gets merge_outputs' own error, which says so)
-    check_output_file(output, "OUTPUT", overwrite=overwrite or any(same_file(output, part) for part in parts))
+    check_output_file(output, "OUTPUT", parts, overwrite)
     written, failed = merge_outputs(parts, output)
     err_console.print(f"{written} video(s) from {len(parts)} file(s) in {output}"
                       + (f", {failed} of them failed" if failed else ""), highlight=False, soft_wrap=True)

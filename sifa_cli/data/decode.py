@@ -325,6 +325,9 @@ def usable_frame_times(starts: np.ndarray, fps: float, path: Path) -> np.ndarray
     return np.arange(len(times)) / fps
 
 
+DECORD_MISSING = "decord is not installed"  # how a missing decord is reported (then "auto" says nothing of it)
+
+
 class _DecordBackend:
     name = "decord"
     reported_frames = None  # decord counts packets, so there is no header count to distrust
@@ -334,7 +337,7 @@ class _DecordBackend:
         try:
             import decord
         except ImportError as exc:
-            raise _BackendError(f"decord is not installed ({exc})") from None
+            raise _BackendError(f"{DECORD_MISSING} ({exc})") from None
         if not _DecordBackend._logging_quieted:
             decord.logging.set_level(decord.logging.QUIET)
             _DecordBackend._logging_quieted = True
@@ -613,7 +616,7 @@ class Video:
                 failures.append(_clean_reason(_take_native_log()) or str(exc))
         else:
             raise DecodeError(_describe_failure(self.path, next((f for f in failures if f), "")))
-        if failures and self._auto and not failures[0].startswith("decord is not installed"):
+        if failures and self._auto and not failures[0].startswith(DECORD_MISSING):
             self.notes.append("decord could not open it, OpenCV did")
         self._note_count_fix()
         if self._backend.num_frames < 1:

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import InputError, SifaError
 from sifa_cli.fileio import atomic_write_path
-from sifa_cli.writable import check_writable
 from sifa_cli.models.inference import prepare_for_inference
+from sifa_cli.writable import check_writable
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}

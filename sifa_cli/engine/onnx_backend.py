@@ -63,7 +63,8 @@ def onnxruntime_model(model: nn.Module, meta: Mapping[str, Any],
                 return loaded
             problem = "it holds another model"
         except Exception as exc:  # onnxruntime's own error types: a truncated or overwritten file
-            problem = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip()
+            problem = text.splitlines()[-1][:120] if text else type(exc).__name__
         note(f"the cached ONNX file {path} cannot be used ({problem}); exporting the model again")
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
