@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from sifa_cli import visualize as vis
 from sifa_cli.cli import visualize as visualize_cli
+from sifa_cli.data.spec import InputSpec
+from sifa_cli.errors import InputError
 from sifa_cli.models import create_model, predict_proba
 from sifa_cli.weights.checkpoint import save_checkpoint
 from sifa_cli.weights.manifest import load_registry
@@ -96,7 +98,7 @@ def test_captured_offsets_are_the_shift_set_in_the_offset_conv(tiny_model):
 
 
 def test_list_blocks_reports_feature_sizes(tiny_model):
-    blocks = vis.describe_blocks(tiny_model, vis.InputSpec(frames=16, size=SIZE, resize=SIZE))
+    blocks = vis.describe_blocks(tiny_model, InputSpec(frames=16, size=SIZE, resize=SIZE))
     sizes = {b.name: (b.frames, b.height, b.width, b.stride) for b in blocks}
     assert sizes == {"layer2.1": (4, 8, 8, 8), "layer3.1": (4, 4, 4, 16), "layer4.1": (4, 2, 2, 32),
                      "layer4_dual.1": (2, 4, 4, 16)}
@@ -281,7 +283,7 @@ def test_a_block_with_a_single_feature_frame_has_nothing_to_show(tiny_model, mak
     video = make_video("clip.mp4", num_frames=12, width=64, height=64)
     meta = tiny_meta()
     meta["input"]["frames"] = 8  # the dual path pools 8 frames into one feature frame
-    with pytest.raises(vis.InputError, match="single feature frame"):
+    with pytest.raises(InputError, match="single feature frame"):
         vis.visualize(video, tiny_model, meta, tmp_path / "o.mp4", block="layer4_dual.1")
     report = vis.visualize(video, tiny_model, meta, tmp_path / "o.mp4", block="all", panel_size=64)
     assert report.frames == 8

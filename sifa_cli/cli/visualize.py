@@ -19,6 +19,7 @@ EXAMPLE_CLIP = examples_dir() / "clip.mp4"
 
 
 class ArrowMode(str, Enum):
+    match = "match"
     relative = "relative"
     absolute = "absolute"
 
@@ -61,19 +62,29 @@ def visualize(
     arrow_scale: Annotated[float, typer.Option("--arrow-scale", help="Lengthen the offset arrows by this factor (shown in the caption).")] = 1.0,
     arrows: Annotated[
         ArrowMode,
-        typer.Option("--arrows", help="relative: each place's shift minus the block's mean shift over the clip (a learned "
-                     "constant offset is not motion); absolute: the shifts as the model computes them."),
-    ] = ArrowMode.relative,
+        typer.Option("--arrows", help="match: from each place to where it finds its match in the next frame (its K*K "
+                     "sampling positions weighted by the softmax of their correlation); absolute: where its sampling "
+                     "window moved (the mean learned offset); relative: that shift minus the block's mean over the clip."),
+    ] = ArrowMode.match,
+    json_out: Annotated[
+        Optional[Path],
+        typer.Option("--json", help="Also write the numbers behind the pictures: per block and feature step, the mean "
+                     "offset and mean displacement (dy, dx) in feature cells and in frame pixels per frame.",
+                     dir_okay=False),
+    ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Render a video of a model's SIFA offsets and inter-frame attention on a clip.
+    """Render a video of where a model's SIFA blocks find each place's match in the next frame (arrows)
+    and where their attention lands (heat-map).
 
-    Without --offsets, --attention or --point both offsets and attention are shown. Panels show the
-    whole frame with the model's centre crop outlined; the views are drawn inside the crop. Each step
-    from feature frame f-1 to f is drawn over the clip frames of f (4 clip frames per feature frame in
-    SIFA-Net, 8 in its dual path); the first feature frame has nothing to attend from. --panel-size
-    is the side of the crop in pixels.
+    Without --offsets, --attention or --point both arrows and attention are shown, for the block that
+    carries the motion (the checkpoint names it; else the first). Each caption gives the block's own
+    motion estimate in frame pixels per frame. Panels show the whole frame with the model's centre crop
+    outlined; the views are drawn inside the crop. Each step from feature frame f-1 to f is drawn over
+    the clip frames of f (the stem makes one feature frame of 1 clip frame in the default model, of 4
+    in SIFA-Net R50/R101; the dual path pools 2 more); the first feature frame has nothing to attend
+    from. --panel-size is the side of the crop in pixels.
     """
     from sifa_cli import visualize as vis
     from sifa_cli.data.decode import capture_native_stderr
@@ -97,6 +108,9 @@ def visualize(
         if sheet is not None:
             vis.check_output_path(sheet, vis.SHEET_SUFFIX, "--sheet")
             check_output_file(sheet, "--sheet", inputs, overwrite)
+        if json_out is not None:
+            vis.check_output_path(json_out, vis.JSON_SUFFIX, "--json")
+            check_output_file(json_out, "--json", inputs, overwrite)
 
     model, meta = load_model(weights, resolve_device(device))
     model = prepare_for_inference(model)  # forward hooks on its SIFA blocks work as on the plain model
@@ -108,7 +122,7 @@ def visualize(
     with capture_native_stderr():  # decoders print to the terminal directly; errors quote what they said
         try:
             report = vis.visualize(clip, model, meta, out, views=views, block=block, point=parsed_point, sheet=sheet,
-                                   panel_size=panel_size, arrow_scale=arrow_scale, arrows=arrows.value)
+                                   json_path=json_out, panel_size=panel_size, arrow_scale=arrow_scale, arrows=arrows.value)
         except MemoryError:
             raise SifaError("out of memory while rendering: try a smaller --panel-size or fewer --block") from None
     width, height = report.size
@@ -120,6 +134,8 @@ def visualize(
     )
     if report.sheet is not None:
         console.print(f"contact sheet: [bold]{escape(str(report.sheet))}[/]", highlight=False, soft_wrap=True)
+    if report.json is not None:
+        console.print(f"numbers: [bold]{escape(str(report.json))}[/]", highlight=False, soft_wrap=True)
     for note in report.notes:
         err_console.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
     times = ", ".join(f"{name} {seconds:.2f}" for name, seconds in report.seconds.items() if name != "total")

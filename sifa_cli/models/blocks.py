@@ -7,10 +7,12 @@ conv1/bn1/conv2/bn2/conv3/bn3/downsample, fc1/fc2 (global context), conv_offset 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention
+from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention, sifa_padding
 
 
 def conv1x1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
@@ -85,33 +87,79 @@ class GlobalContextBottleneck(Bottleneck):
         return self.relu(out + self.identity(x) + context[:, :, None, None, None])
 
 
+def tap_grid(kernel_size: int, dilation: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(dy, dx) of the K*K taps of the regular grid around a location, tap k = kh*K + kw: (K*K,) each."""
+    taps = torch.arange(kernel_size, dtype=like.dtype, device=like.device) * dilation - sifa_padding(kernel_size, dilation)
+    return taps.repeat_interleave(kernel_size), taps.repeat(kernel_size)
+
+
+def attention_displacement(correlation: Tensor, offsets: Tensor, kernel_size: int, dilation: int,
+                           temperature: Tensor | float = 1.0) -> Tensor:
+    """Where each query finds its match in the next frame, relative to itself, in feature cells:
+    sum over taps of softmax(temperature * correlation) * (regular tap + learned offset).
+
+    correlation N,K*K,T,H,W and offsets N,2K*K,T,H,W as the SIFA operator takes and returns them;
+    returns N,2,T,H,W with channel 0 = dy, 1 = dx (frame t's value is the step from frame t-1 to t).
+    """
+    n, kk, t, h, w = correlation.shape
+    weights = torch.softmax(correlation * temperature, dim=1)
+    tap_y, tap_x = tap_grid(kernel_size, dilation, correlation)
+    off = offsets.view(n, kk, 2, t, h, w)
+    dy = (weights * (off[:, :, 0] + tap_y.view(1, kk, 1, 1, 1))).sum(dim=1)
+    dx = (weights * (off[:, :, 1] + tap_x.view(1, kk, 1, 1, 1))).sum(dim=1)
+    return torch.stack((dy, dx), dim=1)
+
+
 class SIFABottleneck(Bottleneck):
     """Reference DEFLocalTransBottleneck: a bottleneck with the SIFA step between conv2 and conv3.
 
     `frames` is the temporal length inside this block (clip_length // 4 in layers 2-4); it only sizes
     the constant `def_cor.weight` kept for the reference layout.
+
+    `motion_readout` (compact SIFA-Nets of this project only, off in the reference models): the block
+    also adds a 1x1x1 projection of its attention-weighted displacement (`attention_displacement`, with
+    a learned softmax temperature) to the features. The SIFA step itself returns matched content, which
+    looks the same whichever way the scene moved; the readout passes on *where* the match was found, so
+    a model that must tell motion directions apart gains from offsets that follow the motion instead of
+    from fixed probe shifts (see README, "Why the default model changed").
     """
 
     is_sifa_block = True
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 kernel_size: int = 3, dilation: int = 1, frames: int = 4):
+                 kernel_size: int = 3, dilation: int = 1, frames: int = 4, motion_readout: bool = False):
         super().__init__(inplanes, planes, stride, downsample)
         self.kernel_size = kernel_size
+        self.dilation = dilation
         self.conv_offset = nn.Conv3d(planes, 2 * kernel_size * kernel_size, kernel_size=(1, 3, 3),
                                      padding=(0, 1, 1), bias=False)
         nn.init.zeros_(self.conv_offset.weight)
         self.def_cor = FrozenCorrelationScale(planes, frames, kernel_size)
         self.sifa = SIFAAttention(kernel_size, dilation)
+        self.motion_readout = motion_readout
+        if motion_readout:
+            # Correlations of post-ReLU features differ by a fraction of one between taps; a softmax
+            # at temperature 1 would be almost uniform, so the temperature starts at 10 and is learned.
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.motion = nn.Conv3d(2, planes, kernel_size=1, bias=False)
         # Benchmarks switch this off to measure what the SIFA step costs; the block is then a bottleneck.
         self.sifa_enabled = True
+
+    def readout_temperature(self) -> float:
+        """The softmax temperature that turns correlations into attention weights for displacements."""
+        return float(self.log_temperature.exp()) if self.motion_readout else 1.0
 
     def between_conv2_and_conv3(self, out: Tensor) -> Tensor:
         if not self.sifa_enabled:
             return out
         offsets = self.conv_offset(difference_rescaled(out))
-        aggregated, _ = self.sifa(out, offsets)
-        return out + shift_to_query_frame(aggregated)
+        aggregated, correlation = self.sifa(out, offsets)
+        out = out + shift_to_query_frame(aggregated)
+        if self.motion_readout:
+            moved = attention_displacement(correlation, offsets, self.kernel_size, self.dilation,
+                                           self.log_temperature.exp())
+            out = out + self.motion(shift_to_query_frame(moved))
+        return out
 
 
 class SIFAModel(nn.Module):

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, difference_rescaled
+from sifa_cli.models.blocks import (Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, attention_displacement,
+                                    difference_rescaled)
 from sifa_cli.models.ops import SIFAAttention, sifa_padding
 from sifa_cli.models.ops_gather import sifa_step_channels_last
-from sifa_cli.models.sifa_resnet import DUAL_TEMPORAL_POOL, STEM_TEMPORAL_STRIDE, SIFAResNet
+from sifa_cli.models.sifa_resnet import DUAL_TEMPORAL_POOL, SIFAResNet
 
 __all__ = ["prepare_for_inference", "InferenceSIFAResNet"]
 
@@ -151,10 +152,19 @@ class InferenceSIFABottleneck(InferenceBottleneck):
         self.conv_offset = fold_conv_bn(block.conv_offset, None)
         self.sifa = SIFAAttention(block.sifa.kernel_size, block.sifa.dilation)
         self.sifa_enabled = block.sifa_enabled
+        self.motion_readout = block.motion_readout
+        if self.motion_readout:
+            self.log_temperature = nn.Parameter(block.log_temperature.detach().clone(), requires_grad=False)
+            self.motion = fold_conv_bn(block.motion, None)
+
+    def readout_temperature(self) -> float:
+        return float(self.log_temperature.exp()) if self.motion_readout else 1.0
 
     def between_conv2_and_conv3(self, out: Tensor, t: int) -> Tensor:
         if not self.sifa_enabled:
             return out
+        if self.motion_readout:
+            return self.step_with_readout(out, t)
         exporting = torch.onnx.is_in_onnx_export()
         if exporting:  # standard operators only: no writes into slices
             offsets = self.conv_offset(frames_of(difference_rescaled(clip_of(out, t))))
@@ -169,6 +179,20 @@ class InferenceSIFABottleneck(InferenceBottleneck):
                 clip_of(shifted, t)[:, :, :-1] += aggregated[:, :, 1:]
             return shifted
         return sifa_step_channels_last(out, offsets, t, self.sifa.kernel_size, self.sifa.dilation)
+
+
+    def step_with_readout(self, out: Tensor, t: int) -> Tensor:
+        """The SIFA step and the motion readout (blocks.SIFABottleneck), through the operator module."""
+        clip = clip_of(out, t)
+        offsets = self.conv_offset(frames_of(difference_rescaled(clip)))
+        aggregated, correlation = self.sifa(clip, clip_of(offsets, t))
+        moved = attention_displacement(correlation, clip_of(offsets, t), self.sifa.kernel_size, self.sifa.dilation,
+                                       self.log_temperature.exp())
+        result = out.clone(memory_format=CHANNELS_LAST)
+        if t > 1:
+            clip_of(result, t)[:, :, :-1] += aggregated[:, :, 1:]
+            clip_of(result, t)[:, :, :-1] += clip_of(self.motion(frames_of(moved[:, :, 1:])), t - 1)
+        return result
 
 
 def sifa_step_grid_sample(features: Tensor, offsets: Tensor, t: int, kernel_size: int, dilation: int) -> Tensor:
@@ -238,12 +262,13 @@ class InferenceSIFAResNet(SIFAResNet):
         SIFAModel.__init__(self)
         self.num_classes, self.clip_length, self.kernel_size = model.num_classes, model.clip_length, model.kernel_size
         self.num_features = model.num_features
+        self.stem_frames = model.stem_frames
         stem = model.conv1
-        if stem.kernel_size[0] != STEM_TEMPORAL_STRIDE or stem.stride[0] != STEM_TEMPORAL_STRIDE or stem.padding[0]:
+        if stem.kernel_size[0] != self.stem_frames or stem.stride[0] != self.stem_frames or stem.padding[0]:
             raise ValueError(f"unexpected SIFA-Net stem {stem}")
         # A 4 x 7 x 7 convolution with temporal stride 4 sees each group of 4 frames once: a 2D
         # convolution over 3 * 4 input channels (channel c * 4 + dt).
-        stem2d = nn.Conv3d(stem.in_channels * STEM_TEMPORAL_STRIDE, stem.out_channels, (1, *stem.kernel_size[1:]),
+        stem2d = nn.Conv3d(stem.in_channels * self.stem_frames, stem.out_channels, (1, *stem.kernel_size[1:]),
                            stride=(1, *stem.stride[1:]), padding=(0, *stem.padding[1:]), bias=False)
         stem2d = stem2d.to(stem.weight)
         with torch.no_grad():
@@ -265,9 +290,9 @@ class InferenceSIFAResNet(SIFAResNet):
 
     def stem(self, x: Tensor) -> Tensor:
         n, c, t, h, w = x.shape
-        groups = t // STEM_TEMPORAL_STRIDE
-        frames = (x.reshape(n, c, groups, STEM_TEMPORAL_STRIDE, h, w).permute(0, 2, 1, 3, 4, 5)
-                  .reshape(n * groups, c * STEM_TEMPORAL_STRIDE, h, w).contiguous(memory_format=CHANNELS_LAST))
+        groups = t // self.stem_frames
+        frames = (x.reshape(n, c, groups, self.stem_frames, h, w).permute(0, 2, 1, 3, 4, 5)
+                  .reshape(n * groups, c * self.stem_frames, h, w).contiguous(memory_format=CHANNELS_LAST))
         return clip_of(self.maxpool(torch.relu_(self.conv1(frames))), groups)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,9 +7,15 @@ What differs from the reference:
 - conv_offset starts at zero as the paper describes; the reference's network-wide kaiming loop
   overwrites that zero init, so an untrained reference block does not sample the regular grid.
 - compact members (sifa_resnet_tiny / _small) keep the block design, dual path included, with fewer
-  channels and blocks, for CPU work and the shipped default model.
+  channels and blocks, for CPU work.
+- the motion members (sifa_motion_tiny / _small, the shipped default's design) also change two things
+  so that motion can only be seen through the SIFA step: a frame-wise stem (1x7x7, `stem_frames=1`,
+  every clip frame is a feature frame; the reference's 4x7x7 stem already sees the motion inside each
+  group of 4 frames, and a model built on it learned to leave its SIFA steps unused), and the motion
+  readout of every SIFA block (blocks.SIFABottleneck). Without its SIFA steps such a model is blind to
+  the order of frames: everything else is per frame or pooled symmetrically over time.
 
-Layout: stem (4x7x7 conv, temporal stride 4) -> layer1 (plain bottlenecks) -> layers 2-4 alternating
+Layout: stem (4x7x7 conv, temporal stride 4; 1x7x7 and stride 1 for `stem_frames=1`) -> layer1 (plain bottlenecks) -> layers 2-4 alternating
 global-context and SIFA bottlenecks. layer4 runs on layer3's output; layer4_dual (stride 1) runs on
 layer3's output max-pooled 2x in time. Each path has its own head; `forward` returns both logits.
 """
@@ -25,12 +31,13 @@ from sifa_cli.errors import ModelError
 from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, conv1x1x1
 from sifa_cli.models.registry import register_model
 
-STEM_TEMPORAL_STRIDE = 4
+STEM_TEMPORAL_STRIDE = 4  # the reference stem's temporal kernel and stride
 DUAL_TEMPORAL_POOL = 2
 
 
 class SIFAResNet(SIFAModel):
-    """SIFA-Net. Input N,3,T,H,W with T a multiple of 8; returns (main_logits, dual_logits)."""
+    """SIFA-Net. Input N,3,T,H,W with T a multiple of 2 * stem_frames (8 for the reference stem);
+    returns (main_logits, dual_logits)."""
 
     def __init__(
         self,
@@ -42,23 +49,28 @@ class SIFAResNet(SIFAModel):
         kernel_size: int = 3,
         dilation: int = 1,
         dropout: float = 0.5,
+        stem_frames: int = STEM_TEMPORAL_STRIDE,
+        motion_readout: bool = False,
     ):
         super().__init__()
-        if clip_length % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL) or not 0 < clip_length <= MAX_CLIP_FRAMES:
-            raise ModelError(f"clip_length must be a multiple of 8 between 8 and {MAX_CLIP_FRAMES} for SIFA-Net, "
-                             f"got {clip_length}")
+        multiple = stem_frames * DUAL_TEMPORAL_POOL
+        if stem_frames < 1 or clip_length % multiple or not 0 < clip_length <= MAX_CLIP_FRAMES:
+            raise ModelError(f"clip_length must be a multiple of {multiple} between {multiple} and "
+                             f"{MAX_CLIP_FRAMES} for this SIFA-Net, got {clip_length}")
         self.num_classes = num_classes
         self.clip_length = clip_length
         self.kernel_size = kernel_size
+        self.stem_frames = stem_frames
         expansion = Bottleneck.expansion
-        frames = clip_length // STEM_TEMPORAL_STRIDE
+        frames = clip_length // stem_frames
 
-        self.conv1 = nn.Conv3d(3, stem_width, kernel_size=(4, 7, 7), stride=(4, 2, 2), padding=(0, 3, 3), bias=False)
+        self.conv1 = nn.Conv3d(3, stem_width, kernel_size=(stem_frames, 7, 7), stride=(stem_frames, 2, 2),
+                               padding=(0, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
-        sifa_args = dict(kernel_size=kernel_size, dilation=dilation)
+        sifa_args = dict(kernel_size=kernel_size, dilation=dilation, motion_readout=motion_readout)
         self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa=False, frames=frames, **sifa_args)
         self.layer2 = _make_layer(widths[0] * expansion, widths[1], layers[1], 2, sifa=True, frames=frames, **sifa_args)
         self.layer3 = _make_layer(widths[1] * expansion, widths[2], layers[2], 2, sifa=True, frames=frames, **sifa_args)
@@ -95,11 +107,13 @@ class SIFAResNet(SIFAModel):
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != 3:
             raise ModelError(f"SIFA-Net expects clips of shape N,3,T,H,W; got {tuple(x.shape)}")
-        if x.shape[2] == 0 or x.shape[2] % (STEM_TEMPORAL_STRIDE * DUAL_TEMPORAL_POOL):
-            raise ModelError(f"SIFA-Net needs a number of frames that is a multiple of 8; got {x.shape[2]}")
+        multiple = self.stem_frames * DUAL_TEMPORAL_POOL
+        if x.shape[2] == 0 or x.shape[2] % multiple:
+            raise ModelError(f"this SIFA-Net needs a number of frames that is a multiple of {multiple}; got {x.shape[2]}")
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Feature maps of the main and the dual path (N, C, T/4, H/32, W/32) and (N, C, T/8, ...)."""
+        """Feature maps of the main and the dual path (N, C, T/s, H/32, W/32) and (N, C, T/2s, ...), s the
+        stem's temporal stride."""
         self.check_input(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
@@ -116,7 +130,7 @@ class SIFAResNet(SIFAModel):
 
 
 def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: bool, frames: int,
-                kernel_size: int, dilation: int) -> nn.Sequential:
+                kernel_size: int, dilation: int, motion_readout: bool) -> nn.Sequential:
     """A stage. With sifa=True blocks alternate global-context (even) and SIFA (odd) bottlenecks."""
     out_planes = planes * Bottleneck.expansion
     layers: list[nn.Module] = []
@@ -132,7 +146,8 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: b
             layers.append(GlobalContextBottleneck(block_in, planes, block_stride, downsample))
         else:
             layers.append(SIFABottleneck(block_in, planes, block_stride, downsample,
-                                         kernel_size=kernel_size, dilation=dilation, frames=frames))
+                                         kernel_size=kernel_size, dilation=dilation, frames=frames,
+                                         motion_readout=motion_readout))
     return nn.Sequential(*layers)
 
 
@@ -158,3 +173,18 @@ def sifa_resnet_small(**kwargs) -> SIFAResNet:
 def sifa_resnet_tiny(**kwargs) -> SIFAResNet:
     """Smallest SIFA-Net, for tests: every block type and the dual path, eighth widths."""
     return SIFAResNet(layers=(1, 2, 2, 2), widths=(8, 16, 32, 64), stem_width=8, **kwargs)
+
+
+@register_model
+def sifa_motion_small(**kwargs) -> SIFAResNet:
+    """The shipped default's design: sifa_resnet_small with a frame-wise stem and the SIFA motion readout,
+    so that the order of frames reaches the classifier only through the SIFA steps."""
+    return SIFAResNet(layers=(2, 2, 2, 2), widths=(16, 32, 64, 128), stem_width=16,
+                      **{"stem_frames": 1, "motion_readout": True, **kwargs})
+
+
+@register_model
+def sifa_motion_tiny(**kwargs) -> SIFAResNet:
+    """sifa_resnet_tiny built like sifa_motion_small, for tests."""
+    return SIFAResNet(layers=(1, 2, 2, 2), widths=(8, 16, 32, 64), stem_width=8,
+                      **{"stem_frames": 1, "motion_readout": True, **kwargs})

@@ -1,67 +1,28 @@
-"""Watch what the SIFA blocks of a model do on a clip: offsets as arrows, attention as a heat-map.
-
-Capture. Forward hooks on the chosen blocks' `sifa` modules record the offsets (N,2K²,T,H,W) and the
-correlation weights (N,K²,T,H,W) the model computes while it classifies the clip; the model's math is
-untouched, and the same forward pass gives the predicted label.
-
-Time. Tap k of feature frame t samples frame t around a location of frame t-1, the query. The stem makes
-one feature frame out of every T/F clip frames (SIFA-Net and SIFA-Transformer: 4 frames; SIFA-Net's dual
-path pools 2 more, so 8). The step from feature frame f-1 to f is drawn on the clip frames that make up
-f: arrows start on the regular grid (query locations of f-1) and end where the samples are taken in f,
-which is the picture underneath. The clip frames of feature frame 0 have no earlier feature frame and are
-shown plain with a note. (The model also runs a step at t = 0 whose query is frame 0 itself; SIFA throws
-its result away, so it is not shown.) The video has one frame per clip frame and plays at the rate of
-the clip's sampling: source fps / step for dense sampling, so the clip lasts as long as it does in the
-source.
-
-Space. Panels show the model's view, the centre crop it classifies, at display resolution. A feature
-pixel of a block with stride S sits at model pixel S*j in SIFA-Net (strided convolutions with "same"
-padding keep the top-left corner) and at the centre of its S*S patch in SIFA-Transformer (patches and
-merges tile the image).
-"""
+"""Rendering: offsets as arrows, attention as a heat-map, one query's weights, laid out in panels under a
+header; the whole video frame and the contact sheet."""
 
 from __future__ import annotations
 
 import math
-import os
-import time
 import unicodedata
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from sifa_cli.fileio import atomic_write_path
-from sifa_cli.writable import check_writable
-from sifa_cli.data.decode import Video, capture_native_stderr, native_path, read_sampled
-from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
-from sifa_cli.data.transforms import evaluation_views, resize_short_side, spatial_crops
-from sifa_cli.errors import InputError, ModelError, SifaError
-from sifa_cli.models import predict_proba
-from sifa_cli.models.ops import sifa_padding
-
-VIEWS = ("offsets", "attention", "point")
-ARROW_MODES = ("relative", "absolute")
-DEFAULT_VIEWS = ("offsets", "attention")
-VIDEO_SUFFIX = ".mp4"
-SHEET_SUFFIX = ".png"
-# H.264 first (small files that play everywhere); pip builds of OpenCV usually lack its encoder.
-CODECS = (("avc1", "H.264"), ("mp4v", "MPEG-4 Part 2 (mp4v)"))
-FALLBACK_FPS = 25.0
+from sifa_cli.errors import InputError
+from sifa_cli.visualize.capture import BlockCapture
+from sifa_cli.visualize.clip import MAX_PICTURE_SPAN, PreparedClip
+from sifa_cli.visualize.motion import arrow_field, mean_shift
 
 # Layout, in display pixels.
 MAX_PANEL = 448
 MAX_PANEL_OPTION = 2048  # the largest --panel-size
 MAX_FRAME_SIDE = 8192  # video encoders refuse larger frames
 MIN_PANEL = 128
-# A picture shows the frame around the crop up to this many crop sides across (a 400x16 video would
-# otherwise make a picture 50 crops wide).
-MAX_PICTURE_SPAN = 3.0
 MAX_WIDTH = 1920
 MAX_HEIGHT = 1080
 GAP = 4
@@ -81,224 +42,6 @@ HEAT_OPACITY = 0.8
 OUTSIDE_CROP = 0.45  # brightness of the frame outside the model's crop
 CROP_COLOUR = (235, 235, 235)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-# ---------------------------------------------------------------------------------------------
-# Capture
-
-
-@dataclass(frozen=True)
-class BlockCapture:
-    """What one SIFA block computed for one clip, on its feature grid.
-
-    offsets: (F, K*K, 2, h, w) float32, [.., 0] = dy and [.., 1] = dx in feature pixels.
-    correlation: (F, K*K, h, w) float32, the weight of each tap (no softmax; may be negative).
-    """
-
-    name: str
-    offsets: np.ndarray
-    correlation: np.ndarray
-    kernel_size: int
-    dilation: int
-    channels: int
-
-    @property
-    def frames(self) -> int:
-        return self.correlation.shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.correlation.shape[2]
-
-    @property
-    def width(self) -> int:
-        return self.correlation.shape[3]
-
-    def regular_taps(self) -> tuple[np.ndarray, np.ndarray]:
-        """(dy, dx) of the K*K taps of the regular grid around a location, tap k = kh*K + kw."""
-        taps = np.arange(self.kernel_size) * self.dilation - sifa_padding(self.kernel_size, self.dilation)
-        return np.repeat(taps, self.kernel_size).astype(np.float32), np.tile(taps, self.kernel_size).astype(np.float32)
-
-    def sample_positions(self, t: int) -> np.ndarray:
-        """(K*K, 2, h, w): feature-grid y, x where each tap of each query samples frame t."""
-        tap_y, tap_x = self.regular_taps()
-        rows = np.arange(self.height, dtype=np.float32)[None, :, None]
-        cols = np.arange(self.width, dtype=np.float32)[None, None, :]
-        y = rows + tap_y[:, None, None] + self.offsets[t, :, 0]
-        x = cols + tap_x[:, None, None] + self.offsets[t, :, 1]
-        return np.stack((y, x), axis=1)
-
-
-def sifa_block_names(model: nn.Module) -> list[str]:
-    if not hasattr(model, "sifa_blocks"):
-        raise ModelError(f"{type(model).__name__} is not a SIFA model: it has no SIFA blocks to show")
-    return [name for name, _ in model.sifa_blocks()]
-
-
-def select_blocks(model: nn.Module, block: str | None) -> list[str]:
-    """Block names for --block: None = the first SIFA block (finest grid), 'all', or names joined by ','."""
-    names = sifa_block_names(model)
-    if not names:
-        raise ModelError("this model has no SIFA blocks")
-    if block is None or not block.strip():
-        return names[:1]
-    if block.strip() == "all":
-        return names
-    wanted = [part.strip() for part in block.split(",") if part.strip()]
-    if not wanted:
-        raise InputError(f"--block {block!r} names no block; give names separated by commas, or 'all'")
-    unknown = [name for name in wanted if name not in names]
-    if unknown:
-        raise InputError(f"--block: no SIFA block named {unknown[0]!r}; this model has {', '.join(names)} (or 'all')")
-    return list(dict.fromkeys(wanted))
-
-
-def capture_sifa(model: nn.Module, clip: Tensor, names: Sequence[str] | None = None) -> tuple[dict[str, BlockCapture], Tensor]:
-    """Run `model` on `clip` (1,3,T,H,W) in eval mode; return the captures of the named SIFA blocks
-    (all when None) and the class probabilities (num_classes,)."""
-    blocks = dict(model.sifa_blocks())
-    names = list(blocks) if names is None else list(names)
-    captured: dict[str, BlockCapture] = {}
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple, outputs: tuple) -> None:
-            features, offsets = inputs[0], inputs[1]
-            correlation = outputs[1]
-            n, channels, frames, height, width = features.shape
-            kk = correlation.shape[1]
-            captured[name] = BlockCapture(
-                name=name,
-                offsets=offsets[0].detach().float().cpu().numpy().reshape(kk, 2, frames, height, width).transpose(2, 0, 1, 3, 4).copy(),
-                correlation=correlation[0].detach().float().cpu().numpy().transpose(1, 0, 2, 3).copy(),
-                kernel_size=module.kernel_size,
-                dilation=module.dilation,
-                channels=channels,
-            )
-
-        return hook
-
-    handles = [blocks[name].sifa.register_forward_hook(hook_for(name)) for name in names]
-    try:
-        model.eval()
-        with torch.inference_mode():
-            probabilities = predict_proba(model, clip)[0].float().cpu()
-    finally:
-        for handle in handles:
-            handle.remove()
-    silent = [name for name in names if name not in captured]
-    if silent:
-        raise ModelError(f"SIFA block {silent[0]} did not run (its SIFA step is switched off)")
-    if not bool(torch.isfinite(probabilities).all()):
-        raise ModelError("the model's scores are not finite numbers (NaN or infinity); its weights may be damaged")
-    return captured, probabilities
-
-
-@dataclass(frozen=True)
-class BlockInfo:
-    name: str
-    channels: int
-    frames: int
-    height: int
-    width: int
-    stride: float  # model input pixels per feature pixel
-    kernel_size: int
-    dilation: int
-
-
-def describe_blocks(model: nn.Module, spec: InputSpec) -> list[BlockInfo]:
-    """The SIFA blocks and their feature sizes for the model's own input size (one zero clip is run)."""
-    device = next(model.parameters()).device
-    clip = torch.zeros(1, 3, spec.frames, spec.size, spec.size, device=device)
-    captures, _ = capture_sifa(model, clip)
-    return [
-        BlockInfo(name, c.channels, c.frames, c.height, c.width, spec.size / c.height, c.kernel_size, c.dilation)
-        for name, c in captures.items()
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# The clip: what the model sees and what the panels show
-
-
-@dataclass
-class PreparedClip:
-    model_input: Tensor  # 1,3,T,S,S normalized
-    display: np.ndarray  # T,P,P,3 RGB uint8: the model's crop at panel resolution
-    indices: np.ndarray  # (T,) source frame index of every clip frame
-    fps: float  # frame rate that plays the clip at its real speed
-    full: np.ndarray  # T,H,W,3 RGB uint8: the whole frame at the same scale; `display` is cut from it
-    crop_origin: tuple[int, int]  # (x, y) of the crop's top-left corner in `full`
-    times: np.ndarray  # (T,) seconds from the start of the video of every clip frame
-    source_size: tuple[int, int]  # (width, height) of the video
-    display_scale: float  # panel pixels per source pixel
-    display_offset: tuple[float, float]  # (x, y) of the source origin in panel pixels
-    notes: list[str] = field(default_factory=list)
-
-    def source_to_panel(self, x: float, y: float) -> tuple[float, float]:
-        return (x + 0.5) * self.display_scale - 0.5 + self.display_offset[0], (y + 0.5) * self.display_scale - 0.5 + self.display_offset[1]
-
-    def panel_to_source(self, x: float, y: float) -> tuple[float, float]:
-        return ((x + 0.5 - self.display_offset[0]) / self.display_scale - 0.5,
-                (y + 0.5 - self.display_offset[1]) / self.display_scale - 0.5)
-
-
-def playback_fps(source_fps: float, indices: np.ndarray) -> float:
-    """Rate at which the sampled frames play at the source's speed: source fps / mean sampling gap."""
-    gaps = np.diff(indices)
-    gaps = gaps[gaps > 0]  # a looped short clip jumps back; those jumps are not time
-    gap = float(gaps.mean()) if gaps.size else 1.0
-    return (source_fps if source_fps > 0 else FALLBACK_FPS) / gap
-
-
-def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> PreparedClip:
-    """Sample one clip as the model's input spec says (the centre one) and build its single centre-crop
-    view exactly as `sifa predict --views 1x1` does; decode the same frames again at panel size for
-    display when that needs more pixels."""
-
-    def sample(num_frames: int) -> np.ndarray:
-        return sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, num_frames).indices[0]
-
-    with Video(path, short_side=spec.resize) as video:
-        source = video.info
-        frames, indices = read_sampled(video, sample)
-        notes = list(video.notes)
-        short = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, video.num_frames).short
-    if short:
-        notes.append(f"the video has fewer frames than one {spec.frames}-frame clip spans, so frames repeat")
-    model_input = evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
-
-    display_short_side = max(1, round(spec.resize * panel / spec.size))
-    if display_short_side > min(frames.shape[1:3]) and min(source.width, source.height) > min(frames.shape[1:3]):
-        with Video(path, short_side=display_short_side) as video:
-            frames = video.read(indices)
-    resized = resize_short_side(frames, display_short_side)
-    display = np.ascontiguousarray(spatial_crops(resized, panel, 1)[0])
-    crop_origin = ((resized.shape[2] - panel) // 2, (resized.shape[1] - panel) // 2)  # as spatial_crops cuts it
-    span = int(MAX_PICTURE_SPAN * panel)
-    if max(resized.shape[1:3]) > span:  # keep the middle of a very elongated frame, around the crop
-        height, width = resized.shape[1:3]
-        left, top = max(0, (width - span) // 2), max(0, (height - span) // 2)
-        resized = np.ascontiguousarray(resized[:, top : top + min(height, span), left : left + min(width, span)])
-        crop_origin = (crop_origin[0] - left, crop_origin[1] - top)
-        notes.append(f"the frame is {source.width}x{source.height}: pictures show its middle, "
-                     f"{MAX_PICTURE_SPAN:g} crop widths around the model's crop")
-    scale = resized.shape[2] / source.width
-    # The crop is centred: the source's centre lands on the panel's centre.
-    offset_x = (panel - 1) / 2 - ((source.width - 1) / 2 + 0.5) * scale + 0.5
-    offset_y = (panel - 1) / 2 - ((source.height - 1) / 2 + 0.5) * scale + 0.5
-    return PreparedClip(
-        model_input=model_input.unsqueeze(0),
-        display=display,
-        indices=indices,
-        fps=playback_fps(source.fps, indices),
-        full=resized,
-        crop_origin=crop_origin,
-        times=indices / (source.fps if source.fps > 0 else FALLBACK_FPS),
-        source_size=(source.width, source.height),
-        display_scale=scale,
-        display_offset=(offset_x, offset_y),
-        notes=notes,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,31 +136,28 @@ def draw_arrow(image: np.ndarray, start: tuple[float, float], end: tuple[float, 
 # Views. Each draws on a BGR panel of the key frame (the frame the samples come from).
 
 
-def window_shift(capture: BlockCapture, t: int | slice) -> np.ndarray:
-    """(.., 2, h, w): how far each location's sampling window moved, the mean offset of its K*K taps."""
-    return capture.offsets[t].mean(axis=-4)
-
-
-def arrow_grid_step(capture: BlockCapture, geometry: PanelGeometry, arrow_scale: float = 1.0) -> int:
-    """Every how many feature cells an arrow starts: arrows at least MIN_ARROW_SPACING apart, and
-    further when most arrows of the clip are long, so they do not run into each other (but at least
-    4 arrows a side)."""
-    cell = min(geometry.pixels_per_feature(capture.height), geometry.pixels_per_feature(capture.width))
-    shifts = window_shift(capture, slice(1, None))
+def arrow_grid_step(field: np.ndarray, geometry: PanelGeometry, arrow_scale: float = 1.0) -> int:
+    """Every how many feature cells an arrow starts, for a block's arrows `field` (F, 2, h, w): arrows at
+    least MIN_ARROW_SPACING apart, and further when most arrows of the clip are long, so they do not run
+    into each other (but at least 4 arrows a side)."""
+    h, w = field.shape[-2:]
+    cell = min(geometry.pixels_per_feature(h), geometry.pixels_per_feature(w))
+    shifts = field[1:]
     lengths = np.hypot(shifts[:, 0], shifts[:, 1]) * arrow_scale * cell
     spacing = max(MIN_ARROW_SPACING, 1.25 * float(np.percentile(lengths, 90)) if lengths.size else 0.0)
-    return max(1, min(math.ceil(spacing / cell), min(capture.height, capture.width) // 4))
+    return max(1, min(math.ceil(spacing / cell), min(h, w) // 4))
 
 
-def render_offsets(frame: np.ndarray, capture: BlockCapture, t: int, geometry: PanelGeometry,
+def render_offsets(frame: np.ndarray, arrows_t: np.ndarray, geometry: PanelGeometry,
                    arrow_scale: float = 1.0, step: int | None = None) -> np.ndarray:
-    """One arrow per location of a sparse grid (every `step` cells): from the query location to the
-    mean of its K*K sampled positions in frame t, i.e. where its sampling window moved."""
+    """One arrow per location of a sparse grid (every `step` cells), from the query location by its
+    vector in `arrows_t` (2, h, w), feature cells (motion.arrow_field: where the query finds its match,
+    or where its sampling window moved)."""
     image = (frame * 0.8).astype(np.uint8)
-    h, w = capture.height, capture.width
-    step = step or arrow_grid_step(capture, geometry, arrow_scale)
+    h, w = arrows_t.shape[-2:]
+    step = step or arrow_grid_step(arrows_t[None].repeat(2, axis=0), geometry, arrow_scale)
     rows, cols = np.meshgrid(sparse_grid(h, step), sparse_grid(w, step), indexing="ij")
-    shift_y, shift_x = window_shift(capture, t)[:, rows, cols]  # each (grid rows, grid cols)
+    shift_y, shift_x = arrows_t[:, rows, cols]  # each (grid rows, grid cols)
     base_y, base_x = geometry.to_panel(rows, cols, h, w)
     tip_y, tip_x = geometry.to_panel(rows + arrow_scale * shift_y, cols + arrow_scale * shift_x, h, w)
     pairs = [((bx, by), (tx, ty)) for bx, by, tx, ty in zip(base_x.ravel(), base_y.ravel(), tip_x.ravel(), tip_y.ravel())]
@@ -739,25 +479,6 @@ def feature_frame_of(clip_index: int, clip_frames: int, feature_frames: int) -> 
     return clip_index * feature_frames // clip_frames
 
 
-def mean_shift(capture: BlockCapture) -> tuple[float, float]:
-    """(dy, dx) in feature pixels: how far the sampling windows moved on average over the clip's steps.
-    A block can learn a constant offset that has nothing to do with motion; this is it."""
-    shifts = window_shift(capture, slice(1, None))
-    if shifts.size == 0:  # a single feature frame: no step
-        return 0.0, 0.0
-    return float(shifts[:, 0].mean()), float(shifts[:, 1].mean())
-
-
-def relative_to_mean(capture: BlockCapture) -> BlockCapture:
-    """The capture with the clip's mean shift taken off every offset: arrows then show how each place
-    moves differently from the block as a whole."""
-    dy, dx = mean_shift(capture)
-    offsets = capture.offsets.copy()
-    offsets[:, :, 0] -= dy
-    offsets[:, :, 1] -= dx
-    return BlockCapture(capture.name, offsets, capture.correlation, capture.kernel_size, capture.dilation, capture.channels)
-
-
 def feature_frame_time(clip: PreparedClip, t: int, feature_frames: int) -> float:
     """Seconds into the video of feature frame t: the middle of the clip frames it is made of."""
     total = len(clip.indices)
@@ -782,14 +503,16 @@ def render_clip(
     prediction: Prediction,
     query_panel: tuple[float, float] | None = None,
     arrow_scale: float = 1.0,
-    arrows: str = "relative",
+    arrows: str = "match",
+    summaries: dict[str, str] | None = None,
 ) -> RenderedClip:
     """One BGR frame per clip frame: a header and, for every block, one panel per view. A panel shows the
-    whole frame, dimmed, with the model's crop outlined and the view drawn inside it."""
+    whole frame, dimmed, with the model's crop outlined and the view drawn inside it. `summaries`: a
+    caption note per block (the block's motion estimate)."""
     total = len(clip.indices)
     points: dict[str, PointView] = {}
-    drawn = {name: relative_to_mean(c) if arrows == "relative" else c for name, c in captures.items()}
-    arrow_steps = {name: arrow_grid_step(c, geometry, arrow_scale) for name, c in drawn.items()}
+    fields = {name: arrow_field(c, arrows) for name, c in captures.items()}
+    arrow_steps = {name: arrow_grid_step(field, geometry, arrow_scale) for name, field in fields.items()}
     heat: dict[str, dict[int, np.ndarray]] = {}
     for name, capture in captures.items():
         if "attention" in views:
@@ -805,6 +528,7 @@ def render_clip(
                 dy, dx = mean_shift(capture)
                 note = f" minus mean (x {dx:+.2f}, y {dy:+.2f})" if arrows == "relative" else ""
                 note += f", x{arrow_scale:g}" if arrow_scale != 1 else ""
+                note += f": {summaries[name]}" if summaries and name in summaries else ""
             elif view == "point":
                 zoom = geometry.panel / points[name].side
                 qy, qx = points[name].query
@@ -814,10 +538,9 @@ def render_clip(
     crop_x, crop_y = clip.crop_origin
     side = geometry.panel
     full_frame = clip.full.shape[1:3] != (side, side)
-    if arrows == "relative":
-        legend = "arrows: shift apart from the block's mean (cyan), in feature cells"
-    else:
-        legend = "arrows: where each place's samples moved"
+    legend = {"match": "arrows: where each place finds its match in the next frame (attention-weighted)",
+              "relative": "arrows: shift apart from the block's mean (cyan), in feature cells",
+              "absolute": "arrows: where each place's samples moved"}[arrows]
     second_line = f"predicted: {prediction.label} ({prediction.probability:.0%})"
     if "offsets" in views:
         second_line += f"   {legend}"
@@ -836,7 +559,7 @@ def render_clip(
                     before = feature_frame_time(clip, t - 1, capture.frames)
                     step = f"{before:.2f} s to {feature_frame_time(clip, t, capture.frames):.2f} s"
                     if view == "offsets":
-                        panel = render_offsets(frame, drawn[name], t, geometry, arrow_scale, arrow_steps[name])
+                        panel = render_offsets(frame, fields[name][t], geometry, arrow_scale, arrow_steps[name])
                         if arrows == "relative":
                             draw_mean_arrow(panel, capture, geometry, arrow_scale)
                     elif view == "attention":
@@ -857,48 +580,6 @@ def render_clip(
         frames.append(compose(panels, layout, header, colour_bar="attention" in views))
         all_panels.append(panels)
     return RenderedClip(frames, all_panels, second_line, "attention" in views)
-
-
-# ---------------------------------------------------------------------------------------------
-# Output files
-
-
-def check_output_path(path: Path, suffix: str, option: str) -> Path:
-    path = Path(path).expanduser()
-    if path.suffix.lower() != suffix:
-        raise InputError(f"{option} {path}: the file name must end with {suffix}")
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file name ending with {suffix}")
-    return check_writable(path, option, create_parents=False)
-
-
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> str:
-    """Write BGR frames (all of one size; any iterable, so they can be made one at a time) to an mp4
-    next to `path` and move it into place; returns the codec's name."""
-    frames = iter(frames)
-    first = next(frames, None)
-    if first is None:
-        raise SifaError(f"no frames to write to {path}")
-    height, width = first.shape[:2]
-    with atomic_write_path(path) as tmp:
-        partial = native_path(tmp)  # absolute: "take2:final.mp4" is not a protocol to FFmpeg
-        writer, codec = None, None
-        with capture_native_stderr():  # a missing H.264 encoder makes FFmpeg print several lines
-            for fourcc, name in CODECS:
-                writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-                if writer.isOpened():
-                    codec = name
-                    break
-                writer.release()
-        if codec is None:
-            raise SifaError("OpenCV on this system cannot write mp4 video (neither H.264 nor mp4v)")
-        try:
-            writer.write(first)
-            for frame in frames:
-                writer.write(frame)
-        finally:
-            writer.release()
-    return codec
 
 
 def contact_sheet(rendered: RenderedClip, layout: Layout, picks: Sequence[int]) -> np.ndarray:
@@ -925,163 +606,3 @@ def sheet_frames(total: int, captures: Iterable[BlockCapture]) -> list[int]:
         if members:
             picks.append(members[len(members) // 2])
     return picks
-
-
-def write_sheet(path: Path, sheet: np.ndarray) -> None:
-    with atomic_write_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), sheet):
-            raise SifaError(f"could not write the contact sheet {path}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The command's work
-
-
-def parse_point(text: str) -> tuple[float, float]:
-    parts = text.split(",")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        x, y = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise InputError(f"--point must be X,Y in pixels of the clip, e.g. 120,80; got {text!r}") from None
-    if not (math.isfinite(x) and math.isfinite(y)):
-        raise InputError(f"--point must be finite pixel coordinates; got {text!r}")
-    return x, y
-
-
-def point_in_panel(clip: PreparedClip, point: tuple[float, float], panel: int) -> tuple[float, float]:
-    """--point (source pixels) -> panel pixels; refuses points outside the video or the model's crop."""
-    width, height = clip.source_size
-    x, y = point
-    if not (0 <= x < width and 0 <= y < height):
-        raise InputError(f"--point {x:g},{y:g} is outside the video, which is {width}x{height} pixels")
-    px, py = clip.source_to_panel(x, y)
-    if not (-0.5 <= px < panel - 0.5 and -0.5 <= py < panel - 0.5):
-        left, top = clip.panel_to_source(-0.5, -0.5)
-        right, bottom = clip.panel_to_source(panel - 0.5, panel - 0.5)
-        raise InputError(
-            f"--point {x:g},{y:g} is outside the centre crop the model sees: "
-            f"x from {max(0, math.ceil(left))} to {min(width, int(right))}, y from {max(0, math.ceil(top))} to {min(height, int(bottom))}"
-        )
-    return px, py
-
-
-def resolve_views(views: Sequence[str], point: tuple[float, float] | None) -> tuple[str, ...]:
-    chosen = [view for view in VIEWS if view in views]
-    unknown = [view for view in views if view not in VIEWS]
-    if unknown:
-        raise InputError(f"unknown view {unknown[0]!r}; choose from {', '.join(VIEWS)}")
-    if point is not None and "point" not in chosen:
-        chosen.append("point")
-    if "point" in chosen and point is None:
-        raise InputError("the point view needs --point X,Y")
-    return tuple(chosen) or DEFAULT_VIEWS
-
-
-@dataclass
-class Rendering:
-    """The rendered frames (BGR) and what went into them."""
-
-    frames: list[np.ndarray]
-    fps: float
-    layout: Layout
-    geometry: PanelGeometry
-    captures: dict[str, BlockCapture]
-    views: tuple[str, ...]
-    prediction: Prediction
-    notes: list[str]
-    seconds: dict[str, float]
-    rendered: RenderedClip
-
-
-def render_visualization(
-    clip_path: str | os.PathLike,
-    model: nn.Module,
-    meta: dict,
-    *,
-    views: Sequence[str] = (),
-    block: str | None = None,
-    point: tuple[float, float] | None = None,
-    panel_size: int | None = None,
-    arrow_scale: float = 1.0,
-    arrows: str = "relative",
-) -> Rendering:
-    """Decode the clip as the checkpoint's input spec says, run the model with hooks, draw every frame."""
-    if not (math.isfinite(arrow_scale) and arrow_scale > 0):
-        raise InputError(f"--arrow-scale must be a positive number, got {arrow_scale:g}")
-    if arrows not in ARROW_MODES:
-        raise InputError(f"--arrows must be one of {', '.join(ARROW_MODES)}; got {arrows!r}")
-    views = resolve_views(views, point)
-    names = select_blocks(model, block)
-    spec = InputSpec.from_meta(meta.get("input"))
-    seconds: dict[str, float] = {}
-
-    mark = time.perf_counter()
-    with Video(clip_path) as video:
-        source_size = (video.info.width, video.info.height)
-    layout = choose_layout(len(names), len(views), panel_size, picture_ratio(source_size, spec))
-    clip = prepare_clip(clip_path, spec, layout.panel)
-    layout = Layout(layout.rows, layout.cols, layout.panel, (clip.full.shape[2], clip.full.shape[1]), clip.crop_origin)
-    query = point_in_panel(clip, point, layout.panel) if point is not None else None
-    seconds["decode"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    device = next(model.parameters()).device
-    captures, probabilities = capture_sifa(model, clip.model_input.to(device), names)
-    seconds["model"] = time.perf_counter() - mark
-    if all(c.frames < 2 for c in captures.values()):
-        raise InputError(
-            f"with {spec.frames}-frame clips the chosen blocks have a single feature frame, so there is no "
-            "step between frames to show; pick another --block"
-        )
-
-    mark = time.perf_counter()
-    geometry = geometry_for(model, layout.panel, spec.size)
-    prediction = predicted(probabilities, meta.get("categories") or [])
-    rendered = render_clip(clip, captures, views, layout, geometry, prediction, query, arrow_scale, arrows)
-    seconds["render"] = time.perf_counter() - mark
-    return Rendering(rendered.frames, clip.fps, layout, geometry, captures, views, prediction, clip.notes, seconds,
-                     rendered)
-
-
-@dataclass
-class VisualizeReport:
-    out: Path
-    sheet: Path | None
-    frames: int
-    fps: float
-    size: tuple[int, int]
-    codec: str
-    blocks: list[str]
-    views: tuple[str, ...]
-    prediction: Prediction
-    seconds: dict[str, float]
-    notes: list[str]
-
-
-def visualize(
-    clip_path: str | os.PathLike,
-    model: nn.Module,
-    meta: dict,
-    out: str | os.PathLike,
-    *,
-    sheet: str | os.PathLike | None = None,
-    **options,
-) -> VisualizeReport:
-    """Write the overlay video of `clip_path` for `model` (with its checkpoint `meta`) to `out`, and a
-    contact sheet to `sheet`. `options` are those of `render_visualization`."""
-    started = time.perf_counter()
-    out = check_output_path(Path(out), VIDEO_SUFFIX, "--out")
-    sheet_path = check_output_path(Path(sheet), SHEET_SUFFIX, "--sheet") if sheet is not None else None
-    rendering = render_visualization(clip_path, model, meta, **options)
-
-    mark = time.perf_counter()
-    frames = rendering.frames
-    codec = write_video(out, frames, rendering.fps)
-    if sheet_path is not None:
-        picks = sheet_frames(len(frames), rendering.captures.values())
-        write_sheet(sheet_path, contact_sheet(rendering.rendered, rendering.layout, picks))
-    seconds = dict(rendering.seconds, write=time.perf_counter() - mark, total=time.perf_counter() - started)
-    return VisualizeReport(out, sheet_path, len(frames), rendering.fps, rendering.layout.size, codec,
-                           list(rendering.captures), rendering.views, rendering.prediction, seconds, rendering.notes)
