@@ -6,6 +6,8 @@ block's offset conv by hand so the offsets the model computes are a known shift.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -225,7 +227,7 @@ def test_relative_arrows_take_off_the_mean_shift_and_show_it_once(tiny_model, ma
     video = make_video("grey.mp4", frames=grey, width=SIZE, height=SIZE)
     set_offset_shift(dict(tiny_model.sifa_blocks())["layer2.1"], 0.0, 0.5)
     rendering = vis.render_visualization(video, tiny_model, tiny_meta(), views=("offsets",), block="layer2.1",
-                                         panel_size=256)
+                                         panel_size=256, arrows="relative")
     x0, y0 = rendering.layout.crop_origin(0)
     panel = rendering.frames[9][y0 : y0 + 256, x0 : x0 + 256]
     assert not arrow_pixels(panel).any()
@@ -289,6 +291,23 @@ def test_a_block_with_a_single_feature_frame_has_nothing_to_show(tiny_model, mak
     assert report.frames == 8
 
 
+def test_match_arrows_are_the_shift_where_every_tap_correlates_alike(tiny_model, make_video):
+    """On a uniform grey clip every tap of a query correlates the same, so where it finds its match (the
+    attention-weighted mean of its sampling positions) is the regular grid's centre moved by the shift:
+    the default arrows then equal the absolute ones."""
+    grey = [np.full((SIZE, SIZE, 3), 110, np.uint8)] * 24
+    video = make_video("grey.mp4", frames=grey, width=SIZE, height=SIZE)
+    set_offset_shift(dict(tiny_model.sifa_blocks())["layer2.1"], 0.0, 0.4)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), views=("offsets",), block="layer2.1",
+                                         panel_size=256)
+    capture = rendering.captures["layer2.1"]
+    match, absolute = vis.arrow_field(capture, "match"), vis.arrow_field(capture, "absolute")
+    # the clip went through a lossy codec, so "alike" is up to its noise
+    np.testing.assert_allclose(match[1:, :, 1:-1, 1:-1], absolute[1:, :, 1:-1, 1:-1], atol=0.02)
+    np.testing.assert_allclose(absolute[1:, 1], 0.4, atol=1e-5)
+    assert "where each place finds its match" in rendering.rendered.header
+
+
 # ---------------------------------------------------------------------------------------------
 # Heat-map and point view, fed with crafted captures
 
@@ -325,6 +344,23 @@ def test_heat_map_is_brightest_where_the_correlation_lands(offset, landing):
     assert np.abs(brightest(image) - expected).max() <= 6
     # Far from the peak the frame shows through nearly unchanged.
     assert abs(int(image[10, 10].mean()) - 90) < 25
+
+
+@pytest.mark.parametrize("temperature", [1.0, 20.0])
+def test_displacement_is_the_softmax_weighted_sampling_position(temperature):
+    capture = dataclasses.replace(crafted_capture(), temperature=temperature)
+    capture.correlation[1, :, 3, 3] = 0.1
+    capture.correlation[1, 5, 3, 3] = 0.6  # tap (kh=1, kw=2): regular place one cell right
+    capture.offsets[1, 5, :, 3, 3] = (0.5, 1.0)
+    weights = np.exp(temperature * capture.correlation[1, :, 3, 3].astype(np.float64))
+    weights /= weights.sum()
+    tap_y, tap_x = capture.regular_taps()
+    expected = (weights @ (tap_y + capture.offsets[1, :, 0, 3, 3]), weights @ (tap_x + capture.offsets[1, :, 1, 3, 3]))
+    moved = vis.displacement(capture, 1)
+    np.testing.assert_allclose(moved[:, 3, 3], expected, rtol=1e-5)
+    if temperature == 20.0:  # a sharp softmax: the strongest tap's sampling position
+        np.testing.assert_allclose(moved[:, 3, 3], (0.5, 2.0), atol=1e-3)
+    np.testing.assert_allclose(moved[:, 0, 0], 0.0, atol=1e-6)  # equal weights, no offset: the query itself
 
 
 def test_point_view_draws_the_largest_disc_at_the_strongest_tap():
@@ -374,6 +410,37 @@ def test_cli_writes_video_and_sheet(checkpoint, make_video, tmp_path):
     frames = decoded_frames(out)
     assert len(frames) == 16
     assert cv2.imread(str(sheet)) is not None
+
+
+def test_json_has_the_numbers_per_block_and_step(tiny_model, make_video):
+    """Per block and feature step: the mean offset and displacement in feature cells and in frame pixels
+    per frame. The offset conv is set to a known shift, so the numbers can be checked."""
+    set_offset_shift(dict(tiny_model.sifa_blocks())["layer3.1"], 0.25, -0.5)
+    video = make_video("clip.mp4", num_frames=40, width=128, height=64)  # short side 64 = the model's resize
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(step=2), views=("offsets",), block="layer3.1")
+    data = rendering.numbers["blocks"]["layer3.1"]
+    assert data["grid"] == [4, 4] and data["video_frames_per_step"] == 8.0  # 4 clip frames of 2 video frames
+    assert data["frame_pixels_per_cell"] == [16.0, 16.0]  # 64 / 4 model pixels; the frame is at the model's scale
+    assert len(data["steps"]) == 3 and data["steps"][0]["step"] == [0, 1]
+    np.testing.assert_allclose(data["offset"]["cells"], [0.25, -0.5], atol=1e-4)
+    np.testing.assert_allclose(data["offset"]["pixels_per_frame"], [0.25 * 16 / 8, -0.5 * 16 / 8], atol=1e-3)
+    for step in data["steps"]:
+        np.testing.assert_allclose(step["offset"]["cells"], [0.25, -0.5], atol=1e-4)
+
+
+def test_cli_json_is_written_beside_the_video_and_never_replaced_silently(cli, checkpoint, make_video, tmp_path):
+    video = make_video("clip.mp4", num_frames=24, width=80, height=64)
+    numbers = tmp_path / "numbers.json"
+    result = cli(video, "--weights", checkpoint, "--offsets", "--out", tmp_path / "o.mp4", "--json", numbers,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    written = json.loads(numbers.read_text())
+    assert set(written["blocks"]) == {"layer2.1"} and written["predicted"]["label"] in CATEGORIES
+    assert "pixels of the video frame per video frame" in written["units"]
+    again = cli(video, "--weights", checkpoint, "--out", tmp_path / "p.mp4", "--json", numbers, "--device", "cpu")
+    assert again.exit_code != 0 and "--overwrite" in again.output
+    wrong = cli(video, "--weights", checkpoint, "--out", tmp_path / "q.mp4", "--json", tmp_path / "n.txt")
+    assert wrong.exit_code != 0 and ".json" in wrong.output
 
 
 def test_cli_lists_blocks(cli, checkpoint):

@@ -781,6 +781,9 @@ class Trainer:
                     with autocast(self.device, precision):
                         outputs = network(clips)
                     loss = classification_loss(outputs, labels, config.label_smoothing)
+                    auxiliary = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
+                    if auxiliary is not None:  # the motion-readout SIFA blocks' alignment (models/blocks.py)
+                        loss = loss + auxiliary
                     scaler.scale(loss / steps_in_this_group).backward()
                 loss_sum += loss.detach().double().cpu() * len(labels)
                 probabilities = head_probabilities(outputs).detach().float()

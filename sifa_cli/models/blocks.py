@@ -110,6 +110,27 @@ def attention_displacement(correlation: Tensor, offsets: Tensor, kernel_size: in
     return torch.stack((dy, dx), dim=1)
 
 
+def alignment_loss(features: Tensor, moved: Tensor) -> Tensor:
+    """How far each query is from what frame t holds at the place it says it matched: one minus the
+    cosine similarity of the channel vectors of f[t-1] at (h, w) and f[t] at (h, w) + displacement,
+    averaged over steps and places. Only the displacement gets gradients (the features are detached):
+    the loss teaches the offsets and the attention to find where things went, without making the
+    features easier to match. features N,C,T,H,W; moved N,2,T,H,W as `attention_displacement` returns."""
+    n, c, t, h, w = features.shape
+    if t < 2:
+        return features.new_zeros(())
+    f = features.detach()
+    queries = f[:, :, :-1].transpose(1, 2).reshape(-1, c, h, w)
+    keys = f[:, :, 1:].transpose(1, 2).reshape(-1, c, h, w)
+    step = moved[:, :, 1:].transpose(1, 2).reshape(-1, 2, h, w)
+    rows = torch.arange(h, dtype=moved.dtype, device=moved.device).view(1, h, 1)
+    cols = torch.arange(w, dtype=moved.dtype, device=moved.device).view(1, 1, w)
+    y, x = rows + step[:, 0], cols + step[:, 1]
+    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    found = torch.nn.functional.grid_sample(keys, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return 1 - torch.nn.functional.cosine_similarity(found, queries, dim=1, eps=1e-6).mean()
+
+
 class SIFABottleneck(Bottleneck):
     """Reference DEFLocalTransBottleneck: a bottleneck with the SIFA step between conv2 and conv3.
 
@@ -117,11 +138,13 @@ class SIFABottleneck(Bottleneck):
     the constant `def_cor.weight` kept for the reference layout.
 
     `motion_readout` (compact SIFA-Nets of this project only, off in the reference models): the block
-    also adds a 1x1x1 projection of its attention-weighted displacement (`attention_displacement`, with
-    a learned softmax temperature) to the features. The SIFA step itself returns matched content, which
-    looks the same whichever way the scene moved; the readout passes on *where* the match was found, so
-    a model that must tell motion directions apart gains from offsets that follow the motion instead of
-    from fixed probe shifts (see README, "Why the default model changed").
+    also adds to its features a 1x1x1 projection of what the SIFA step found out about motion: the K*K
+    correlations of each query (one per tap, in tap order) and its attention-weighted displacement
+    (`attention_displacement`, with a learned softmax temperature). The SIFA step itself returns matched
+    content, which looks the same whichever way the scene moved; the readout passes on *where* the match
+    was found (see README, "Why the default model is not yet the motion design"). In training such a
+    block also keeps `alignment_loss` (see that function) for `SIFAModel.auxiliary_loss`, so that the
+    displacement it passes on is where things really went.
     """
 
     is_sifa_block = True
@@ -141,7 +164,8 @@ class SIFABottleneck(Bottleneck):
             # Correlations of post-ReLU features differ by a fraction of one between taps; a softmax
             # at temperature 1 would be almost uniform, so the temperature starts at 10 and is learned.
             self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
-            self.motion = nn.Conv3d(2, planes, kernel_size=1, bias=False)
+            self.motion = nn.Conv3d(kernel_size * kernel_size + 2, planes, kernel_size=1, bias=False)
+        self.alignment: Tensor | None = None  # kept by a training forward pass with the motion readout
         # Benchmarks switch this off to measure what the SIFA step costs; the block is then a bottleneck.
         self.sifa_enabled = True
 
@@ -152,13 +176,16 @@ class SIFABottleneck(Bottleneck):
     def between_conv2_and_conv3(self, out: Tensor) -> Tensor:
         if not self.sifa_enabled:
             return out
-        offsets = self.conv_offset(difference_rescaled(out))
-        aggregated, correlation = self.sifa(out, offsets)
-        out = out + shift_to_query_frame(aggregated)
+        features = out
+        offsets = self.conv_offset(difference_rescaled(features))
+        aggregated, correlation = self.sifa(features, offsets)
+        out = features + shift_to_query_frame(aggregated)
         if self.motion_readout:
             moved = attention_displacement(correlation, offsets, self.kernel_size, self.dilation,
                                            self.log_temperature.exp())
-            out = out + self.motion(shift_to_query_frame(moved))
+            out = out + self.motion(shift_to_query_frame(torch.cat((correlation, moved), dim=1)))
+            if self.training and torch.is_grad_enabled():
+                self.alignment = alignment_loss(features, moved)
         return out
 
 
@@ -168,6 +195,16 @@ class SIFAModel(nn.Module):
     def sifa_blocks(self) -> list[tuple[str, nn.Module]]:
         """(name, block) of every block that runs the SIFA step, in forward order."""
         return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """The alignment losses the motion-readout blocks kept in the last training forward pass (summed,
+        then forgotten), or None when no block kept one."""
+        losses = []
+        for _, block in self.sifa_blocks():
+            if getattr(block, "alignment", None) is not None:
+                losses.append(block.alignment)
+                block.alignment = None
+        return torch.stack(losses).sum() if losses else None
 
     def set_sifa_enabled(self, enabled: bool) -> None:
         """Switch the SIFA step of every block on or off (benchmarks measure its cost this way)."""

@@ -191,7 +191,8 @@ class InferenceSIFABottleneck(InferenceBottleneck):
         result = out.clone(memory_format=CHANNELS_LAST)
         if t > 1:
             clip_of(result, t)[:, :, :-1] += aggregated[:, :, 1:]
-            clip_of(result, t)[:, :, :-1] += clip_of(self.motion(frames_of(moved[:, :, 1:])), t - 1)
+            readout = torch.cat((correlation, moved), dim=1)[:, :, 1:]
+            clip_of(result, t)[:, :, :-1] += clip_of(self.motion(frames_of(readout)), t - 1)
         return result
 
 
