@@ -71,6 +71,8 @@ def main(argv=None) -> None:
         within = "-" if b.displacement_within_2x is None else f"{b.displacement_within_2x:.0%}"
         print(f"{b.block:<16}{b.clips:>9}{b.offset_agreement:>15.0%}{b.displacement_agreement:>15.0%}"
               f"{ratio(b.offset_size_ratio):>13}{ratio(b.displacement_size_ratio):>13}{within:>11}")
+    problems = report.failures()
+    print("SIFA carries the motion" if not problems else "SIFA does not carry the motion: " + "; ".join(problems))
     if args.json:
         args.json.write_text(json.dumps({"weights": args.weights, "data": str(args.data), **report.as_dict()}, indent=1))
 

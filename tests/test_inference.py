@@ -58,7 +58,7 @@ def assert_outputs_close(fast, plain, rel):
         assert (a - b).abs().max().item() <= rel * scale, (a - b).abs().max().item() / scale
 
 
-@pytest.mark.parametrize("name", ["sifa_resnet_tiny", "sifa_resnet_small"])
+@pytest.mark.parametrize("name", ["sifa_resnet_tiny", "sifa_resnet_small", "sifa_motion_tiny"])
 @pytest.mark.parametrize("dtype,rel", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 def test_prepared_sifa_net_matches_plain(name, dtype, rel, monkeypatch):
     model = randomise(create_model(name, num_classes=7, clip_length=16)).to(dtype)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from sifa_cli.errors import ModelError, WeightsError
 from sifa_cli.models import create_model, list_models, predict_proba
-from sifa_cli.models.blocks import SIFABottleneck
+from sifa_cli.models.blocks import SIFABottleneck, alignment_loss
 from sifa_cli.models.inflate import load_imagenet_weights
 from sifa_cli.models.sifa_swin import attention_mask
 
@@ -229,3 +229,82 @@ def test_models_agree_on_cuda_and_cpu(name):
         cpu = predict_proba(model, x)
         gpu = predict_proba(model.cuda(), x.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The motion design (sifa_motion_*): frame-wise stem, motion readout, alignment loss
+
+
+def _lively(model):
+    """Give every residual branch and offset conv a voice (bn3 and conv_offset start at zero)."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if hasattr(m, "bn3"):
+            m.bn3.weight.data.fill_(1.0)
+        if isinstance(m, SIFABottleneck):
+            m.conv_offset.weight.data.normal_(0, 0.1)
+    return model.eval()
+
+
+def test_motion_design_sees_the_order_of_frames_only_through_sifa():
+    """Frame-wise stem, per-frame convolutions, pooling symmetric in time: without its SIFA steps the
+    model scores a clip and the clip played backwards alike; with them it does not."""
+    model = _lively(create_model("sifa_motion_tiny", num_classes=3, clip_length=8))
+    x = torch.randn(2, 3, 8, 64, 64)
+    backwards = x.flip(2)
+    with torch.no_grad():
+        on = [model(x)[0], model(backwards)[0]]
+        model.set_sifa_enabled(False)
+        off = [model(x)[0], model(backwards)[0]]
+    torch.testing.assert_close(off[0], off[1], rtol=1e-5, atol=1e-5)
+    assert (on[0] - on[1]).abs().max() > 1e-3
+    # The reference stem (4 frames a feature frame) sees the order by itself.
+    reference = _lively(create_model("sifa_resnet_tiny", num_classes=3, clip_length=8))
+    reference.set_sifa_enabled(False)
+    with torch.no_grad():
+        assert (reference(x)[0] - reference(backwards)[0]).abs().max() > 1e-3
+
+
+def test_motion_design_clip_lengths_and_stem():
+    model = create_model("sifa_motion_tiny", num_classes=3, clip_length=8)
+    assert model.conv1.kernel_size == (1, 7, 7) and model.conv1.stride == (1, 2, 2)
+    captures = []
+    block = dict(model.sifa_blocks())["layer2.1"]
+    handle = block.sifa.register_forward_hook(lambda m, i, o: captures.append(i[0].shape))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 8, 64, 64))
+    handle.remove()
+    assert captures[0][2] == 8  # every clip frame is a feature frame
+    with pytest.raises(ModelError, match="multiple of 2"):
+        create_model("sifa_motion_tiny", num_classes=3, clip_length=7)
+
+
+def test_alignment_loss_is_lowest_at_the_true_displacement_and_trains_only_the_displacement():
+    features = torch.rand(1, 4, 2, 12, 12, requires_grad=True)
+    with torch.no_grad():
+        features[:, :, 1] = torch.roll(features[:, :, 0], shifts=1, dims=-1)  # everything moved 1 cell right
+    losses = {}
+    for dx in (-1.0, 0.0, 1.0):
+        moved = torch.zeros(1, 2, 2, 12, 12)
+        moved[:, 1] = dx
+        moved.requires_grad_(True)
+        loss = alignment_loss(features, moved)
+        loss.backward()
+        losses[dx] = float(loss)
+        assert moved.grad is not None and features.grad is None
+    assert losses[1.0] < 0.05 < losses[0.0] and losses[0.0] < losses[-1.0] + 1e-6
+
+
+def test_auxiliary_loss_is_kept_in_training_only_and_read_once():
+    model = create_model("sifa_motion_tiny", num_classes=3, clip_length=8).train()
+    x = torch.randn(2, 3, 8, 64, 64)
+    model(x)
+    loss = model.auxiliary_loss()
+    assert loss is not None and loss.requires_grad and 0 < float(loss) < 2 * len(model.sifa_blocks())
+    assert model.auxiliary_loss() is None  # read once
+    with torch.no_grad():
+        model.eval()(x)
+    assert model.auxiliary_loss() is None
+    plain = create_model("sifa_resnet_tiny", num_classes=3, clip_length=8).train()
+    plain(x)
+    assert plain.auxiliary_loss() is None  # the reference blocks keep none

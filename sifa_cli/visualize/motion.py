@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sifa_cli.data.spec import InputSpec
+from sifa_cli.errors import ModelError
 from sifa_cli.models import predict_proba
 from sifa_cli.visualize.capture import BlockCapture, capture_sifa
 from sifa_cli.visualize.clip import load_model_clip
@@ -193,7 +194,26 @@ class MotionReport:
         """The block whose displacements follow the scene best (then the one closest to true size)."""
         if not self.blocks:
             return None
-        return max(self.blocks, key=lambda b: (b.displacement_agreement, -abs(math.log(b.displacement_size_ratio or 1e-9))))
+        def size_error(b: BlockAgreement) -> float:
+            ratio = b.displacement_size_ratio
+            return abs(math.log(ratio)) if ratio is not None and ratio > 0 else math.inf
+
+        return max(self.blocks, key=lambda b: (b.displacement_agreement, -size_error(b)))
+
+    def failures(self, min_drop: float = 0.3, min_agreement: float = 0.9) -> list[str]:
+        """Why SIFA does not carry the motion, if it does not: switching the SIFA steps off must cost at
+        least `min_drop` of accuracy, and some block's displacements must point with the scene in at
+        least `min_agreement` of the pan and tilt clips."""
+        problems = []
+        drop = self.accuracy_sifa_on - self.accuracy_sifa_off
+        if drop < min_drop:
+            problems.append(f"switching SIFA off costs {drop:.1%} of accuracy (at least {min_drop:.0%} wanted)")
+        best = self.best_block()
+        if best is None or best.displacement_agreement < min_agreement:
+            found = "no block" if best is None else f"{best.block}'s in {best.displacement_agreement:.0%}"
+            problems.append(f"displacements point with the scene in {found} of pan/tilt clips "
+                            f"(at least {min_agreement:.0%} wanted)")
+        return problems
 
     def as_dict(self) -> dict:
         return {"clips": self.clips, "accuracy_sifa_on": round(self.accuracy_sifa_on, 4),
@@ -213,7 +233,9 @@ def measure_motion(model: nn.Module, meta: dict, clips: Iterable[LabelledClip]) 
     categories = list(meta.get("categories") or [])
     clips = list(clips)
     device = next(model.parameters()).device
-    names = [name for name, _ in model.sifa_blocks()]
+    if not any(block.sifa_enabled for _, block in model.sifa_blocks()):
+        raise ModelError("the model's SIFA steps are switched off: there is no motion to measure")
+    names = [name for name, block in model.sifa_blocks() if block.sifa_enabled]
     readings: dict[str, list[tuple[np.ndarray, np.ndarray, ClipScale]]] = {name: [] for name in names}
     right_on = right_off = 0
     for clip in clips:
