@@ -136,13 +136,12 @@ def draw_arrow(image: np.ndarray, start: tuple[float, float], end: tuple[float, 
 # Views. Each draws on a BGR panel of the key frame (the frame the samples come from).
 
 
-def arrow_grid_step(field: np.ndarray, geometry: PanelGeometry, arrow_scale: float = 1.0) -> int:
-    """Every how many feature cells an arrow starts, for a block's arrows `field` (F, 2, h, w): arrows at
-    least MIN_ARROW_SPACING apart, and further when most arrows of the clip are long, so they do not run
-    into each other (but at least 4 arrows a side)."""
-    h, w = field.shape[-2:]
+def arrow_grid_step(shifts: np.ndarray, geometry: PanelGeometry, arrow_scale: float = 1.0) -> int:
+    """Every how many feature cells an arrow starts, for the arrows `shifts` (steps, 2, h, w) of a block:
+    arrows at least MIN_ARROW_SPACING apart, and further when most arrows of the clip are long, so they
+    do not run into each other (but at least 4 arrows a side)."""
+    h, w = shifts.shape[-2:]
     cell = min(geometry.pixels_per_feature(h), geometry.pixels_per_feature(w))
-    shifts = field[1:]
     lengths = np.hypot(shifts[:, 0], shifts[:, 1]) * arrow_scale * cell
     spacing = max(MIN_ARROW_SPACING, 1.25 * float(np.percentile(lengths, 90)) if lengths.size else 0.0)
     return max(1, min(math.ceil(spacing / cell), min(h, w) // 4))
@@ -155,7 +154,7 @@ def render_offsets(frame: np.ndarray, arrows_t: np.ndarray, geometry: PanelGeome
     or where its sampling window moved)."""
     image = (frame * 0.8).astype(np.uint8)
     h, w = arrows_t.shape[-2:]
-    step = step or arrow_grid_step(arrows_t[None].repeat(2, axis=0), geometry, arrow_scale)
+    step = step or arrow_grid_step(arrows_t[None], geometry, arrow_scale)
     rows, cols = np.meshgrid(sparse_grid(h, step), sparse_grid(w, step), indexing="ij")
     shift_y, shift_x = arrows_t[:, rows, cols]  # each (grid rows, grid cols)
     base_y, base_x = geometry.to_panel(rows, cols, h, w)
@@ -512,7 +511,7 @@ def render_clip(
     total = len(clip.indices)
     points: dict[str, PointView] = {}
     fields = {name: arrow_field(c, arrows) for name, c in captures.items()}
-    arrow_steps = {name: arrow_grid_step(field, geometry, arrow_scale) for name, field in fields.items()}
+    arrow_steps = {name: arrow_grid_step(field[1:], geometry, arrow_scale) for name, field in fields.items()}
     heat: dict[str, dict[int, np.ndarray]] = {}
     for name, capture in captures.items():
         if "attention" in views:
