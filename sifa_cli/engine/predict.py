@@ -30,7 +30,7 @@ from sifa_cli.models import predict_proba
 from sifa_cli.models.inference import prepare_for_inference
 
 if TYPE_CHECKING:
-    from sifa_cli.engine.shots import TimelineOptions
+    from sifa_cli.engine.timeline_options import TimelineOptions
 
 TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
@@ -57,7 +57,7 @@ class Window:
     start: float
     end: float
     top: TopK
-    shot: Optional[int] = None  # with cut detection: the shot (0, 1, ...) it lies in
+    shot: Optional[int] = None  # with cut detection: the shot (1, 2, ...) it lies in
 
 
 @dataclass
@@ -405,7 +405,8 @@ class Predictor:
         """Per-window top-k over each video, plus merged segments; progress counts windows.
         `options` (sifa_cli.engine.shots.TimelineOptions): shot-cut detection and the uncertainty
         thresholds; without options, no cut detection and the default thresholds."""
-        from sifa_cli.engine.shots import ShotTimelineJob, TimelineOptions
+        from sifa_cli.engine.shots import ShotTimelineJob
+        from sifa_cli.engine.timeline_options import TimelineOptions
 
         plan_windows(window * 2, window, stride)  # validates window and stride before any work
         options = options or TimelineOptions(cuts=False)

@@ -23,54 +23,12 @@ from torch import Tensor
 
 from sifa_cli.data.decode import FrameCountError, Video
 from sifa_cli.engine.predict import Segment, VideoResult, Window, _TimelineJob, merge_segments, plan_windows, played_duration
-from sifa_cli.errors import InputError
+from sifa_cli.engine.timeline_options import CUT_THRESHOLD, MIN_SHOT_FRAMES, TimelineOptions, content_detector
 
 if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
 
-# PySceneDetect's defaults for detect-content: a cut where the mean HSV change passes 27 (0-255
-# scale), and no shot shorter than 15 frames.
-CUT_THRESHOLD = 27.0
-MIN_SHOT_FRAMES = 15
-# A segment is uncertain when its mean top score is below UNCERTAIN_BELOW, or the runner-up
-# label's mean score is within UNCERTAIN_MARGIN of it.
-UNCERTAIN_BELOW = 0.6
-UNCERTAIN_MARGIN = 0.15
 DECODE_CHUNK = 32  # frames per read from the decoder
-
-
-@dataclass(frozen=True)
-class TimelineOptions:
-    """How a timeline is cut into segments: shot-cut detection on or off, and the uncertainty marks."""
-
-    cuts: bool = True
-    cut_threshold: float = CUT_THRESHOLD
-    uncertain_below: float = UNCERTAIN_BELOW
-    uncertain_margin: float = UNCERTAIN_MARGIN
-
-    def check(self) -> None:
-        if not 0.0 <= self.uncertain_below <= 1.0:
-            raise InputError(f"--uncertain-below must be a score between 0 and 1, got {self.uncertain_below:g}")
-        if not 0.0 <= self.uncertain_margin <= 1.0:
-            raise InputError(f"--uncertain-margin must be between 0 and 1, got {self.uncertain_margin:g}")
-        if not (np.isfinite(self.cut_threshold) and self.cut_threshold > 0):
-            raise InputError(f"--cut-threshold must be a positive number, got {self.cut_threshold:g}")
-        if self.cuts:
-            content_detector()  # refuses now, before the model loads, when scenedetect is missing
-
-    def settings(self) -> dict:
-        """What goes into the results' recorded timeline settings."""
-        return {"cuts": self.cut_threshold if self.cuts else None,
-                "uncertain_below": self.uncertain_below, "uncertain_margin": self.uncertain_margin}
-
-
-def content_detector():
-    try:
-        from scenedetect import ContentDetector
-    except ImportError:
-        raise InputError("shot-cut detection needs PySceneDetect (pip install scenedetect-headless); "
-                         "or pass --no-cuts") from None
-    return ContentDetector
 
 
 class CutDetector:
@@ -126,7 +84,7 @@ class ShotTimelineJob(_TimelineJob):
                 short_windows += 1
                 fewest = min(fewest or 10**9, min(span[1], shot_stop) - span[0])
             self.window_times.append((start_time, end_time))
-            self.window_shots.append(len(self.shots))
+            self.window_shots.append(len(self.shots) + 1)  # shots are numbered from 1
             yield from self.clip_views(frames)
 
         def end_shot(stop: int) -> Iterator[Tensor]:
@@ -198,7 +156,7 @@ def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
     segments: list[Segment] = []
     position = 0
     for number, (first, stop) in enumerate(groups):
-        count = sum(1 for shot in window_shots if shot == number) if shots else len(windows)
+        count = sum(1 for shot in window_shots if shot == number + 1) if shots else len(windows)
         shot_windows = windows[position:position + count]
         rows = per_window[position:position + count]
         position += count
@@ -221,7 +179,7 @@ def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
         for segment, taken in kept:
             segment.start = float(times[segment.start_frame]) if segment.start_frame < frames else duration
             segment.end = float(times[segment.end_frame]) if segment.end_frame < frames else duration
-            segment.shot = number if shots else None
+            segment.shot = number + 1 if shots else None
             window_rows = rows[taken:taken + segment.windows].float()
             labelled = [row for row in window_rows if p.categories[int(row.argmax())] == segment.label]
             segment.score = round(float(np.mean([float(row.max()) for row in labelled or window_rows])), 6)
