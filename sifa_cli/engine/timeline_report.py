@@ -22,7 +22,7 @@ from sifa_cli.engine.timecode import format_rate
 CSS_COLOURS = {"RED": "#d64545", "GREEN": "#3c9d4f", "BLUE": "#3f6fd1", "YELLOW": "#d8b52b", "CYAN": "#2bb3c0",
                "MAGENTA": "#b548b5", "ORANGE": "#e0822e", "PURPLE": "#7650b8", "PINK": "#e07aa8",
                "WHITE": "#bbbbbb", "BLACK": "#444444"}
-THUMB_HEIGHT = 96
+THUMB_HEIGHT = 72
 MAX_THUMB_SEGMENTS = 400  # beyond this many segments, only the first ones get pictures (page size)
 
 _STYLE = """
@@ -38,7 +38,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8p
 table { border-collapse: collapse; background: #fff; } td, th { border: 1px solid #ddd; padding: 4px 8px;
   vertical-align: middle; text-align: left; } th { background: #eee; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.flag td { background: #fff4e0; }
-img { height: THUMBpx; margin-right: 3px; border-radius: 2px; }
+img { height: THUMBpx; margin-right: 3px; border-radius: 2px; } td.pics { white-space: nowrap; }
 .bar { display: inline-block; height: 10px; background: #777; vertical-align: middle; margin-left: 6px; }
 """.replace("THUMB", str(THUMB_HEIGHT))
 
@@ -107,7 +107,7 @@ def html_report(doc: TimelineDoc) -> str:
             f"<td><span class='chip' style='background:{CSS_COLOURS[doc.colour(segment.label)]}'></span>"
             f"<b>{e(segment.label)}</b>{' <i>uncertain</i>' if segment.uncertain else ''}</td>"
             f"<td class='num'>{segment.score:.3f}<span class='bar' style='width:{60 * segment.score:.0f}px'></span></td>"
-            f"<td>{runner}</td><td>{images}</td></tr>")
+            f"<td>{runner}</td><td class='pics'>{images}</td></tr>")
     out.append("</table>")
 
     out.append("<h2>Uncertain parts</h2>")
