@@ -21,6 +21,7 @@ from sifa_cli.engine.timecode import TimecodeRate, snap_rate
 from sifa_cli.errors import InputError
 
 otio = pytest.importorskip("opentimelineio")
+pytestmark = pytest.mark.timeout(3600)  # CLI runs: minutes each on a busy 2-core machine
 SLOW = 900  # a busy 2-core machine can stretch one run to minutes
 # Not red: its hue wraps around 0, and the colour videos' noise then reads as cuts to the HSV detector.
 SHOTS = [("green", 30), ("blue", 45), ("green", 25), ("blue", 40)]

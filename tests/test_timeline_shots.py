@@ -17,6 +17,7 @@ SHOTS = [("pan left", 80), ("static", 70), ("zoom in", 90), ("tilt up", 20), ("p
 
 # A busy 2-core machine (nice 19 beside a training job) can stretch one run to minutes.
 SLOW = 900
+pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="module")
