@@ -82,7 +82,7 @@ def predict(
                           "layout) or .html write that timeline for editing tools."),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file.")
+        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file or timeline export (.edl, .otio, ...).")
     ] = False,
     timeline: Annotated[
         bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
