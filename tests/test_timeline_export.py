@@ -85,7 +85,15 @@ def test_otio_and_edl_read_back_frame_exact_with_a_start_timecode(weights, tmp_p
     assert [(int(c.source_range.start_time.value) - start_frames,
              int(c.source_range.end_time_exclusive().value) - start_frames) for c in edl_clips] == \
         [(a, b) for a, b, _ in expected]
-    assert [c.markers[0].name.split(" ")[0] for c in edl_clips] == [label for _, _, label in expected]
+    # locators: one per event, at its first frame (the CMX adapter reads no drop-frame "HH:MM:SS;FF"
+    # locator, though its own writer writes them so: those are checked from the text below)
+    if not drop:
+        assert [c.markers[0].name.split(" ")[0] for c in edl_clips] == [label for _, _, label in expected]
+        assert [c.markers[0].marked_range.start_time.value for c in edl_clips] == \
+            [c.source_range.start_time.value for c in edl_clips]
+    locators = re.findall(r"^\* LOC: (\S+) +(\w+) +(\w+)", text, re.M)
+    assert [(otio.opentime.from_timecode(tc, rate).value - start_frames, label) for tc, _, label in locators] == \
+        [(first, label) for first, _, label in expected]
     # the event lines themselves, every timecode converted by OpenTimelineIO
     events = re.findall(r"^(\d{3})\s+AX\s+V\s+C\s+(\S+) (\S+) (\S+) (\S+)\s*$", text, re.M)
     assert len(events) == len(expected)
