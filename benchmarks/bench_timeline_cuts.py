@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,11 @@ def sgemm_gmac_per_s() -> float:
     return 20 * 3136 * 1024 * 256 / (time.perf_counter() - start) / 1e9
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_sifa(path: Path) -> tuple[float, list[int], int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
@@ -120,26 +126,34 @@ def main() -> None:
         files[name] = (path, json.loads(truth_file.read_text()))
     print(f"load average before: {os.getloadavg()[0]:.2f}; sgemm {sgemm_gmac_per_s():.1f} GMAC/s", flush=True)
     results: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
+    cpu_used: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
     for round_number in range(args.rounds):
         for name, (path, truth) in files.items():
             order = ("sifa", "scenedetect") if round_number % 2 == 0 else ("scenedetect", "sifa")
             for tool in order:
+                cpu = children_cpu()
                 if tool == "sifa":
                     wall, cuts, frames = run_sifa(path)
                 else:
                     wall, cuts = run_scenedetect(path, args.folder)
+                cpu = children_cpu() - cpu  # the subprocess and its children (sifa's decode worker)
                 results[name][tool].append(wall)
+                cpu_used[name][tool].append(cpu)
                 hits = sum(any(abs(c - t) <= 2 for c in cuts) for t in truth)
-                print(f"round {round_number + 1} {name} {tool}: {wall:.1f} s wall, {args.seconds / wall:.2f} s of "
+                print(f"round {round_number + 1} {name} {tool}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                      f"{args.seconds / wall:.2f} s of "
                       f"video/s; {hits}/{len(truth)} true cuts found within 2 frames, {len(cuts)} cuts in all",
                       flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}; sgemm {sgemm_gmac_per_s():.1f} GMAC/s")
-    print("| file | sifa --timeline (cuts on), best s | scenedetect detect-content, best s | throughput ratio sifa/scenedetect (best) | per-round ratios |")
-    print("|---|---:|---:|---:|---|")
+    print("| file | sifa --timeline (cuts on), best wall s | scenedetect detect-content, best wall s | throughput "
+          "ratio sifa/scenedetect (best) | per-round ratios | CPU s sifa / scenedetect (best) |")
+    print("|---|---:|---:|---:|---|---|")
     for name, walls in results.items():
         ratios = [b / a for a, b in zip(walls["sifa"], walls["scenedetect"])]
+        cpu = cpu_used[name]
         print(f"| {name} {args.seconds:g} s | {min(walls['sifa']):.1f} | {min(walls['scenedetect']):.1f} | "
-              f"{min(walls['scenedetect']) / min(walls['sifa']):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |")
+              f"{min(walls['scenedetect']) / min(walls['sifa']):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} | "
+              f"{min(cpu['sifa']):.1f} / {min(cpu['scenedetect']):.1f} |")
 
 
 if __name__ == "__main__":
