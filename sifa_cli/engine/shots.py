@@ -15,8 +15,7 @@ shot, the runner-up label and whether the label is uncertain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from torch import Tensor
