@@ -20,7 +20,6 @@ from sifa_cli.cli.common import (
     DecoderOpt,
     DecodersOpt,
     DeviceOpt,
-    OutputOpt,
     Precision,
     PrecisionOpt,
     WeightsOpt,
@@ -30,6 +29,7 @@ from sifa_cli.cli.common import (
     hold,
     is_tty,
 )
+from sifa_cli.engine.timeline_options import UNCERTAIN_BELOW, UNCERTAIN_MARGIN
 from sifa_cli.errors import InputError
 
 
@@ -74,9 +74,15 @@ def predict(
         Optional[OutputFormat],
         typer.Option("--format", "-f", help="Default: table, or the format --output's suffix names."),
     ] = None,
-    output: OutputOpt = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", dir_okay=False,
+                     help="Write results to this file: .json, .jsonl or .csv. With --timeline and one video, "
+                          ".otio, .edl, .vtt, .srt, .csv (one row per segment; --format csv for the results "
+                          "layout) or .html write that timeline for editing tools."),
+    ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file.")
+        bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file or timeline export (.edl, .otio, ...).")
     ] = False,
     timeline: Annotated[
         bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
@@ -96,6 +102,24 @@ def predict(
     backend: Annotated[
         Backend, typer.Option("--backend", help="onnxruntime: CPU, fp32; exported once and cached (needs sifa[export]).")
     ] = Backend.torch,
+    cuts: Annotated[
+        bool, typer.Option("--cuts/--no-cuts", help="With --timeline: find shot cuts (PySceneDetect's content "
+                           "detector on every frame); windows never cross a cut, segments end at cuts.")
+    ] = True,
+    uncertain_below: Annotated[
+        float, typer.Option("--uncertain-below", metavar="SCORE",
+                            help="With --timeline: mark a segment uncertain when its mean top score is below SCORE...")
+    ] = UNCERTAIN_BELOW,
+    uncertain_margin: Annotated[
+        float, typer.Option("--uncertain-margin", metavar="SCORE",
+                            help="...or when the runner-up label's mean score is within SCORE of it.")
+    ] = UNCERTAIN_MARGIN,
+    start_timecode: Annotated[
+        Optional[str], typer.Option("--start-timecode", metavar="HH:MM:SS:FF",
+                                    help="Timecode of the video's first frame in .otio/.edl/.csv/.html timeline "
+                                         "exports (drop-frame at 29.97 and 59.94 fps). [default: 00:00:00:00]",
+                                    show_default=False)
+    ] = None,
 ) -> None:
     """Recognise the actions in videos.
 
@@ -116,31 +140,47 @@ def predict(
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
+    from sifa_cli.engine.timecode import format_rate
     from sifa_cli.fileio import refuse_input_as_output
     from sifa_cli.weights.checkpoint import load_model
     from sifa_cli.writable import check_writable
 
     # Everything a user can get wrong is checked before the model loads.
-    fmt = pick_format(output, output_format.value if output_format else None)
+    from sifa_cli.engine.timeline_export import check_export_tools
+    from sifa_cli.engine.timeline_options import TimelineOptions
+
+    export = _timeline_export(output, output_format, timeline)
+    fmt = "table" if export else pick_format(output, output_format.value if output_format else None)
     if output is not None:
         check_writable(output, "--output")
     chosen_views = parse_views(views) if views is not None else None
     check_counts(batch_size, top_k, decoders)
+    options = TimelineOptions(cuts=cuts, uncertain_below=uncertain_below, uncertain_margin=uncertain_margin)
     if timeline:
         plan_windows(2 * window, window, stride)
+        options.check()
+    if export:
+        check_export_tools(export)
+    if start_timecode is not None and export not in (".otio", ".edl", ".csv", ".html"):
+        raise InputError("--start-timecode applies to timeline exports: --timeline with --output x.otio, .edl, "
+                         ".csv or .html")
     from sifa_cli.cli.predict_live import predict_live, stream_source
 
     source = stream_source(paths)
     if source is not None:
         if shard is not None:
             raise InputError("--shard splits a list of videos; a stream is one input")
+        if export:
+            raise InputError(f"--output {output}: a stream has no fixed timeline to export; write .jsonl instead")
         return predict_live(source, weights=weights, top_k=top_k, views=chosen_views, device=device,
                             precision=precision.value, fmt=fmt, output=output, window=window, stride=stride,
                             timeline=timeline, annotate=annotate, overwrite=overwrite)
-    given = [name for name in ("window", "stride")
+    given = [name for name in ("window", "stride", "cuts", "uncertain_below", "uncertain_margin")
              if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
-    if given and not timeline:  # a stream uses them on its own; files only with --timeline
-        raise InputError(f"--{given[0]} applies to --timeline (or a stream); add --timeline, or leave it out")
+    if given and not timeline:  # a stream uses window and stride on its own; files only with --timeline
+        flag = {"cuts": "--cuts/--no-cuts"}.get(given[0], "--" + given[0].replace("_", "-"))
+        raise InputError(f"{flag} applies to --timeline{' (or a stream)' if given[0] in ('window', 'stride') else ''}; "
+                         "add --timeline, or leave it out")
     part = parse_shard(shard)
     group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
     found = find_videos(paths)
@@ -153,6 +193,8 @@ def predict(
 
         annotate = check_annotate_target(annotate, found.videos, overwrite)
     found.videos = shard_of(found.videos, part)
+    if export and output is not None:
+        _check_export_target(output, export, found.videos, weights, overwrite, start_timecode)
     if not found.videos:
         wrote = ""
         if output is not None and group.is_main and not os.path.lexists(output):
@@ -161,12 +203,12 @@ def predict(
         err_console.print(f"--shard {shard}: none of the inputs falls to this job; nothing to do{wrote}",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(1 if found.problems else 0)
-    if output is not None and group.is_main:
+    if output is not None and group.is_main and not export:
         refuse_input_as_output(output, [*found.videos, weights if weights and Path(weights).is_file() else None],
                                "--output")
         hold(lock_results(output))  # held until the command ends: concurrent runs would lose records
     # A file that is not ours is refused (never overwritten); old results are checked once the model is known.
-    existing = read_finished(output, fmt) if output is not None and group.is_main else []
+    existing = read_finished(output, fmt) if output is not None and group.is_main and not export else []
 
     if backend == Backend.onnxruntime and (device not in ("auto", "cpu") or precision != Precision.fp32):
         raise InputError("--backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32")
@@ -185,6 +227,8 @@ def predict(
     check_batch_size(batch_size, predictor.spec, predictor.device)
     settings = prediction_settings(weights_file(weights), predictor.spec, predictor.views, predictor.top_k,
                                    (window, stride) if timeline else None)
+    if timeline:
+        settings["timeline"].update(options.settings())
 
     kept = [] if overwrite else existing
     if kept:
@@ -207,7 +251,7 @@ def predict(
     view_text = str(predictor.views)
     if not group.is_main:
         writer: Optional[ResultWriter] = None  # rank 0 writes every process's results
-    elif output is not None:
+    elif output is not None and not export:
         writer = ResultWriter(fmt, path=output, keep=kept, replace=overwrite)
     elif fmt != "table":
         writer = ResultWriter(fmt, stream=sys.stdout)
@@ -231,7 +275,7 @@ def predict(
 
     with capture_native_stderr(), progress:
         stream = group.run(videos, lambda claimed: (
-            predictor.timeline(claimed, window, stride, progress=count_windows) if timeline
+            predictor.timeline(claimed, window, stride, progress=count_windows, options=options) if timeline
             else predictor.predict(claimed)), predictor.stats, progress=count_windows)
         try:
             for result in stream:
@@ -256,10 +300,21 @@ def predict(
         return
     if fmt == "table":
         if timeline:
-            _print_timelines(results)
+            _print_timelines(results, options)
         else:
             _print_predictions(results, top_k)
-    _print_summary(predictor.stats, failed, skipped, output, group.describe(predictor.device), view_text)
+    if export and results and output is not None:
+        from sifa_cli.engine.timeline_export import TimelineDoc, write_export
+
+        doc = TimelineDoc.from_result(results[0], predictor.categories, start_timecode)
+        write_export(doc, output)
+        flagged = sum(1 for segment in doc.segments if segment.uncertain)
+        err_console.print(f"timeline: {len(doc.segments)} segment(s), {flagged} uncertain, from "
+                          f"{doc.timecode(0)} at {format_rate(doc.rate.rate)} fps"
+                          f"{' drop-frame' if doc.rate.drop_frame else ''} -> {escape(str(output))}",
+                          highlight=False, soft_wrap=True)
+    _print_summary(predictor.stats, failed, skipped, None if export else output, group.describe(predictor.device),
+                   view_text)
     if annotate is not None and results:
         from sifa_cli.engine.annotate import annotate_video
 
@@ -268,6 +323,44 @@ def predict(
                           f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _timeline_export(output: Optional[Path], output_format: Optional[OutputFormat], timeline: bool) -> Optional[str]:
+    """The timeline export --output names (".edl", ...), or None for a results file."""
+    from sifa_cli.engine.timeline_export import export_suffix
+
+    suffix = export_suffix(output)
+    if suffix is None or (suffix == ".csv" and (not timeline or output_format == OutputFormat.csv)):
+        return None  # a results file (a .csv of results unless --timeline asks for the segment list)
+    if not timeline:
+        raise InputError(f"--output {output} is a timeline export: add --timeline (results files are .json, "
+                         ".jsonl or .csv)")
+    if output_format is not None:
+        raise InputError(f"--format {output_format.value} does not apply to --output {output}, a timeline "
+                         "export named by its suffix; leave --format out")
+    return suffix
+
+
+def _check_export_target(output: Path, export: str, videos: list, weights: Optional[str], overwrite: bool,
+                         start_timecode: Optional[str]) -> None:
+    """One video, an output that loses nothing, and a start timecode valid at the video's rate."""
+    from sifa_cli.data.decode import Video
+    from sifa_cli.engine.timecode import TimecodeRate
+    from sifa_cli.fileio import check_output_file
+    from sifa_cli.errors import SifaError
+
+    if len(videos) != 1:
+        raise InputError(f"--output {output} holds one video's timeline, but {len(videos)} videos were given: "
+                         "export them one at a time (or write all timelines to .json or .jsonl)")
+    check_output_file(output, "--output", [*videos, weights if weights and Path(weights).is_file() else None],
+                      overwrite)
+    if start_timecode is not None:
+        try:
+            with Video(videos[0]) as video:
+                fps = video.info.fps
+        except SifaError:
+            return  # the run reports what is wrong with the video
+        TimecodeRate.for_fps(fps).frame(start_timecode)
 
 
 def _label_list(top) -> str:
@@ -298,7 +391,7 @@ def _print_predictions(results, top_k: int) -> None:
     _print_notes(results)
 
 
-def _print_timelines(results) -> None:
+def _print_timelines(results, options=None) -> None:
     for result in results:
         windows = result.windows or []
         console.print(f"[bold]{escape(result.path)}[/]  {result.duration:.2f} s, {len(windows)} windows")
@@ -310,11 +403,26 @@ def _print_timelines(results) -> None:
             console.print(table)
         else:
             console.print(f"[dim]{len(windows)} windows: write them all with --output or --format json/csv[/]")
-        segments = Table("segment start", "end", "label", "mean score", "windows", header_style="bold")
+        with_shots = result.shots is not None
+        segments = Table("segment start", "end", *(["shot"] if with_shots else []), "label", "mean score",
+                         "runner-up", "windows", header_style="bold")
+        flagged = 0
         for s in result.segments or []:
-            segments.add_row(f"{s.start:.2f}", f"{s.end:.2f}", f"[bold]{escape(s.label)}[/]", f"{s.score:.3f}",
-                             str(s.windows))
+            label = f"[bold]{escape(s.label)}[/]"
+            if s.uncertain:
+                flagged += 1
+                label = f"[bold yellow]{escape(s.label)} ?[/]"
+            runner = f"{escape(s.runner_up[0])} {s.runner_up[1]:.3f}" if s.runner_up else ""
+            segments.add_row(f"{s.start:.2f}", f"{s.end:.2f}", *([str(s.shot)] if with_shots else []), label,
+                             f"{s.score:.3f}", runner, str(s.windows))
         console.print(segments)
+        if with_shots:
+            console.print(f"[dim]{len(result.shots)} shot(s): {len(result.shots) - 1} cut(s) found; "
+                          "--no-cuts to ignore them[/]", highlight=False)
+        if flagged and options is not None:
+            console.print(f"[dim]? uncertain ({flagged}): mean top score below {options.uncertain_below:g} or the "
+                          f"runner-up within {options.uncertain_margin:g} of it (--uncertain-below, "
+                          "--uncertain-margin)[/]", highlight=False)
     _print_notes(results)
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from sifa_cli.engine.device import autocast
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.models import predict_proba
 from sifa_cli.models.inference import prepare_for_inference
+
+if TYPE_CHECKING:
+    from sifa_cli.engine.timeline_options import TimelineOptions
 
 TopK = list[tuple[str, float]]
 ProgressFn = Callable[[int, int], None]  # (more units planned, more units done)
@@ -54,6 +57,7 @@ class Window:
     start: float
     end: float
     top: TopK
+    shot: Optional[int] = None  # with cut detection: the shot (1, 2, ...) it lies in
 
 
 @dataclass
@@ -66,6 +70,13 @@ class Segment:
     label: str
     score: float
     windows: int
+    # Filled in by sifa_cli.engine.shots.finish_segments: frames [start_frame, end_frame), the shot
+    # (with cut detection), the runner-up label's mean score and whether the label is uncertain.
+    start_frame: Optional[int] = None
+    end_frame: Optional[int] = None
+    shot: Optional[int] = None
+    runner_up: Optional[tuple[str, float]] = None
+    uncertain: bool = False
 
 
 @dataclass
@@ -78,6 +89,9 @@ class VideoResult:
     duration: Optional[float] = None
     windows: Optional[list[Window]] = None
     segments: Optional[list[Segment]] = None
+    fps: Optional[float] = None  # timelines: the frame rate and frame count, for frame-accurate exports
+    frames: Optional[int] = None
+    shots: Optional[list[tuple[int, int]]] = None  # with cut detection: each shot's frames [first, stop)
 
     @property
     def ok(self) -> bool:
@@ -222,6 +236,7 @@ class _TimelineJob(_Job):
 
     def plan(self, video: Video) -> int:
         times = video.frame_times()
+        self.fps = video.info.fps
         self.duration = played_duration(times, video.info.fps)
         self._times = times
         try:
@@ -271,12 +286,9 @@ class _TimelineJob(_Job):
         return self.sample(min(first, num_frames - 1), min(stop, num_frames))
 
     def finish(self, scores: Tensor) -> VideoResult:
-        p = self.predictor
-        per_window = scores.view(len(self.window_times), p.views.count, -1).mean(dim=1)
-        windows = [Window(round(s, 3), round(e, 3), p.top(row)) for (s, e), row in zip(self.window_times, per_window)]
-        overall = p.top(per_window.mean(dim=0))
-        return VideoResult(str(self.path), overall, notes=self.notes, inputs=len(scores),
-                           duration=round(self.duration, 3), windows=windows, segments=merge_segments(windows))
+        from sifa_cli.engine.shots import finish_timeline
+
+        return finish_timeline(self, scores)  # segments with frames, shots and uncertainty
 
 
 class _ForwardReader:
@@ -387,11 +399,26 @@ class Predictor:
         return self._run((_ClipJob(self, Path(p)) for p in paths), progress)
 
     def timeline(
-        self, paths: Iterable[str | Path], window: float, stride: float, progress: Optional[ProgressFn] = None
+        self, paths: Iterable[str | Path], window: float, stride: float, progress: Optional[ProgressFn] = None,
+        options: Optional["TimelineOptions"] = None,
     ) -> Iterator[VideoResult]:
-        """Per-window top-k over each video, plus merged segments; progress counts windows."""
+        """Per-window top-k over each video, plus merged segments; progress counts windows.
+        `options` (sifa_cli.engine.shots.TimelineOptions): shot-cut detection and the uncertainty
+        thresholds; without options, no cut detection and the default thresholds."""
+        from sifa_cli.engine.shots import ShotTimelineJob
+        from sifa_cli.engine.timeline_options import TimelineOptions
+
         plan_windows(window * 2, window, stride)  # validates window and stride before any work
-        return self._run((_TimelineJob(self, Path(p), window, stride) for p in paths), progress)
+        options = options or TimelineOptions(cuts=False)
+        options.check()
+
+        def job(path: Path) -> _TimelineJob:
+            made = (ShotTimelineJob(self, path, window, stride, options) if options.cuts
+                    else _TimelineJob(self, path, window, stride))
+            made.options = options
+            return made
+
+        return self._run((job(Path(p)) for p in paths), progress)
 
     def top(self, scores: Tensor) -> TopK:
         values, indices = scores.float().topk(self.top_k)
@@ -451,6 +478,9 @@ class Predictor:
                 job.scores.append(row)
                 if len(job.scores) % per_unit == 0:
                     job.units_done += 1
+                    if job.units_done > job.units:  # a timeline cut into shots has more windows than planned
+                        job.units += 1
+                        report(1, 0)
                     report(0, 1)
             self.stats.inputs += len(batch)
             batch.clear()

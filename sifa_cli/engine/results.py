@@ -83,14 +83,29 @@ def result_record(result: VideoResult, views: str, window: Optional[float] = Non
         record["duration"] = round(result.duration, 3)
     if result.windows is not None:
         record["window"], record["stride"] = window, stride
-        record["windows"] = [{"start": w.start, "end": w.end, "top": _top(w.top)} for w in result.windows]
-        record["segments"] = [
-            {"start": round(s.start, 3), "end": round(s.end, 3), "label": s.label, "score": round(s.score, 6),
-             "windows": s.windows}
-            for s in result.segments or []
-        ]
+        if result.fps:
+            record["fps"], record["frames"] = round(result.fps, 6), result.frames
+        if result.shots is not None:
+            record["shots"] = [{"shot": n, "start_frame": first, "end_frame": stop}
+                               for n, (first, stop) in enumerate(result.shots, 1)]
+        record["windows"] = [{"start": w.start, "end": w.end, "top": _top(w.top),
+                              **({"shot": w.shot} if w.shot is not None else {})} for w in result.windows]
+        record["segments"] = [_segment(s) for s in result.segments or []]
     if result.notes:
         record["notes"] = list(result.notes)
+    return record
+
+
+def _segment(s) -> dict[str, Any]:
+    record = {"start": round(s.start, 3), "end": round(s.end, 3), "label": s.label, "score": round(s.score, 6),
+              "windows": s.windows}
+    if s.start_frame is not None:
+        record["start_frame"], record["end_frame"] = s.start_frame, s.end_frame
+    if s.shot is not None:
+        record["shot"] = s.shot
+    if s.runner_up is not None:
+        record["runner_up"] = {"label": s.runner_up[0], "score": s.runner_up[1]}
+    record["uncertain"] = s.uncertain
     return record
 
 

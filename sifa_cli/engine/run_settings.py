@@ -70,7 +70,12 @@ def _show(key: str, value: Any) -> str:
         return (f"{value.get('frames')} frames ({value.get('sampling')}, step {value.get('step')}), "
                 f"crop {value.get('size')} of {value.get('resize')}")
     if key == "timeline" and isinstance(value, Mapping):
-        return f"window {value.get('window'):g} s stride {value.get('stride'):g} s"
+        text = f"window {value.get('window'):g} s stride {value.get('stride'):g} s"
+        if "cuts" in value:
+            cuts = value.get("cuts")
+            text += f", cuts {'off' if cuts is None else f'at {cuts:g}'}, uncertain below " \
+                    f"{value.get('uncertain_below')} or within {value.get('uncertain_margin')}"
+        return text
     return str(value)
 
 
