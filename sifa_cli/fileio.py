@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -153,3 +153,30 @@ def exclusive_lock(lock_path: Path) -> Iterator[bool]:
             os.unlink(lock_path)  # while still holding it, so no one can lock the old file meanwhile
         finally:
             os.close(fd)
+
+
+def lock_path_beside(path: Path) -> Path:
+    """The hidden lock file that guards `path` (a file or a folder): beside it, so a folder that must
+    start empty stays empty."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def lock_output(path: Path, option: str) -> Iterator[None]:
+    """Hold an exclusive lock on the output `path` (a results file, a run or report folder) for a whole
+    run, so two runs can never interleave or replace each other's files; a second run refuses at once."""
+    from sifa_cli.errors import InputError, SifaError
+
+    path = Path(path)
+    with ExitStack() as stack:
+        try:
+            lock = lock_path_beside(path)
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            locked = stack.enter_context(exclusive_lock(lock))
+        except OSError as exc:
+            raise InputError(f"{option} {path}: cannot lock it ({exc.strerror or exc})") from None
+        if not locked:
+            raise SifaError(f"{option} {path} is being written by another sifa run; wait for it to "
+                            "finish or choose another name")
+        yield

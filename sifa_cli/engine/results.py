@@ -15,13 +15,12 @@ import io
 import json
 import os
 import re
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Optional
+from typing import IO, Any, Iterable, Optional
 
-from sifa_cli.fileio import atomic_write_path, exclusive_lock, refuse_unsafe_output_file
+from sifa_cli.fileio import atomic_write_path, lock_output, refuse_unsafe_output_file
 from sifa_cli.engine.predict import VideoResult
-from sifa_cli.errors import InputError, SifaError
+from sifa_cli.errors import InputError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings", "size", "mtime_ns")
@@ -51,21 +50,10 @@ def text_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-@contextmanager
-def lock_results(output: Path) -> Iterator[None]:
+def lock_results(output: Path):
     """Hold an exclusive lock on the results file `output` for a whole run, so that two runs can
     never interleave their records or replace each other's; a second run refuses at once."""
-    output = Path(output)
-    with ExitStack() as stack:
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            locked = stack.enter_context(exclusive_lock(output.with_name(f".{output.name}.lock")))
-        except OSError as exc:
-            raise InputError(f"--output {output}: cannot lock it ({exc.strerror or exc})") from None
-        if not locked:
-            raise SifaError(f"--output {output} is being written by another sifa run; wait for it to "
-                            "finish or choose another file")
-        yield
+    return lock_output(output, "--output")
 
 
 def _top(top) -> list[dict[str, Any]]:

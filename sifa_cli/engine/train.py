@@ -26,7 +26,7 @@ import random
 import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sifa_cli import __version__
-from sifa_cli.fileio import atomic_write_path
+from sifa_cli.fileio import atomic_write_path, lock_output
 from sifa_cli.data.augment import Augmentation
 from sifa_cli.data.dataset import ClipDataset, DatasetSplits, prepare_dataset, write_scan_report
 from sifa_cli.data.sampling import dense_span
@@ -963,18 +963,23 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
     if config.out is None:
         raise InputError("give the run folder with --out RUN")
     trainer = Trainer(config, resume=resume, log=log, progress=progress)
-    if resume:
-        return _fit(trainer)
-    before = _entries(trainer.run.root)
-    try:
-        return _fit(trainer)
-    except BaseException:
-        # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
-        # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
-        # --resume repeat the error).
-        if trainer.dist.is_main and not trainer.run.state.exists():
-            _remove_new_entries(trainer.run.root, before)
-        raise
+    with ExitStack() as held:
+        if trainer.dist.is_main:
+            # For the whole run: a second run into the same folder, or a --resume of it while it
+            # still trains, would mix two runs' files (and resume's clean-up would delete ours).
+            held.enter_context(lock_output(trainer.run.root, "--resume" if resume else "--out"))
+        if resume:
+            return _fit(trainer)
+        before = _entries(trainer.run.root)
+        try:
+            return _fit(trainer)
+        except BaseException:
+            # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
+            # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
+            # --resume repeat the error).
+            if trainer.dist.is_main and not trainer.run.state.exists():
+                _remove_new_entries(trainer.run.root, before)
+            raise
 
 
 def _fit(trainer: Trainer) -> TrainResult:

@@ -1,0 +1,120 @@
+"""Issue 21, reliability round 3: run folders, labels, spreadsheets, full disks and hostile manifests.
+
+Every test runs the real thing: `sifa` as a subprocess, real video files, real training steps, real
+HTTP on 127.0.0.1, real full disks (a small tmpfs; skipped where it cannot be mounted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_run import error_lines, one_error, run_sifa
+from conftest import write_motion_dataset
+from full_disk import small_disk
+from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
+from sifa_cli.fileio import exclusive_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+SIFA = [sys.executable, "-m", "sifa_cli.cli.main"]
+TINY = ["--model", "sifa_resnet_tiny", "--init", "scratch", "--frames", "8", "--size", "64", "--workers", "0"]
+
+
+def _env(**extra: str) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "200", **extra}
+
+
+def _popen(*args, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([*SIFA, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(**env))
+
+
+@pytest.fixture(autouse=True)
+def sifa_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIFA_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def colour_weights(tmp_path_factory) -> Path:
+    return colour_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def colour_folder(root: Path, per_class: int = 2) -> Path:
+    for colour in CATEGORIES:
+        for i in range(per_class):
+            write_colour_video(root / colour / f"{colour}_{i}.mp4", [colour] * 10)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Data loss and security
+
+
+def test_two_finetune_runs_into_one_folder_started_together_one_refuses(tmp_path):
+    """Item 1: the run folder is locked for the whole run; the folder holds one run's files only."""
+    data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
+    run = tmp_path / "run"
+    args = ["finetune", data, *TINY, "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--out", run]
+    first, second = _popen(*args, "--seed", "1"), _popen(*args, "--seed", "2")
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes[0] == 0 and codes[1] != 0, [(c, err[-2000:]) for c, _, err in outcomes]
+    loser = next(err for code, _, err in outcomes if code != 0)
+    assert "Traceback" not in loser
+    assert [line for line in loser.splitlines() if line.startswith("error: ")] and (
+        "being written by another sifa run" in loser or "already holds a training run" in loser), loser
+    winner_seed = 1 if outcomes[0][0] == 0 else 2
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == winner_seed
+    from sifa_cli.weights.checkpoint import read_checkpoint_meta
+
+    assert read_checkpoint_meta(run / "last.safetensors")["training"]["config"]["seed"] == winner_seed
+    assert not list(tmp_path.glob(".run.lock"))  # released at the end
+    resumed = run_sifa("finetune", "--resume", run, "--epochs", "2", env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_resume_while_the_run_is_still_training_refuses(tmp_path):
+    """Item 2: --resume of a folder another process is still training in refuses, deleting nothing."""
+    data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
+    run = tmp_path / "run"
+    training = _popen("finetune", data, *TINY, "--epochs", "50", "--batch-size", "4", "--val-fraction", "0.25",
+                      "--out", run)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "train_state.pt").exists():
+            assert training.poll() is None and time.monotonic() < deadline, training.communicate()[1][-3000:]
+            time.sleep(0.2)
+        planted = run / ".last.99999.tmp.safetensors"  # what a save in progress looks like
+        planted.write_bytes(b"half")
+        resumed = run_sifa("finetune", "--resume", run, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+        assert training.poll() is None, "the training run ended before the check"
+        line = one_error(resumed, codes=(1,))
+        assert "being written by another sifa run" in line and str(run) in line
+        assert planted.exists()  # resume's clean-up did not touch the live run's files
+    finally:
+        training.send_signal(signal.SIGINT)
+        training.communicate(timeout=120)
+
+
+def test_two_evaluate_runs_into_one_out_folder(tmp_path, colour_weights):
+    """Item 7: a second evaluate into an --out another run is writing refuses instead of replacing it."""
+    data = colour_folder(tmp_path / "data", per_class=1)
+    out = tmp_path / "eval"
+    with exclusive_lock(tmp_path / ".eval.lock") as locked:  # what a running `sifa evaluate --out eval` holds
+        assert locked
+        second = run_sifa("evaluate", data, "-w", colour_weights, "--out", out, "--device", "cpu")
+    line = one_error(second, codes=(1,))
+    assert "being written by another sifa run" in line
+    assert not (out / "metrics.json").exists()
+    again = run_sifa("evaluate", data, "-w", colour_weights, "--out", out, "--device", "cpu")
+    assert again.returncode == 0, again.stderr[-3000:]
