@@ -118,3 +118,35 @@ def test_two_evaluate_runs_into_one_out_folder(tmp_path, colour_weights):
     assert not (out / "metrics.json").exists()
     again = run_sifa("evaluate", data, "-w", colour_weights, "--out", out, "--device", "cpu")
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_a_video_reachable_from_two_class_folders(tmp_path, colour_weights):
+    """Item 3: the same file under two labels is an error naming both; twice under one label, a warning."""
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=12)
+    (data / "right" / "alias.mp4").symlink_to(data / "left" / "000.mp4")
+    line = one_error(run_sifa("finetune", data, *TINY, "--out", tmp_path / "run"))
+    assert "'left'" in line and "'right'" in line and "alias.mp4" in line and "000.mp4" in line
+    (data / "right" / "alias.mp4").unlink()
+    (data / "everything").symlink_to(data)  # a class folder that is a link to the root
+    line = one_error(run_sifa("finetune", data, *TINY, "--out", tmp_path / "run"))
+    assert "'everything'" in line and "two class folders" in line
+
+    colours = colour_folder(tmp_path / "colours", per_class=1)
+    (colours / "red" / "again.mp4").symlink_to(colours / "red" / "red_0.mp4")
+    result = run_sifa("evaluate", colours, "-w", colour_weights, "--out", tmp_path / "eval", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reachable twice" in result.stderr and "used once" in result.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["videos"] == len(CATEGORIES)
+
+
+def test_validation_overlapping_training_is_refused(tmp_path):
+    """Item 4: --val the training folder, or one file in both CSVs (even under two labels), is refused."""
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=12)
+    line = one_error(run_sifa("finetune", data, "--val", data, *TINY, "--out", tmp_path / "run"))
+    assert "6 of its 6 validation videos are also training videos" in line
+    train_csv, val_csv = tmp_path / "train.csv", tmp_path / "val.csv"
+    train_csv.write_text("".join(f"data/{d}/{i:03d}.mp4,{d}\n" for d in ("left", "right") for i in range(2)))
+    val_csv.write_text("data/left/000.mp4,right\ndata/right/002.mp4,right\n")
+    line = one_error(run_sifa("finetune", train_csv, "--val", val_csv, *TINY, "--out", tmp_path / "run"))
+    assert "1 of its 2 validation videos are also training videos" in line and "000.mp4" in line
+    assert not (tmp_path / "run").exists()

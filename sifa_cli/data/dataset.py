@@ -132,12 +132,36 @@ def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) 
         (log or _stderr_log)(f"warning: {root}: {len(loose)} video(s) directly in it, outside any class folder, are left "
                        f"out (e.g. {loose[0]}); move them into <class>/ folders to use them")
     samples = []
+    # A file reachable from two places (a symbolic link, a class folder linking to the root) is one
+    # video: under two labels it would be trained on with a wrong one, and counted twice.
+    first_seen: dict[str, tuple[str, Path]] = {}  # real path -> (label, where first found)
+    conflicts: list[tuple[str, Path, str, Path]] = []
+    repeats: list[tuple[Path, Path]] = []
     for folder in classes:
         videos = sorted(
             p for p in folder.rglob("*")
             if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
         )
-        samples += [Sample(str(p.resolve()), folder.name) for p in videos]
+        for video in videos:
+            real = str(video.resolve())
+            if real in first_seen:
+                label, found = first_seen[real]
+                if label != folder.name:
+                    conflicts.append((label, found, folder.name, video))
+                else:
+                    repeats.append((video, found))
+                continue
+            first_seen[real] = (folder.name, video)
+            samples.append(Sample(real, folder.name))
+    if conflicts:
+        label, found, other, video = conflicts[0]
+        raise InputError(f"{root}: {len(conflicts)} video(s) are reachable from two class folders, e.g. {found} "
+                         f"('{label}') and {video} ('{other}') are the same file; give each video one label "
+                         "(remove the link or the copy)")
+    if repeats:
+        video, found = repeats[0]
+        (log or _stderr_log)(f"warning: {root}: {len(repeats)} video(s) are reachable twice within their class "
+                             f"folder (e.g. {video} is {found}); each is used once")
     if not samples:
         raise InputError(f"{root}: the class folders hold no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
     return samples
@@ -291,6 +315,12 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
         source, val_source = source / "train", source / "val"
     train_items = find_labelled_videos(source, log)
     val_items = find_labelled_videos(Path(val_source), log) if val_source is not None else []
+    in_train = {s.path for s in train_items}
+    overlap = [s.path for s in val_items if s.path in in_train]
+    if overlap:
+        raise InputError(f"{val_source}: {len(overlap)} of its {len(val_items)} validation videos are also training "
+                         f"videos (e.g. {overlap[0]}); validating on training videos measures nothing: give "
+                         "validation videos the run does not train on (without --val a share of each class is held out)")
     usable, skipped = scan_videos(train_items + val_items, min_frames, scan_workers, progress)
     usable_paths = {s.path: s for s in usable}
     train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]
