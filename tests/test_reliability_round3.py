@@ -150,3 +150,49 @@ def test_validation_overlapping_training_is_refused(tmp_path):
     line = one_error(run_sifa("finetune", train_csv, "--val", val_csv, *TINY, "--out", tmp_path / "run"))
     assert "1 of its 2 validation videos are also training videos" in line and "000.mp4" in line
     assert not (tmp_path / "run").exists()
+
+
+FORMULA_LABELS = ["=SUM(1+1)", "+green", "@blue"]  # the colour model's classes, renamed to formulas
+
+
+def _formula_checkpoint(source: Path, target: Path) -> Path:
+    from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    state, meta = load_checkpoint(source)
+    return save_checkpoint(target, state, {**meta, "categories": FORMULA_LABELS})
+
+
+def _cells(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [cell for row in csv.reader(handle) for cell in row]
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(tmp_path, colour_weights):
+    """Item 5: every CSV sifa writes (predict, evaluate, the scan report) quotes formula-like cells;
+    predict's CSV still resumes, with the names as they are."""
+    weights = _formula_checkpoint(colour_weights, tmp_path / "formulas.safetensors")
+    videos = tmp_path / "videos"
+    for name, colour in (("=1+2.mp4", "red"), ("-cmd.mp4", "green"), ("@x.mp4", "blue"), ("'quoted.mp4", "red")):
+        write_colour_video(videos / name, [colour] * 10)
+    result = run_sifa("predict", ".", "-w", weights, "-o", tmp_path / "r.csv", "--device", "cpu", cwd=videos)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = _cells(tmp_path / "r.csv")
+    dangerous = [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    assert not dangerous, dangerous
+    assert "'=1+2.mp4" in cells and "'-cmd.mp4" in cells and "'@x.mp4" in cells and "''quoted.mp4" in cells
+    assert "'=SUM(1+1)" in cells and "'+green" in cells
+    before = (tmp_path / "r.csv").read_text()
+    again = run_sifa("predict", ".", "-w", weights, "-o", tmp_path / "r.csv", "--device", "cpu", cwd=videos)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "r.csv").read_text() == before  # all four recognised as done: nothing scored again
+    assert "4" in again.stderr and "already" in again.stderr, again.stderr
+
+    data = tmp_path / "data"
+    for label, colour in zip(FORMULA_LABELS, CATEGORIES):
+        write_colour_video(data / label / f"{label}.mp4", [colour] * 10)
+    (data / "+green" / "-broken.mp4").write_bytes(b"not a video")
+    evaluated = run_sifa("evaluate", data, "-w", weights, "--out", tmp_path / "eval", "--device", "cpu")
+    assert evaluated.returncode == 1, evaluated.stderr[-3000:]  # the broken file
+    cells = _cells(tmp_path / "eval" / "predictions.csv")
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+    assert "'=SUM(1+1)" in cells

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sifa_cli.csvcells import neutralise_row
 from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
 from sifa_cli.data.decode import VIDEO_EXTENSIONS, FrameCountError, Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
@@ -296,7 +297,7 @@ def write_scan_report(path: Path, skipped: Sequence[Skipped]) -> None:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "problem"])
         for item in skipped:
-            writer.writerow([item.path, item.label, item.problem])
+            writer.writerow(neutralise_row([item.path, item.label, item.problem]))
     os.replace(tmp, path)
 
 

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import IO, Any, Iterable, Optional
 
+from sifa_cli.csvcells import neutralise_row, restore
 from sifa_cli.fileio import atomic_write_path, lock_output, refuse_unsafe_output_file
 from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
@@ -172,6 +173,7 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Group CSV rows back by path; only "path", "error", "settings" and the raw rows matter for resuming."""
     by_path: dict[str, dict[str, Any]] = {}
     for row in rows:
+        row = {key: restore(value) for key, value in row.items()}  # cells as they were before neutralising
         record = by_path.setdefault(row["path"], {"path": row["path"], "rows": []})
         if row.get("kind") == "error":
             record["error"] = row.get("error", "")
@@ -265,7 +267,7 @@ class ResultWriter:
                 writer = csv.DictWriter(handle, CSV_FIELDS)
                 writer.writeheader()
                 for record in self.kept:
-                    writer.writerows(record["rows"] if "rows" in record else csv_rows(record))
+                    writer.writerows(map(neutralise_row, record["rows"] if "rows" in record else csv_rows(record)))
             else:
                 for record in self.kept:
                     handle.write(to_json(record) + "\n")
@@ -291,7 +293,7 @@ class ResultWriter:
             target.write(to_json(record) + "\n")
         else:
             assert self._csv is not None
-            self._csv.writerows(csv_rows(record))
+            self._csv.writerows(map(neutralise_row, csv_rows(record)))
         target.flush()
 
     def close(self) -> None:
