@@ -196,3 +196,78 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(tmp_path, colour_weig
     cells = _cells(tmp_path / "eval" / "predictions.csv")
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
     assert "'=SUM(1+1)" in cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads: hostile manifests and full disks
+
+PAYLOAD = os.urandom(300_000)
+
+
+@pytest.fixture
+def server():
+    from weights_http import FileServer
+
+    srv = FileServer(slow_seconds=6.0, flood_bytes=4 << 20).start()
+    srv.files["model.bin"] = PAYLOAD
+    yield srv
+    srv.stop()
+
+
+def _manifest(tmp_path: Path, url: str, **fields) -> Path:
+    from weights_http import write_manifest
+
+    raw = {"arch": "sifa_resnet_tiny", "file_name": "model.bin", "urls": [url], **fields}
+    return write_manifest(tmp_path / "team.json", {"team_model": raw})
+
+
+def test_download_larger_than_the_disk(tmp_path, server):
+    """Item 6: a declared size that cannot fit is refused before downloading; an undeclared stream that
+    fills the disk names the file and removes the partial."""
+    home = tmp_path / "home"
+    with small_disk(home, "1M"):
+        huge = _manifest(tmp_path, server.url("flood", "model.bin"), size=10**15)
+        line = one_error(run_sifa("weights", "download", "team_model", "--manifest", huge, env={"SIFA_HOME": str(home)}))
+        assert "not enough disk space" in line and str(10**15) in line
+        assert server.get_requests("/flood/model.bin") == []  # nothing was asked for
+        undeclared = _manifest(tmp_path, server.url("flood", "model.bin"))
+        line = one_error(run_sifa("weights", "download", "team_model", "--manifest", undeclared,
+                                  env={"SIFA_HOME": str(home)}))
+        assert "model.bin.part" in line and "no space left" in line and "removed" in line
+        assert not list(home.rglob("*.part"))
+
+
+def test_manifest_url_to_a_fifo_or_a_folder(tmp_path):
+    """Items 13 and 20: a file:// URL to a FIFO fails at once (no endless wait), a folder is named as one."""
+    fifo = tmp_path / "pipe.bin"
+    os.mkfifo(fifo)
+    env = {"SIFA_HOME": str(tmp_path / "home")}
+    line = one_error(run_sifa("weights", "download", "team_model", "--manifest", _manifest(tmp_path, fifo.as_uri()),
+                              env=env, timeout=60))
+    assert "not an ordinary file" in line and "no network" not in line
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    line = one_error(run_sifa("weights", "download", "team_model", "--manifest",
+                              _manifest(tmp_path, folder.as_uri()), env=env))
+    assert "is a folder" in line and "no network" not in line
+
+
+def test_weights_rm_during_a_download_leaves_its_partial_file(tmp_path, server):
+    """Item 16: `weights rm` waits for nobody and deletes nothing of a download in progress."""
+    server.slow_seconds = 25.0  # long enough for `weights rm` to start on a busy machine
+    manifest = _manifest(tmp_path, server.url("slow", "model.bin"), size=len(PAYLOAD))
+    home = tmp_path / "home"
+    downloading = _popen("weights", "download", "team_model", "--manifest", manifest, SIFA_HOME=str(home))
+    try:
+        deadline = time.monotonic() + 60
+        while not list(home.rglob("model.bin.part")):
+            assert downloading.poll() is None and time.monotonic() < deadline, downloading.communicate()
+            time.sleep(0.05)
+        removed = run_sifa("weights", "rm", "team_model", "--manifest", manifest, env={"SIFA_HOME": str(home)})
+        line = one_error(removed, codes=(1,))
+        assert "being downloaded" in line
+        assert list(home.rglob("model.bin.part"))
+    finally:
+        out, err = downloading.communicate(timeout=120)
+    assert downloading.returncode == 0, err[-3000:]
+    assert next(home.rglob("model.bin")).read_bytes() == PAYLOAD
