@@ -271,3 +271,13 @@ def test_weights_rm_during_a_download_leaves_its_partial_file(tmp_path, server):
         out, err = downloading.communicate(timeout=120)
     assert downloading.returncode == 0, err[-3000:]
     assert next(home.rglob("model.bin")).read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("field, value", [("arch_kwargs", [1, 2]), ("input", "frames=8"), ("arch", 5),
+                                          ("notes", 3.5), ("num_params", "12M"), ("evaluation", [])])
+def test_manifest_fields_of_the_wrong_type(tmp_path, field, value):
+    """Item 10: a manifest field of the wrong JSON type is one line naming the entry and the field."""
+    manifest = _manifest(tmp_path, "http://127.0.0.1:9/model.bin", **{field: value})
+    for command in (["weights", "list"], ["weights", "info", "team_model"]):
+        line = one_error(run_sifa(*command, "--manifest", manifest))
+        assert "team_model" in line and f"{field} must be" in line
