@@ -18,7 +18,7 @@ import pytest
 
 from cli_run import error_lines, one_error, run_sifa
 from conftest import write_motion_dataset
-from full_disk import small_disk
+from full_disk import fill, small_disk
 from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
 from sifa_cli.fileio import exclusive_lock
 
@@ -281,3 +281,102 @@ def test_manifest_fields_of_the_wrong_type(tmp_path, field, value):
     for command in (["weights", "list"], ["weights", "info", "team_model"]):
         line = one_error(run_sifa(*command, "--manifest", manifest))
         assert "team_model" in line and f"{field} must be" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Full disks and long names
+
+
+def test_torchscript_export_onto_a_full_disk(tmp_path, colour_weights):
+    """Item 8: one line naming the output and the full disk (no abort, exit 134), no temporary file left."""
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1M"):
+        fill(disk, leave=16 << 10)
+        result = run_sifa("export", colour_weights, "--format", "torchscript", "--out", disk / "model.pt", timeout=900)
+        line = one_error(result)
+        assert str(disk / "model.pt") in line and "no space left" in line
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_disk_full_while_finetune_saves_a_checkpoint(tmp_path):
+    """Items 9 and 21: a full disk during training is one line naming the checkpoint, not a
+    SafetensorError or inline_container traceback, and no temporary file is left behind."""
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=12)
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1M"):
+        fill(disk, leave=48 << 10)  # room for the config and dataset lists, not for a checkpoint
+        result = run_sifa("finetune", data, *TINY, "--epochs", "1", "--batch-size", "3", "--out", disk / "run",
+                          env={"OMP_NUM_THREADS": "1"}, timeout=300)
+        line = one_error(result)
+        assert "best.safetensors" in line and "no space left" in line, line
+        assert "SafetensorError" not in result.stderr and "inline_container" not in result.stderr
+        assert not list(disk.rglob(".*tmp*"))
+
+
+def test_output_names_of_250_characters(tmp_path, colour_weights):
+    """Item 19: names the file system takes are not refused because of sifa's own lock or temp file names."""
+    write_colour_video(tmp_path / "videos" / "a.mp4", ["red"] * 10)
+    results = tmp_path / ("r" * 246 + ".csv")
+    predicted = run_sifa("predict", tmp_path / "videos", "-w", colour_weights, "-o", results, "--device", "cpu")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert results.is_file()
+    exported = tmp_path / ("m" * 250 + ".pt")
+    result = run_sifa("export", colour_weights, "--format", "torchscript", "--out", exported, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert exported.is_file() and not list(tmp_path.glob(".*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Crashes, resources and messages
+
+
+def test_non_utf8_stdout_shows_non_ascii_labels_and_paths(tmp_path, colour_weights):
+    """Item 12: PYTHONIOENCODING=ascii: the table and -f jsonl work; the JSON reads back exactly."""
+    from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    state, meta = load_checkpoint(colour_weights)
+    weights = save_checkpoint(tmp_path / "accents.safetensors", state, {**meta, "categories": ["rouge é", "vert", "bleu"]})
+    video = write_colour_video(tmp_path / "vidéo ☃.mp4", ["red"] * 10)
+    env = {"PYTHONIOENCODING": "ascii"}
+    table = run_sifa("predict", video, "-w", weights, "--device", "cpu", env=env)
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr[-3000:]
+    assert "rouge" in table.stdout
+    lines = run_sifa("predict", video, "-w", weights, "--device", "cpu", "-f", "jsonl", env=env)
+    assert lines.returncode == 0 and "Traceback" not in lines.stderr, lines.stderr[-3000:]
+    record = json.loads(lines.stdout.splitlines()[0])
+    assert record["path"] == str(video) and record["top"][0]["label"] == "rouge é"
+
+
+def test_scan_workers_are_capped(tmp_path):
+    """Item 14: --scan-workers beyond what helps is refused before any process starts."""
+    data = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=12)
+    line = one_error(run_sifa("finetune", data, *TINY, "--scan-workers", "200", "--out", tmp_path / "run"))
+    assert "scan_workers" in line.replace("-", "_") and "between 1 and 32" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_csv_of_current_folder_relative_paths_says_how_paths_are_resolved(tmp_path):
+    """Item 15 (the generic part): a CSV written with paths relative to the current folder, not to its
+    own folder, is named as such instead of only 'need at least 2 classes'."""
+    write_motion_dataset(tmp_path / "data", per_class=2, num_frames=12)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "train.csv").write_text(
+        "".join(f"data/{d}/{i:03d}.mp4,{d}\n" for d in ("left", "right") for i in range(2)))
+    result = run_sifa("finetune", "lists/train.csv", *TINY, "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "relative paths are resolved" in result.stderr and "data/left/000.mp4" in result.stderr
+    assert "current folder" in result.stderr
+
+
+def test_resuming_a_two_process_run_in_one_process_is_refused(tmp_path):
+    """Item 17: the schedule would be re-planned (the cosine would end at 4.8e-4, not 0): refuse, saying how."""
+    data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "sifa_cli.cli.main", "finetune", str(data), *TINY, "--epochs", "1", "--batch-size", "2",
+               "--val-fraction", "0.25", "--out", str(run)]
+    trained = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    line = one_error(run_sifa("finetune", "--resume", run, "--epochs", "2", env={"OMP_NUM_THREADS": "1"}))
+    assert "2 process(es)" in line and "--nproc_per_node 2" in line
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1

@@ -33,6 +33,7 @@ from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views, to_model_input
 from sifa_cli.errors import DecodeError, InputError, SifaError
+from sifa_cli.fileio import atomic_write_path
 
 CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
 SPLIT_FOLDERS = ("train", "val")
@@ -90,9 +91,8 @@ class DatasetSplits:
         )
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "DatasetSplits":
@@ -206,11 +206,28 @@ def read_csv_list(path: Path, log: Optional[Callable[[str], None]] = None) -> li
         samples.append(Sample(resolved, label))
     if not samples:
         raise InputError(f"{path}: no path,label rows found")
+    _note_cwd_relative_paths(path, samples, log)
     if repeats:
         line, first_line, video = repeats[0]
         (log or _stderr_log)(f"warning: {path}: {len(repeats)} row(s) repeat a video listed earlier with the same "
                              f"label; each video is used once (e.g. line {line} repeats line {first_line}: {video})")
     return samples
+
+
+def _note_cwd_relative_paths(csv_path: Path, samples: Sequence[Sample], log: Optional[Callable[[str], None]]) -> None:
+    """Relative paths are resolved against the CSV's folder: when the ones that are missing there
+    exist relative to the current folder, the CSV was written for that; say so before the scan
+    reports them all as missing."""
+    folder = csv_path.resolve().parent
+    missing = [s.path for s in samples if not os.path.lexists(s.path) and Path(s.path).is_relative_to(folder)]
+    if not missing or folder == Path.cwd().resolve():
+        return
+    here = [p for p in missing if os.path.lexists(Path.cwd() / Path(p).relative_to(folder))]
+    if here:
+        (log or _stderr_log)(f"warning: {csv_path}: {len(here)} relative path(s) do not exist in the CSV's folder "
+                             f"{folder}, against which relative paths are resolved, but do in the current folder "
+                             f"(e.g. {Path(here[0]).relative_to(folder)}); write them relative to {folder}, or as "
+                             "absolute paths")
 
 
 def _stderr_log(message: str) -> None:
@@ -292,13 +309,11 @@ def scan_videos(samples: Sequence[Sample], min_frames: int, workers: int = 4,
 
 def write_scan_report(path: Path, skipped: Sequence[Skipped]) -> None:
     """CSV of the videos left out and why (just the header when none was)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_write_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "problem"])
         for item in skipped:
             writer.writerow(neutralise_row([item.path, item.label, item.problem]))
-    os.replace(tmp, path)
 
 
 def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_fraction: float = 0.2, seed: int = 0,

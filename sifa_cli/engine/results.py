@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Optional
 
 from sifa_cli.csvcells import neutralise_row, restore
-from sifa_cli.fileio import atomic_write_path, lock_output, refuse_unsafe_output_file
+from sifa_cli.fileio import atomic_write_path, hidden_prefix, lock_output, refuse_unsafe_output_file
 from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
 
@@ -34,10 +34,11 @@ CSV_KINDS = ("top", "window", "segment", "error")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def to_json(value: Any, **options: Any) -> str:
+def to_json(value: Any, ascii_only: bool = False, **options: Any) -> str:
     """json.dumps that keeps text readable (no \\u escapes for ordinary non-ASCII) yet always
-    encodable as UTF-8: lone surrogates (undecodable bytes of a file name) become \\udcXX escapes."""
-    text = json.dumps(value, ensure_ascii=False, **options)
+    encodable as UTF-8: lone surrogates (undecodable bytes of a file name) become \\udcXX escapes.
+    ascii_only: every non-ASCII character escaped, for a stream that cannot encode it."""
+    text = json.dumps(value, ensure_ascii=ascii_only, **options)
     if _SURROGATE.search(text):  # can only sit inside a string literal, where an escape is valid JSON
         text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
@@ -189,6 +190,15 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return list(by_path.values())
 
 
+def _is_utf8(stream: IO[str]) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False
+
+
 class _BytesSafeStream:
     """A text stream that writes a file name's undecodable bytes as they were (like a CSV file)
     when the stream's own encoding would refuse them."""
@@ -216,8 +226,9 @@ class _BytesSafeStream:
 def _remove_abandoned(path: Path) -> None:
     """Hidden new versions of `path` that a killed run left (its process is gone); the caller holds
     the results lock, so no live run is writing one."""
-    for leftover in path.parent.glob(f".{glob.escape(path.stem)}.*.new{glob.escape(path.suffix)}"):
-        pid = leftover.name[len(path.stem) + 2 : -len(f".new{path.suffix}")]
+    prefix = hidden_prefix(path)
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*.new{glob.escape(path.suffix)}"):
+        pid = leftover.name[len(prefix) : -len(f".new{path.suffix}")]
         if pid.isdigit() and int(pid) != os.getpid():
             leftover.unlink(missing_ok=True)
 
@@ -241,7 +252,7 @@ class ResultWriter:
         if replace and path is not None:
             self._final = path
             _remove_abandoned(path)
-            path = path.with_name(f".{path.stem}.{os.getpid()}.new{path.suffix}")
+            path = path.with_name(f"{hidden_prefix(path)}{os.getpid()}.new{path.suffix}")
         self.fmt, self.path, self.stream = fmt, path, stream
         self.kept = list(keep)
         self.records: list[dict[str, Any]] = []
@@ -253,7 +264,10 @@ class ResultWriter:
                 self._rewrite_json()
             else:
                 self._start_file()
-        elif stream is not None and fmt == "csv":
+        # A terminal or pipe whose encoding is not UTF-8 (PYTHONIOENCODING=ascii) gets JSON with
+        # escapes, which every JSON reader turns back into the same text.
+        self._ascii = stream is not None and not _is_utf8(stream)
+        if path is None and stream is not None and fmt == "csv":
             self.stream = _BytesSafeStream(stream)
             self._csv = csv.DictWriter(self.stream, CSV_FIELDS)
             self._csv.writeheader()
@@ -290,7 +304,7 @@ class ResultWriter:
         if target is None:
             return
         if self.fmt == "jsonl":
-            target.write(to_json(record) + "\n")
+            target.write(to_json(record, ascii_only=self._ascii and target is self.stream) + "\n")
         else:
             assert self._csv is not None
             self._csv.writerows(map(neutralise_row, csv_rows(record)))
@@ -300,7 +314,7 @@ class ResultWriter:
         if self.fmt == "json" and self.path is not None:
             self._rewrite_json()
         if self.fmt == "json" and self.path is None and self.stream is not None:
-            self.stream.write(to_json(self.records, indent=2) + "\n")
+            self.stream.write(to_json(self.records, ascii_only=self._ascii, indent=2) + "\n")
             self.stream.flush()
         if self._handle is not None:
             self._handle.close()

@@ -19,6 +19,7 @@ across processes, and only rank 0 writes.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import math
 import os
@@ -150,8 +151,10 @@ class RunFolder:
 
 def save_training_state(path: Path, state: dict) -> None:
     """torch.save to a temporary file, flushed to disk, then renamed over the old state."""
+    buffer = io.BytesIO()  # torch's own file writer reports a full disk as a C++ error naming no file
+    torch.save(state, buffer)
     with atomic_write_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
+        handle.write(buffer.getbuffer())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -609,6 +612,19 @@ class Trainer:
         self.dist.barrier()
         return None
 
+    def check_same_processes(self, state: dict) -> None:
+        """The learning-rate schedule counts optimizer steps, and each process steps once per batch of
+        its shard: another number of processes would re-plan the steps per epoch, so the cosine would
+        no longer end where the run was set to end. A resume is exact only with the same number."""
+        recorded = state.get("processes")
+        if recorded is None or recorded == self.dist.world_size:
+            return
+        how = (f"torchrun --nproc_per_node {recorded} -m sifa_cli.cli.main finetune --resume {self.run.root}"
+               if recorded > 1 else f"sifa finetune --resume {self.run.root} (without torchrun)")
+        raise InputError(f"--resume {self.run.root}: this run trained on {recorded} process(es), this resume has "
+                         f"{self.dist.world_size}; its learning-rate schedule is planned in steps per epoch for "
+                         f"{recorded}, so resume it the same way: {how}")
+
     def load_dataset(self, spec_frames: int, spec_step: int, sampling: str) -> DatasetSplits:
         if self.resume:
             splits = DatasetSplits.load(self.run.dataset)
@@ -670,6 +686,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         config = self.config
         state = self.prepare_run_folder()
+        if state is not None:
+            self.check_same_processes(state)
         spec = InputSpec.from_meta(state["input"]) if state is not None else self.resolve_model_and_input()
         splits = self.load_dataset(spec.frames, spec.step, spec.sampling)
         categories = splits.categories
@@ -844,6 +862,7 @@ class Trainer:
                 self._save_checkpoint(self.run.last, model, checkpoint_meta(record))
                 save_training_state(self.run.state, {
                     "format": STATE_FORMAT,
+                    "processes": self.dist.world_size,
                     "epoch": epoch,
                     "step": step,
                     "arch": start.arch,
