@@ -380,3 +380,102 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(tmp_path):
     line = one_error(run_sifa("finetune", "--resume", run, "--epochs", "2", env={"OMP_NUM_THREADS": "1"}))
     assert "2 process(es)" in line and "--nproc_per_node 2" in line
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_emoji_class_names_draw_without_glyph_warnings(tmp_path, colour_weights):
+    """Item 21: class names the plot font lacks do not flood the output with matplotlib warnings."""
+    from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    state, meta = load_checkpoint(colour_weights)
+    labels = ["🔥 red", "🌿 green", "💧 blue"]
+    weights = save_checkpoint(tmp_path / "emoji.safetensors", state, {**meta, "categories": labels})
+    for label, colour in zip(labels, CATEGORIES):
+        write_colour_video(tmp_path / "data" / label / "a.mp4", [colour] * 10)
+    result = run_sifa("evaluate", tmp_path / "data", "-w", weights, "--out", tmp_path / "eval", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+    assert "Glyph" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr
+
+
+def test_merge_results_into_a_read_only_folder(tmp_path):
+    """Item 21: exit 2 and one line naming the output's folder, as other commands do; no temp file named."""
+    part = tmp_path / "part.jsonl"
+    part.write_text(json.dumps({"path": "/v/a.mp4", "top": [{"label": "x", "score": 1.0}]}) + "\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = run_sifa("merge-results", locked / "all.jsonl", part, enforce_permissions=True)
+    finally:
+        locked.chmod(0o755)
+    line = one_error(result, codes=(2,))
+    assert "no permission to write in" in line and str(locked) in line and ".tmp" not in line
+
+
+def test_a_live_stream_cut_off_mid_file_is_not_a_normal_end(tmp_path, colour_weights):
+    """Item 18: FFmpeg's 'Stream ends prematurely' is an error (exit 1, one line), not 'stream ended'."""
+    from weights_http import FileServer
+
+    video = write_colour_video(tmp_path / "colours.mkv", ["red"] * 40 + ["blue"] * 40, fps=10)
+    data = video.read_bytes()
+    server = FileServer(drop_after=len(data) // 2).start()
+    server.files["colours.mkv"] = data
+    try:
+        result = run_sifa("predict", server.url("drop", "colours.mkv"), "-w", colour_weights, "--device", "cpu",
+                          "--stride", "0.4")
+    finally:
+        server.stop()
+    line = one_error(result, codes=(1,))
+    assert "broke off" in line and "prematurely" in line
+
+
+def test_a_killed_torchrun_rank_gives_the_survivor_one_line(tmp_path):
+    """Item 11: the surviving process says which rank stopped, in one line instead of a gloo traceback."""
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("finds the rank-1 process through /proc")
+    data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
+    run, logs = tmp_path / "ddp", tmp_path / "logs"
+    # A long monitor interval: torchrun notices the death late, so the survivor meets it in gloo first.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--monitor-interval", "60", "--log-dir", str(logs), "--redirects", "3",
+               "-m", "sifa_cli.cli.main", "finetune", str(data), *TINY, "--epochs", "50", "--batch-size", "2",
+               "--val-fraction", "0.25", "--out", str(run)]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "metrics.jsonl").exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+            time.sleep(0.2)
+        rank1 = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                 if _environ(pid).get("RANK") == "1" and _environ(pid).get("TORCHELASTIC_RUN_ID")
+                 and "finetune" in _cmdline(pid)]
+        assert len(rank1) == 1, rank1
+        os.kill(rank1[0], signal.SIGKILL)
+        survivor_log = None
+        while survivor_log is None or "error:" not in survivor_log.read_text():
+            assert time.monotonic() < deadline
+            found = list(logs.rglob("0/stderr.log"))
+            survivor_log = found[0] if found else None
+            time.sleep(0.2)
+    finally:
+        launcher.kill()
+        launcher.communicate(timeout=60)
+    text = survivor_log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "rank 1 stopped" in errors[0] and "--resume" in errors[0], text[-3000:]
+
+
+def _environ(pid: int) -> dict:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

@@ -1009,6 +1009,27 @@ def _fit(trainer: Trainer) -> TrainResult:
         if unwrapped is exc:
             raise
         raise unwrapped from None
+    except RuntimeError as exc:  # torch.distributed's errors (DistBackendError) are RuntimeErrors
+        if not (trainer.dist.enabled and _peer_lost(exc)):
+            raise
+        raise SifaError(_peer_lost_message(trainer.dist, trainer.run.root)) from None
+
+
+# What gloo and NCCL say when a peer process died mid-collective.
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "remote process exited",
+              "socket closed")
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    return any(marker in str(exc).lower() for marker in _PEER_LOST)
+
+
+def _peer_lost_message(distributed: Distributed, run: Path) -> str:
+    others = [rank for rank in range(distributed.world_size) if rank != distributed.rank]
+    who = (f"training process rank {others[0]}" if len(others) == 1
+           else f"one of the other training processes (ranks {', '.join(map(str, others))})")
+    return (f"{who} stopped (killed or crashed), so rank {distributed.rank} stops too; {run} keeps the last "
+            f"finished epoch, and `torchrun ... finetune --resume {run}` continues from it")
 
 
 def _unwrapped(exc: SifaError) -> SifaError:
