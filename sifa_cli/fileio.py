@@ -213,3 +213,13 @@ def lock_output(path: Path, option: str) -> Iterator[None]:
             raise SifaError(f"{option} {path} is being written by another sifa run; wait for it to "
                             "finish or choose another name")
         yield
+
+
+def writes_utf8(stream) -> bool:
+    """Whether a text stream (stdout, a file) encodes as UTF-8, so any name or label fits."""
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False

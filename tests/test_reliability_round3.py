@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_run import error_lines, one_error, run_sifa
+from cli_run import one_error, run_sifa
 from conftest import write_motion_dataset
 from full_disk import fill, small_disk
 from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video

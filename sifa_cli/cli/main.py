@@ -111,9 +111,10 @@ def _register() -> None:
 def _tolerate_narrow_encodings() -> None:
     """A terminal or pipe that is not UTF-8 (PYTHONIOENCODING=ascii, a Latin-1 locale) shows a label or
     file name it cannot encode as a backslash escape instead of failing with UnicodeEncodeError."""
+    from sifa_cli.fileio import writes_utf8
+
     for stream in (sys.stdout, sys.stderr):
-        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
-        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+        if not writes_utf8(stream) and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
 
 

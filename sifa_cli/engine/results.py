@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Optional
 
 from sifa_cli.csvcells import neutralise_row, restore
-from sifa_cli.fileio import atomic_write_path, hidden_prefix, lock_output, refuse_unsafe_output_file
+from sifa_cli.fileio import atomic_write_path, hidden_prefix, lock_output, refuse_unsafe_output_file, writes_utf8
 from sifa_cli.engine.predict import VideoResult
 from sifa_cli.errors import InputError
 
@@ -190,15 +190,6 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return list(by_path.values())
 
 
-def _is_utf8(stream: IO[str]) -> bool:
-    import codecs
-
-    try:
-        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
-    except LookupError:
-        return False
-
-
 class _BytesSafeStream:
     """A text stream that writes a file name's undecodable bytes as they were (like a CSV file)
     when the stream's own encoding would refuse them."""
@@ -266,7 +257,7 @@ class ResultWriter:
                 self._start_file()
         # A terminal or pipe whose encoding is not UTF-8 (PYTHONIOENCODING=ascii) gets JSON with
         # escapes, which every JSON reader turns back into the same text.
-        self._ascii = stream is not None and not _is_utf8(stream)
+        self._ascii = stream is not None and not writes_utf8(stream)
         if path is None and stream is not None and fmt == "csv":
             self.stream = _BytesSafeStream(stream)
             self._csv = csv.DictWriter(self.stream, CSV_FIELDS)
