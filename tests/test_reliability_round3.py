@@ -58,6 +58,7 @@ def colour_folder(root: Path, per_class: int = 2) -> Path:
 # Data loss and security
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_two_finetune_runs_into_one_folder_started_together_one_refuses(tmp_path):
     """Item 1: the run folder is locked for the whole run; the folder holds one run's files only."""
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
@@ -83,6 +84,7 @@ def test_two_finetune_runs_into_one_folder_started_together_one_refuses(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_resume_while_the_run_is_still_training_refuses(tmp_path):
     """Item 2: --resume of a folder another process is still training in refuses, deleting nothing."""
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
@@ -287,6 +289,7 @@ def test_manifest_fields_of_the_wrong_type(tmp_path, field, value):
 # Full disks and long names
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_torchscript_export_onto_a_full_disk(tmp_path, colour_weights):
     """Item 8: one line naming the output and the full disk (no abort, exit 134), no temporary file left."""
     disk = tmp_path / "disk"
@@ -298,6 +301,7 @@ def test_torchscript_export_onto_a_full_disk(tmp_path, colour_weights):
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_disk_full_while_finetune_saves_a_checkpoint(tmp_path):
     """Items 9 and 21: a full disk during training is one line naming the checkpoint, not a
     SafetensorError or inline_container traceback, and no temporary file is left behind."""
@@ -313,11 +317,13 @@ def test_disk_full_while_finetune_saves_a_checkpoint(tmp_path):
         assert not list(disk.rglob(".*tmp*"))
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_output_names_of_250_characters(tmp_path, colour_weights):
     """Item 19: names the file system takes are not refused because of sifa's own lock or temp file names."""
     write_colour_video(tmp_path / "videos" / "a.mp4", ["red"] * 10)
     results = tmp_path / ("r" * 246 + ".csv")
-    predicted = run_sifa("predict", tmp_path / "videos", "-w", colour_weights, "-o", results, "--device", "cpu")
+    predicted = run_sifa("predict", tmp_path / "videos", "-w", colour_weights, "-o", results, "--device", "cpu",
+                         timeout=600)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert results.is_file()
     exported = tmp_path / ("m" * 250 + ".pt")
@@ -330,6 +336,7 @@ def test_output_names_of_250_characters(tmp_path, colour_weights):
 # Crashes, resources and messages
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_non_utf8_stdout_shows_non_ascii_labels_and_paths(tmp_path, colour_weights):
     """Item 12: PYTHONIOENCODING=ascii: the table and -f jsonl work; the JSON reads back exactly."""
     from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint
@@ -338,10 +345,10 @@ def test_non_utf8_stdout_shows_non_ascii_labels_and_paths(tmp_path, colour_weigh
     weights = save_checkpoint(tmp_path / "accents.safetensors", state, {**meta, "categories": ["rouge é", "vert", "bleu"]})
     video = write_colour_video(tmp_path / "vidéo ☃.mp4", ["red"] * 10)
     env = {"PYTHONIOENCODING": "ascii"}
-    table = run_sifa("predict", video, "-w", weights, "--device", "cpu", env=env)
+    table = run_sifa("predict", video, "-w", weights, "--device", "cpu", env=env, timeout=600)
     assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr[-3000:]
     assert "rouge" in table.stdout
-    lines = run_sifa("predict", video, "-w", weights, "--device", "cpu", "-f", "jsonl", env=env)
+    lines = run_sifa("predict", video, "-w", weights, "--device", "cpu", "-f", "jsonl", env=env, timeout=600)
     assert lines.returncode == 0 and "Traceback" not in lines.stderr, lines.stderr[-3000:]
     record = json.loads(lines.stdout.splitlines()[0])
     assert record["path"] == str(video) and record["top"][0]["label"] == "rouge é"
@@ -368,6 +375,7 @@ def test_csv_of_current_folder_relative_paths_says_how_paths_are_resolved(tmp_pa
     assert "current folder" in result.stderr
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_resuming_a_two_process_run_in_one_process_is_refused(tmp_path):
     """Item 17: the schedule would be re-planned (the cosine would end at 4.8e-4, not 0): refuse, saying how."""
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
@@ -429,6 +437,7 @@ def test_a_live_stream_cut_off_mid_file_is_not_a_normal_end(tmp_path, colour_wei
     assert "broke off" in line and "prematurely" in line
 
 
+@pytest.mark.timeout(1200)  # minutes on a busy 2-core machine; seconds on CI
 def test_a_killed_torchrun_rank_gives_the_survivor_one_line(tmp_path):
     """Item 11: the surviving process says which rank stopped, in one line instead of a gloo traceback."""
     if not Path("/proc/self/environ").exists():
