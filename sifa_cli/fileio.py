@@ -3,9 +3,11 @@ checking that an output would not destroy an input or a file sifa should not rep
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -19,13 +21,44 @@ def atomic_write_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     _refuse_special_file(path, "output")  # checked again at the rename, after the slow part
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f"{hidden_prefix(path)}{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         _refuse_special_file(path, "output")
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:  # name the file the user knows, not our temporary one
+            from sifa_cli.errors import SifaError
+            from sifa_cli.writable import disk_problem
+
+            kept = "the previous version is kept" if os.path.lexists(path) else "nothing was written"
+            raise SifaError(f"cannot write {path}: {disk_problem(exc)}; {kept}") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# The longest file name most file systems take, in bytes.
+_NAME_MAX = 255
+# Room left for what follows the prefix: a process id, ".tmp"/".new"/".lock" and a suffix.
+_TAIL_ROOM = 40
+
+
+def hidden_prefix(path: Path) -> str:
+    """The start of the names of sifa's hidden files beside `path` (temporary versions, locks):
+    "." + its stem + ".", with a long stem shortened (and a hash of the whole name added) so the
+    hidden name still fits where `path` itself does."""
+    path = Path(path)
+    stem = path.stem
+    suffix_room = len(path.suffix.encode("utf-8", "surrogateescape"))
+    budget = _NAME_MAX - _TAIL_ROOM - suffix_room
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) + 2 <= budget:
+        return f".{stem}."
+    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    short = encoded[: budget - 2 - len(digest) - 1].decode("utf-8", "ignore")
+    return f".{short}~{digest}."
 
 
 def _refuse_special_file(path: Path, option: str) -> None:
@@ -153,3 +186,40 @@ def exclusive_lock(lock_path: Path) -> Iterator[bool]:
             os.unlink(lock_path)  # while still holding it, so no one can lock the old file meanwhile
         finally:
             os.close(fd)
+
+
+def lock_path_beside(path: Path) -> Path:
+    """The hidden lock file that guards `path` (a file or a folder): beside it, so a folder that must
+    start empty stays empty."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    return path.with_name(f"{hidden_prefix(path.with_name(path.name + '.x'))}lock")
+
+
+@contextmanager
+def lock_output(path: Path, option: str) -> Iterator[None]:
+    """Hold an exclusive lock on the output `path` (a results file, a run or report folder) for a whole
+    run, so two runs can never interleave or replace each other's files; a second run refuses at once."""
+    from sifa_cli.errors import InputError, SifaError
+
+    path = Path(path)
+    with ExitStack() as stack:
+        try:
+            lock = lock_path_beside(path)
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            locked = stack.enter_context(exclusive_lock(lock))
+        except OSError as exc:
+            raise InputError(f"{option} {path}: cannot lock it ({exc.strerror or exc})") from None
+        if not locked:
+            raise SifaError(f"{option} {path} is being written by another sifa run; wait for it to "
+                            "finish or choose another name")
+        yield
+
+
+def writes_utf8(stream) -> bool:
+    """Whether a text stream (stdout, a file) encodes as UTF-8, so any name or label fits."""
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False

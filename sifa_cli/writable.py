@@ -27,6 +27,15 @@ def _reason(exc: OSError, folder: Path) -> str:
     return f"cannot write in {folder} ({exc.strerror or exc})"
 
 
+def disk_problem(exc: OSError) -> str:
+    """Why a write failed, in words: a full disk and a file size limit said plainly."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the disk"
+    if exc.errno == errno.EFBIG:
+        return "the file is larger than this system allows (file size limit)"
+    return exc.strerror or str(exc)
+
+
 def nearest_existing(path: Path) -> Path:
     """`path` itself or its closest ancestor that exists (following links)."""
     path = Path(os.path.abspath(path))

@@ -22,6 +22,7 @@ from sifa_cli.cli.common import (
     console,
     err_console,
     handle_errors,
+    hold,
     is_tty,
 )
 
@@ -65,7 +66,7 @@ def evaluate(
     from sifa_cli.engine.predict import Predictor, check_counts
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
     from sifa_cli.errors import InputError
-    from sifa_cli.fileio import check_output_file
+    from sifa_cli.fileio import check_output_file, lock_output
     from sifa_cli.writable import check_writable
     from sifa_cli.weights.checkpoint import load_model
 
@@ -76,6 +77,7 @@ def evaluate(
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     check_writable(out, "--out", folder=True)
+    hold(lock_output(out, "--out"))  # until the report is written: a second run would replace it
     for name in REPORT_FILES:
         check_output_file(out / name, "--out", [data, weights if weights and Path(weights).is_file() else None],
                           overwrite)

@@ -108,8 +108,19 @@ def _register() -> None:
     weights_cmd.register(app)
 
 
+def _tolerate_narrow_encodings() -> None:
+    """A terminal or pipe that is not UTF-8 (PYTHONIOENCODING=ascii, a Latin-1 locale) shows a label or
+    file name it cannot encode as a backslash escape instead of failing with UnicodeEncodeError."""
+    from sifa_cli.fileio import writes_utf8
+
+    for stream in (sys.stdout, sys.stderr):
+        if not writes_utf8(stream) and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     keep_freed_memory()  # before any tensor exists: see sifa_cli/allocator.py
+    _tolerate_narrow_encodings()
     stop_like_ctrl_c_on_sigterm()
     _register()
     app()

@@ -26,8 +26,10 @@ def merge_results(
     """
     from sifa_cli.engine.distributed_predict import merge_outputs
     from sifa_cli.fileio import check_output_file
+    from sifa_cli.writable import check_writable
 
     check_output_file(output, "OUTPUT", parts, overwrite)
+    check_writable(output, "OUTPUT", create_parents=False)
     written, failed = merge_outputs(parts, output)
     err_console.print(f"{written} video(s) from {len(parts)} file(s) in {output}"
                       + (f", {failed} of them failed" if failed else ""), highlight=False, soft_wrap=True)

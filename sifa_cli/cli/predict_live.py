@@ -110,6 +110,8 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
     err_console.print(f"[{colour}]{escape(line)}[/]", highlight=False, soft_wrap=True)
     if stats.ended == "interrupted":
         raise typer.Exit(130)
+    if stats.error:  # cut off or stalled mid-stream: not a normal end
+        raise DecodeError(f"{source}: {stats.error}; the {stats.windows} window(s) before it were scored")
 
 
 def _print_window(result) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -193,11 +194,24 @@ def import_checkpoint(
 def remove(names: Annotated[list[str], typer.Argument(help="Registry names whose cached files to delete.", metavar="NAME")],
            manifest: ManifestOpt = None) -> None:
     """Delete cached weights (shipped files are never touched)."""
-    from sifa_cli.weights.cache import cache_path, remove_cached
+    from sifa_cli.errors import WeightsError
+    from sifa_cli.weights.cache import cache_path
+    from sifa_cli.weights.download import download_lock
     from sifa_cli.weights.manifest import load_registry
 
     registry = load_registry(manifest or ())
     entries = [registry.get(name) for name in names]  # every name checked before anything is deleted
+    with ExitStack() as held:
+        for entry in entries:  # a download in progress owns its partial file: leave it be
+            if not held.enter_context(download_lock(cache_path(entry), wait=False)):
+                raise WeightsError(f"'{entry.name}' is being downloaded by another sifa process; nothing was "
+                                   "removed: run the command again when the download has finished")
+        _remove_entries(entries)
+
+
+def _remove_entries(entries) -> None:
+    from sifa_cli.weights.cache import cache_path, remove_cached
+
     for entry in entries:
         removed = remove_cached(cache_path(entry))
         if removed:

@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sifa_cli.csvcells import neutralise_row
 from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
 from sifa_cli.data.decode import VIDEO_EXTENSIONS, FrameCountError, Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views, to_model_input
 from sifa_cli.errors import DecodeError, InputError, SifaError
+from sifa_cli.fileio import atomic_write_path
 
 CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
 SPLIT_FOLDERS = ("train", "val")
@@ -89,9 +91,8 @@ class DatasetSplits:
         )
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "DatasetSplits":
@@ -132,12 +133,36 @@ def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) 
         (log or _stderr_log)(f"warning: {root}: {len(loose)} video(s) directly in it, outside any class folder, are left "
                        f"out (e.g. {loose[0]}); move them into <class>/ folders to use them")
     samples = []
+    # A file reachable from two places (a symbolic link, a class folder linking to the root) is one
+    # video: under two labels it would be trained on with a wrong one, and counted twice.
+    first_seen: dict[str, tuple[str, Path]] = {}  # real path -> (label, where first found)
+    conflicts: list[tuple[str, Path, str, Path]] = []
+    repeats: list[tuple[Path, Path]] = []
     for folder in classes:
         videos = sorted(
             p for p in folder.rglob("*")
             if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
         )
-        samples += [Sample(str(p.resolve()), folder.name) for p in videos]
+        for video in videos:
+            real = str(video.resolve())
+            if real in first_seen:
+                label, found = first_seen[real]
+                if label != folder.name:
+                    conflicts.append((label, found, folder.name, video))
+                else:
+                    repeats.append((video, found))
+                continue
+            first_seen[real] = (folder.name, video)
+            samples.append(Sample(real, folder.name))
+    if conflicts:
+        label, found, other, video = conflicts[0]
+        raise InputError(f"{root}: {len(conflicts)} video(s) are reachable from two class folders, e.g. {found} "
+                         f"('{label}') and {video} ('{other}') are the same file; give each video one label "
+                         "(remove the link or the copy)")
+    if repeats:
+        video, found = repeats[0]
+        (log or _stderr_log)(f"warning: {root}: {len(repeats)} video(s) are reachable twice within their class "
+                             f"folder (e.g. {video} is {found}); each is used once")
     if not samples:
         raise InputError(f"{root}: the class folders hold no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
     return samples
@@ -181,11 +206,28 @@ def read_csv_list(path: Path, log: Optional[Callable[[str], None]] = None) -> li
         samples.append(Sample(resolved, label))
     if not samples:
         raise InputError(f"{path}: no path,label rows found")
+    _note_cwd_relative_paths(path, samples, log)
     if repeats:
         line, first_line, video = repeats[0]
         (log or _stderr_log)(f"warning: {path}: {len(repeats)} row(s) repeat a video listed earlier with the same "
                              f"label; each video is used once (e.g. line {line} repeats line {first_line}: {video})")
     return samples
+
+
+def _note_cwd_relative_paths(csv_path: Path, samples: Sequence[Sample], log: Optional[Callable[[str], None]]) -> None:
+    """Relative paths are resolved against the CSV's folder: when the ones that are missing there
+    exist relative to the current folder, the CSV was written for that; say so before the scan
+    reports them all as missing."""
+    folder = csv_path.resolve().parent
+    missing = [s.path for s in samples if not os.path.lexists(s.path) and Path(s.path).is_relative_to(folder)]
+    if not missing or folder == Path.cwd().resolve():
+        return
+    here = [p for p in missing if os.path.lexists(Path.cwd() / Path(p).relative_to(folder))]
+    if here:
+        (log or _stderr_log)(f"warning: {csv_path}: {len(here)} relative path(s) do not exist in the CSV's folder "
+                             f"{folder}, against which relative paths are resolved, but do in the current folder "
+                             f"(e.g. {Path(here[0]).relative_to(folder)}); write them relative to {folder}, or as "
+                             "absolute paths")
 
 
 def _stderr_log(message: str) -> None:
@@ -267,13 +309,11 @@ def scan_videos(samples: Sequence[Sample], min_frames: int, workers: int = 4,
 
 def write_scan_report(path: Path, skipped: Sequence[Skipped]) -> None:
     """CSV of the videos left out and why (just the header when none was)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_write_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "problem"])
         for item in skipped:
-            writer.writerow([item.path, item.label, item.problem])
-    os.replace(tmp, path)
+            writer.writerow(neutralise_row([item.path, item.label, item.problem]))
 
 
 def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_fraction: float = 0.2, seed: int = 0,
@@ -291,6 +331,12 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
         source, val_source = source / "train", source / "val"
     train_items = find_labelled_videos(source, log)
     val_items = find_labelled_videos(Path(val_source), log) if val_source is not None else []
+    in_train = {s.path for s in train_items}
+    overlap = [s.path for s in val_items if s.path in in_train]
+    if overlap:
+        raise InputError(f"{val_source}: {len(overlap)} of its {len(val_items)} validation videos are also training "
+                         f"videos (e.g. {overlap[0]}); validating on training videos measures nothing: give "
+                         "validation videos the run does not train on (without --val a share of each class is held out)")
     usable, skipped = scan_videos(train_items + val_items, min_frames, scan_workers, progress)
     usable_paths = {s.path: s for s in usable}
     train = [usable_paths[s.path] for s in train_items if s.path in usable_paths]

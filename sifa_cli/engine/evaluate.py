@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 from sifa_cli.data.dataset import Sample, find_labelled_videos, has_split_folders
 from sifa_cli.engine.predict import Predictor, ProgressFn
 from sifa_cli.errors import InputError
+from sifa_cli.csvcells import neutralise_row
 from sifa_cli.fileio import atomic_write_path
 
 TOP_K = 5
@@ -205,7 +206,7 @@ def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
         writer.writerow(["path", "label", "predicted", "score", "correct", "top"])
         for p in evaluation.predictions:
             top = "; ".join(f"{label} {score:.4f}" for label, score in p.top)
-            writer.writerow([p.path, p.label, p.top[0][0], f"{p.top[0][1]:.6f}", int(p.correct), top])
+            writer.writerow(neutralise_row([p.path, p.label, p.top[0][0], f"{p.top[0][1]:.6f}", int(p.correct), top]))
         for path, label, error in evaluation.failed:
-            writer.writerow([path, label, "", "", "", f"error: {error}"])
+            writer.writerow(neutralise_row([path, label, "", "", "", f"error: {error}"]))
     return [metrics, png, table]

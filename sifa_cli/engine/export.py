@@ -164,7 +164,11 @@ def _write_onnx(model: nn.Module, clip: Tensor, names: tuple[str, ...], meta: Ma
 def _write_torchscript(model: nn.Module, clip: Tensor, meta: Mapping[str, Any], path: Path) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, clip, check_trace=False, strict=False)
-    torch.jit.save(traced, str(path), _extra_files={META_KEY: export_meta(meta)})
+    # Serialised in memory and written by Python: torch's own file writer aborts the whole process
+    # (a C++ exception) when the disk fills up.
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={META_KEY: export_meta(meta)})
+    path.write_bytes(buffer.getbuffer())
 
 
 def onnx_session(path: Path, threads: int | None = None):

@@ -118,6 +118,18 @@ def open_stream(source: StreamSource, open_timeout: float = OPEN_TIMEOUT_S,
     return capture
 
 
+# What FFmpeg says when a stream stops before its end: a connection cut off or a read that timed out.
+_BROKEN_OFF = ("ends prematurely", "timed out", "connection reset", "broken pipe")
+
+
+def _broken_off(native_log: str) -> str:
+    """Why the stream stopped early, from the decoder's own words; '' for a normal end."""
+    for line in native_log.splitlines():
+        if any(marker in line.lower() for marker in _BROKEN_OFF):
+            return f"the stream broke off: {_clean_reason(line) or line.strip()}"
+    return ""
+
+
 class LiveScorer:
     """Scores the windows of one stream with `predictor` (its views' crops; one clip per window).
 
@@ -224,6 +236,7 @@ class LiveScorer:
             while not stop.is_set():
                 ok, frame = capture.read()
                 if not ok or frame is None:
+                    stats.error = _broken_off(_take_native_log())
                     break
                 if first_wall is None:
                     first_wall = time.perf_counter()

@@ -5,6 +5,8 @@ matplotlib runs on its Agg backend, so figures render on machines without a disp
 
 from __future__ import annotations
 
+import functools
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,11 +22,26 @@ def _pyplot():
     return plt
 
 
+def _quiet_about_glyphs(plot):
+    """Class names with characters the plot font lacks (emoji, many scripts) are drawn as boxes;
+    matplotlib's warning for each, with its source line, would flood the training log."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+            warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
 def _save(fig, path: Path) -> None:
     with atomic_write_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
 
 
+@_quiet_about_glyphs
 def plot_curves(history: Sequence[dict], path: Path) -> None:
     """Loss (left) and accuracy (right) against the epoch.
 
@@ -67,6 +84,7 @@ def plot_curves(history: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+@_quiet_about_glyphs
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], categories: Sequence[str], path: Path, title: str) -> None:
     """Rows: true class, columns: predicted class, cells coloured by the row's fraction.
 

@@ -15,13 +15,13 @@ import io
 import json
 import os
 import re
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Optional
+from typing import IO, Any, Iterable, Optional
 
-from sifa_cli.fileio import atomic_write_path, exclusive_lock, refuse_unsafe_output_file
+from sifa_cli.csvcells import neutralise_row, restore
+from sifa_cli.fileio import atomic_write_path, hidden_prefix, lock_output, refuse_unsafe_output_file, writes_utf8
 from sifa_cli.engine.predict import VideoResult
-from sifa_cli.errors import InputError, SifaError
+from sifa_cli.errors import InputError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "kind", "start", "end", "rank", "label", "score", "error", "settings", "size", "mtime_ns")
@@ -34,10 +34,11 @@ CSV_KINDS = ("top", "window", "segment", "error")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def to_json(value: Any, **options: Any) -> str:
+def to_json(value: Any, ascii_only: bool = False, **options: Any) -> str:
     """json.dumps that keeps text readable (no \\u escapes for ordinary non-ASCII) yet always
-    encodable as UTF-8: lone surrogates (undecodable bytes of a file name) become \\udcXX escapes."""
-    text = json.dumps(value, ensure_ascii=False, **options)
+    encodable as UTF-8: lone surrogates (undecodable bytes of a file name) become \\udcXX escapes.
+    ascii_only: every non-ASCII character escaped, for a stream that cannot encode it."""
+    text = json.dumps(value, ensure_ascii=ascii_only, **options)
     if _SURROGATE.search(text):  # can only sit inside a string literal, where an escape is valid JSON
         text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
@@ -51,21 +52,10 @@ def text_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-@contextmanager
-def lock_results(output: Path) -> Iterator[None]:
+def lock_results(output: Path):
     """Hold an exclusive lock on the results file `output` for a whole run, so that two runs can
     never interleave their records or replace each other's; a second run refuses at once."""
-    output = Path(output)
-    with ExitStack() as stack:
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            locked = stack.enter_context(exclusive_lock(output.with_name(f".{output.name}.lock")))
-        except OSError as exc:
-            raise InputError(f"--output {output}: cannot lock it ({exc.strerror or exc})") from None
-        if not locked:
-            raise SifaError(f"--output {output} is being written by another sifa run; wait for it to "
-                            "finish or choose another file")
-        yield
+    return lock_output(output, "--output")
 
 
 def _top(top) -> list[dict[str, Any]]:
@@ -199,6 +189,7 @@ def _records_from_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Group CSV rows back by path; only "path", "error", "settings" and the raw rows matter for resuming."""
     by_path: dict[str, dict[str, Any]] = {}
     for row in rows:
+        row = {key: restore(value) for key, value in row.items()}  # cells as they were before neutralising
         record = by_path.setdefault(row["path"], {"path": row["path"], "rows": []})
         if row.get("kind") == "error":
             record["error"] = row.get("error", "")
@@ -241,8 +232,9 @@ class _BytesSafeStream:
 def _remove_abandoned(path: Path) -> None:
     """Hidden new versions of `path` that a killed run left (its process is gone); the caller holds
     the results lock, so no live run is writing one."""
-    for leftover in path.parent.glob(f".{glob.escape(path.stem)}.*.new{glob.escape(path.suffix)}"):
-        pid = leftover.name[len(path.stem) + 2 : -len(f".new{path.suffix}")]
+    prefix = hidden_prefix(path)
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*.new{glob.escape(path.suffix)}"):
+        pid = leftover.name[len(prefix) : -len(f".new{path.suffix}")]
         if pid.isdigit() and int(pid) != os.getpid():
             leftover.unlink(missing_ok=True)
 
@@ -266,7 +258,7 @@ class ResultWriter:
         if replace and path is not None:
             self._final = path
             _remove_abandoned(path)
-            path = path.with_name(f".{path.stem}.{os.getpid()}.new{path.suffix}")
+            path = path.with_name(f"{hidden_prefix(path)}{os.getpid()}.new{path.suffix}")
         self.fmt, self.path, self.stream = fmt, path, stream
         self.kept = list(keep)
         self.records: list[dict[str, Any]] = []
@@ -278,7 +270,10 @@ class ResultWriter:
                 self._rewrite_json()
             else:
                 self._start_file()
-        elif stream is not None and fmt == "csv":
+        # A terminal or pipe whose encoding is not UTF-8 (PYTHONIOENCODING=ascii) gets JSON with
+        # escapes, which every JSON reader turns back into the same text.
+        self._ascii = stream is not None and not writes_utf8(stream)
+        if path is None and stream is not None and fmt == "csv":
             self.stream = _BytesSafeStream(stream)
             self._csv = csv.DictWriter(self.stream, CSV_FIELDS)
             self._csv.writeheader()
@@ -292,7 +287,7 @@ class ResultWriter:
                 writer = csv.DictWriter(handle, CSV_FIELDS)
                 writer.writeheader()
                 for record in self.kept:
-                    writer.writerows(record["rows"] if "rows" in record else csv_rows(record))
+                    writer.writerows(map(neutralise_row, record["rows"] if "rows" in record else csv_rows(record)))
             else:
                 for record in self.kept:
                     handle.write(to_json(record) + "\n")
@@ -315,17 +310,17 @@ class ResultWriter:
         if target is None:
             return
         if self.fmt == "jsonl":
-            target.write(to_json(record) + "\n")
+            target.write(to_json(record, ascii_only=self._ascii and target is self.stream) + "\n")
         else:
             assert self._csv is not None
-            self._csv.writerows(csv_rows(record))
+            self._csv.writerows(map(neutralise_row, csv_rows(record)))
         target.flush()
 
     def close(self) -> None:
         if self.fmt == "json" and self.path is not None:
             self._rewrite_json()
         if self.fmt == "json" and self.path is None and self.stream is not None:
-            self.stream.write(to_json(self.records, indent=2) + "\n")
+            self.stream.write(to_json(self.records, ascii_only=self._ascii, indent=2) + "\n")
             self.stream.flush()
         if self._handle is not None:
             self._handle.close()

@@ -19,6 +19,7 @@ across processes, and only rank 0 writes.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import random
 import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sifa_cli import __version__
-from sifa_cli.fileio import atomic_write_path
+from sifa_cli.fileio import atomic_write_path, lock_output
 from sifa_cli.data.augment import Augmentation
 from sifa_cli.data.dataset import ClipDataset, DatasetSplits, prepare_dataset, write_scan_report
 from sifa_cli.data.sampling import dense_span
@@ -150,8 +151,10 @@ class RunFolder:
 
 def save_training_state(path: Path, state: dict) -> None:
     """torch.save to a temporary file, flushed to disk, then renamed over the old state."""
+    buffer = io.BytesIO()  # torch's own file writer reports a full disk as a C++ error naming no file
+    torch.save(state, buffer)
     with atomic_write_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
+        handle.write(buffer.getbuffer())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -609,6 +612,19 @@ class Trainer:
         self.dist.barrier()
         return None
 
+    def check_same_processes(self, state: dict) -> None:
+        """The learning-rate schedule counts optimizer steps, and each process steps once per batch of
+        its shard: another number of processes would re-plan the steps per epoch, so the cosine would
+        no longer end where the run was set to end. A resume is exact only with the same number."""
+        recorded = state.get("processes")
+        if recorded is None or recorded == self.dist.world_size:
+            return
+        how = (f"torchrun --nproc_per_node {recorded} -m sifa_cli.cli.main finetune --resume {self.run.root}"
+               if recorded > 1 else f"sifa finetune --resume {self.run.root} (without torchrun)")
+        raise InputError(f"--resume {self.run.root}: this run trained on {recorded} process(es), this resume has "
+                         f"{self.dist.world_size}; its learning-rate schedule is planned in steps per epoch for "
+                         f"{recorded}, so resume it the same way: {how}")
+
     def load_dataset(self, spec_frames: int, spec_step: int, sampling: str) -> DatasetSplits:
         if self.resume:
             splits = DatasetSplits.load(self.run.dataset)
@@ -670,6 +686,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         config = self.config
         state = self.prepare_run_folder()
+        if state is not None:
+            self.check_same_processes(state)
         spec = InputSpec.from_meta(state["input"]) if state is not None else self.resolve_model_and_input()
         splits = self.load_dataset(spec.frames, spec.step, spec.sampling)
         categories = splits.categories
@@ -847,6 +865,7 @@ class Trainer:
                 self._save_checkpoint(self.run.last, model, checkpoint_meta(record))
                 save_training_state(self.run.state, {
                     "format": STATE_FORMAT,
+                    "processes": self.dist.world_size,
                     "epoch": epoch,
                     "step": step,
                     "arch": start.arch,
@@ -966,18 +985,23 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
     if config.out is None:
         raise InputError("give the run folder with --out RUN")
     trainer = Trainer(config, resume=resume, log=log, progress=progress)
-    if resume:
-        return _fit(trainer)
-    before = _entries(trainer.run.root)
-    try:
-        return _fit(trainer)
-    except BaseException:
-        # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
-        # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
-        # --resume repeat the error).
-        if trainer.dist.is_main and not trainer.run.state.exists():
-            _remove_new_entries(trainer.run.root, before)
-        raise
+    with ExitStack() as held:
+        if trainer.dist.is_main:
+            # For the whole run: a second run into the same folder, or a --resume of it while it
+            # still trains, would mix two runs' files (and resume's clean-up would delete ours).
+            held.enter_context(lock_output(trainer.run.root, "--resume" if resume else "--out"))
+        if resume:
+            return _fit(trainer)
+        before = _entries(trainer.run.root)
+        try:
+            return _fit(trainer)
+        except BaseException:
+            # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
+            # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
+            # --resume repeat the error).
+            if trainer.dist.is_main and not trainer.run.state.exists():
+                _remove_new_entries(trainer.run.root, before)
+            raise
 
 
 def _fit(trainer: Trainer) -> TrainResult:
@@ -988,6 +1012,27 @@ def _fit(trainer: Trainer) -> TrainResult:
         if unwrapped is exc:
             raise
         raise unwrapped from None
+    except RuntimeError as exc:  # torch.distributed's errors (DistBackendError) are RuntimeErrors
+        if not (trainer.dist.enabled and _peer_lost(exc)):
+            raise
+        raise SifaError(_peer_lost_message(trainer.dist, trainer.run.root)) from None
+
+
+# What gloo and NCCL say when a peer process died mid-collective.
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "remote process exited",
+              "socket closed")
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    return any(marker in str(exc).lower() for marker in _PEER_LOST)
+
+
+def _peer_lost_message(distributed: Distributed, run: Path) -> str:
+    others = [rank for rank in range(distributed.world_size) if rank != distributed.rank]
+    who = (f"training process rank {others[0]}" if len(others) == 1
+           else f"one of the other training processes (ranks {', '.join(map(str, others))})")
+    return (f"{who} stopped (killed or crashed), so rank {distributed.rank} stops too; {run} keeps the last "
+            f"finished epoch, and `torchrun ... finetune --resume {run}` continues from it")
 
 
 def _unwrapped(exc: SifaError) -> SifaError:

@@ -156,6 +156,8 @@ def build_config(overrides: Mapping[str, Any], config_file: Optional[Path] = Non
 # Seeds feed torch.manual_seed, numpy and the loader's generator (seed x 100003 + epoch, a signed
 # 64-bit number): 32 bits keep every one of them in range.
 MAX_SEED = 2**32 - 1
+# Threads checking videos before training: each runs a decoder process, so more would only cost memory.
+MAX_SCAN_WORKERS = 32
 
 
 def option_name(name: str) -> str:
@@ -199,7 +201,9 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
     need(config.min_delta >= 0, "min_delta", f"must not be negative, got {config.min_delta}")
     need(0 <= config.seed <= MAX_SEED, "seed", f"must be between 0 and {MAX_SEED}, got {config.seed}")
     need(config.log_every >= 1, "log_every", "must be at least 1")
-    need(config.scan_workers >= 1, "scan_workers", "must be at least 1")
+    need(1 <= config.scan_workers <= MAX_SCAN_WORKERS, "scan_workers",
+         f"must be between 1 and {MAX_SCAN_WORKERS} (each opens a decoder process of about 30 MB), "
+         f"got {config.scan_workers}")
     need(config.workers is None or config.workers >= 0, "workers", "must not be negative")
     need(config.min_frames is None or config.min_frames >= 1, "min_frames", "must be at least 1")
     need(config.frames is None or config.frames >= 1, "frames", "must be at least 1")
@@ -215,11 +219,10 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
 
 
 def write_config_yaml(config: TrainConfig, path: Path) -> None:
-    import os
+    from sifa_cli.fileio import atomic_write_path
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
 
 def resumed_config(recorded: Path, overrides: Mapping[str, Any]) -> TrainConfig:

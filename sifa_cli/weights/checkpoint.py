@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from sifa_cli.fileio import atomic_write_path
@@ -49,10 +49,12 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[nn.Module
     tensors = _plain_tensors(state)
     meta[DIGEST_KEY] = tensors_digest(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Serialised in memory and written by Python: safetensors' own writer reports a full disk as a
+    # SafetensorError naming no file.
+    data = save(tensors, metadata={META_KEY: json.dumps(meta)})
     try:
         with atomic_write_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-            os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files owner-only; use the usual mode
+            tmp.write_bytes(data)
     except OSError as exc:
         raise WeightsError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     return path
@@ -80,12 +82,6 @@ def check_digest(state: Mapping[str, Tensor], meta: Mapping[str, Any], where: st
         raise WeightsError(f"{where}: its tensors do not match the checksum recorded when it was saved; the file "
                            "is damaged (download or create it again)")
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _plain_tensors(state: Mapping[str, Any]) -> StateDict:

@@ -18,6 +18,7 @@ import http.client
 import os
 import re
 import shutil
+import stat
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from sifa_cli import __version__
 from sifa_cli.errors import WeightsError
+from sifa_cli.writable import disk_problem
 from sifa_cli.weights.cache import (
     cache_path,
     check_file,
@@ -84,7 +86,7 @@ def fetch(
     if is_offline():
         raise WeightsError(_put_it_there(entry, dest, f"offline mode ({OFFLINE_ENV}=1)"))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(lock_path(dest), entry):
+    with _exclusive(dest, entry):
         if force:
             remove_cached(dest)
         elif dest.is_file():  # another process finished this download while we waited
@@ -101,17 +103,30 @@ def _put_it_there(entry: WeightsEntry, dest: Path, why: str) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_file: Path, entry: WeightsEntry) -> Iterator[None]:
-    lock = FileLock(str(lock_file))
+def download_lock(dest: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock a download of `dest` holds (its partial file belongs to the holder); yields
+    False at once when another process holds it and `wait` is False."""
+    lock = FileLock(str(lock_path(dest)))
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
-        _stderr.print(f"waiting for another process that is downloading '{entry.name}' ...", highlight=False)
-        lock.acquire()
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path, entry: WeightsEntry) -> Iterator[None]:
+    with download_lock(dest, wait=False) as locked:
+        if locked:
+            yield
+            return
+    _stderr.print(f"waiting for another process that is downloading '{entry.name}' ...", highlight=False)
+    with download_lock(dest):
+        yield
 
 
 class _UrlFailed(Exception):
@@ -124,6 +139,7 @@ class _Unreachable(_UrlFailed):
 
 def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, ProgressFn], timeout: float) -> None:
     part = partial_path(dest)
+    _check_free_space(entry, part)
     failures: list[_UrlFailed] = []
     for url in entry.urls:
         try:
@@ -132,6 +148,10 @@ def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, Progr
         except _UrlFailed as exc:
             failures.append(exc)
             continue
+        except OSError as exc:  # writing the file failed: the disk is full, or a file size limit
+            part.unlink(missing_ok=True)
+            raise WeightsError(f"cannot write {part} while downloading '{entry.name}': {disk_problem(exc)}; "
+                               "the partial file was removed") from None
         digest = sha256_file(part)
         problem = integrity_problem(part, entry, digest=digest)
         if problem is not None:
@@ -145,6 +165,37 @@ def _download_entry(entry: WeightsEntry, dest: Path, progress: Union[bool, Progr
     raise WeightsError(f"could not download '{entry.name}': " + "; ".join(str(exc) for exc in failures))
 
 
+def _check_free_space(entry: WeightsEntry, part: Path) -> None:
+    """A declared size that cannot fit on the disk is refused before anything is requested."""
+    if entry.size is None:
+        return
+    have = part.stat().st_size if part.is_file() else 0
+    try:
+        free = shutil.disk_usage(part.parent).free
+    except OSError:
+        return
+    if entry.size - have > free:
+        raise WeightsError(f"not enough disk space for '{entry.name}': the manifest declares {entry.size} bytes, "
+                           f"{entry.size - have} still to write, and {part.parent} has {free} free")
+
+
+def _check_local_file(url: str) -> None:
+    """A file:// URL must name an ordinary file: a FIFO or device would block or never end, and a
+    folder or a missing file is no network problem."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "file":
+        return
+    path = urllib.request.url2pathname(parts.path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise _UrlFailed(f"{url}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise _UrlFailed(f"{url} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise _UrlFailed(f"{url} is not an ordinary file (a pipe, socket or device)")
+
+
 def _download_url(url: str, part: Path, report: ProgressFn, timeout: float, expected: Optional[int] = None) -> None:
     """Fill `part` with the body at `url`, resuming from what `part` already holds; never beyond
     `expected` bytes (the manifest's size) or MAX_DOWNLOAD_BYTES."""
@@ -154,6 +205,7 @@ def _download_url(url: str, part: Path, report: ProgressFn, timeout: float, expe
         urllib.request.Request(url)
     except ValueError as exc:  # urllib's word for a URL it cannot use ("unknown url type")
         raise _UrlFailed(f"cannot download {url!r}: {exc}") from None
+    _check_local_file(url)
     drops = 0
     while True:
         have = part.stat().st_size if part.exists() else 0

@@ -36,6 +36,14 @@ _ENTRY_KEYS = {
     "sha256_prefix", "size", "format", "num_params", "source", "license", "made", "evaluation", "notes",
 }
 _REQUIRED_KEYS = ("arch", "file_name")
+# Every field's JSON type (urls, categories, the hashes and size are checked on their own below).
+_FIELD_TYPES = {
+    "kind": (str, "a string"), "arch": (str, "a string"), "file_name": (str, "a string"),
+    "path": (str, "a string"), "format": (str, "a string"), "source": (str, "a string"),
+    "license": (str, "a string"), "made": (str, "a string"), "notes": (str, "a string"),
+    "arch_kwargs": (dict, "an object"), "input": (dict, "an object"), "evaluation": (dict, "an object"),
+    "num_params": (int, "a whole number"), "size": (int, "a byte count"),
+}
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 URL_SCHEMES = ("http", "https", "file")
 
@@ -188,6 +196,10 @@ def parse_entry(name: str, raw: Any, manifest: Path) -> WeightsEntry:
     missing = [key for key in _REQUIRED_KEYS if not raw.get(key)]
     if missing:
         raise WeightsError(f"{where}: missing field(s) {', '.join(missing)}")
+    for key, (kind, what) in _FIELD_TYPES.items():
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise WeightsError(f"{where}: {key} must be {what}, not {type(value).__name__} {value!r:.60}")
     kind = raw.get("kind", KIND_CLASSIFIER)
     if kind not in KINDS:
         raise WeightsError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
