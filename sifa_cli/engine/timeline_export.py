@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from sifa_cli.csvcells import neutralise
 from sifa_cli.engine.predict import Segment, VideoResult
 from sifa_cli.engine.timecode import TimecodeRate, format_rate
 from sifa_cli.errors import InputError, SifaError
@@ -211,14 +212,10 @@ def csv_text(doc: TimelineDoc) -> str:
             number, first + 1, doc.timecode(first), f"{doc.rate.seconds(first):.3f}",
             end, doc.timecode(end), f"{doc.rate.seconds(end):.3f}",
             length, doc.rate.timecode(length), f"{doc.rate.seconds(length):.3f}",
-            _cell(segment.label), f"{segment.score:.6f}", "yes" if segment.uncertain else "no",
-            _cell(segment.runner_up[0]) if segment.runner_up else "",
+            neutralise(segment.label), f"{segment.score:.6f}", "yes" if segment.uncertain else "no",
+            neutralise(segment.runner_up[0]) if segment.runner_up else "",
             f"{segment.runner_up[1]:.6f}" if segment.runner_up else "",
             "" if segment.shot is None else segment.shot,
         ])
     return out.getvalue()
 
-
-def _cell(text: str) -> str:
-    """A label as a spreadsheet shows it as text: a leading = + - @ would start a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
