@@ -255,16 +255,19 @@ def prepare_clip(path: str | os.PathLike, spec: InputSpec, panel: int) -> Prepar
     view exactly as `sifa predict --views 1x1` does; decode the same frames again at panel size for
     display when that needs more pixels."""
 
-    def sample(num_frames: int) -> np.ndarray:
-        return sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, num_frames).indices[0]
-
     with Video(path, short_side=spec.resize) as video:
         source = video.info
+        stride = spec.stride_at(source.fps)
+
+        def sample(num_frames: int) -> np.ndarray:
+            return sample_clips(spec.frames, stride, spec.sampling, 1, 0, num_frames).indices[0]
+
         frames, indices = read_sampled(video, sample)
         notes = list(video.notes)
-        short = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, video.num_frames).short
+        short = sample_clips(spec.frames, stride, spec.sampling, 1, 0, video.num_frames).short
     if short:
-        notes.append(f"the video has fewer frames than one {spec.frames}-frame clip spans, so frames repeat")
+        notes.append(f"the video has {video.num_frames} frames, fewer than the {spec.span_at(source.fps)} one "
+                     f"{spec.seconds:.2f} s clip spans: the clip's frames were spread evenly over them")
     model_input = evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
 
     display_short_side = max(1, round(spec.resize * panel / spec.size))

@@ -144,11 +144,11 @@ def test_the_predicted_label_is_what_predict_gives_for_one_centre_view(tiny_mode
     assert rendering.prediction.probability == pytest.approx(score, abs=1e-6)
 
 
-def test_a_video_shorter_than_a_clip_is_looped_with_a_note(tiny_model, make_video, tmp_path):
+def test_a_video_shorter_than_a_clip_is_spread_with_a_note(tiny_model, make_video, tmp_path):
     video = make_video("short.mp4", num_frames=10, width=64, height=64)
     report = vis.visualize(video, tiny_model, tiny_meta(), tmp_path / "short_sifa.mp4", panel_size=96)
     assert report.frames == 16 and len(decoded_frames(report.out)) == 16
-    assert any("frames repeat" in note for note in report.notes)
+    assert any("10 frames, fewer than the 16" in note and "spread evenly" in note for note in report.notes)
 
 
 YELLOW_MIN = np.array([0, 170, 170])  # BGR: the arrow colour after anti-aliasing, B stays low

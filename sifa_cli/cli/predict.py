@@ -111,7 +111,7 @@ def predict(
     from sifa_cli.engine.device import slow_precision_note
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.memory import check_batch_size
-    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows
+    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows, summarise_short
     from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
@@ -259,6 +259,9 @@ def predict(
             _print_timelines(results)
         else:
             _print_predictions(results, top_k)
+    short = summarise_short(results, predictor.spec)
+    if short:
+        err_console.print(f"note: {escape(short)}", highlight=False, soft_wrap=True)
     _print_summary(predictor.stats, failed, skipped, output, group.describe(predictor.device), view_text)
     if annotate is not None and results:
         from sifa_cli.engine.annotate import annotate_video
@@ -319,8 +322,8 @@ def _print_timelines(results) -> None:
 
 
 def _print_notes(results) -> None:
-    for result in results:
-        for note in result.notes:
+    for result in results:  # short clips get one line for the whole run (summarise_short)
+        for note in (n for n in result.notes if result.short is None or n != result.short.note):
             console.print(f"[dim]note: {escape(result.path)}: {escape(note)}[/]", highlight=False, soft_wrap=True)
 
 

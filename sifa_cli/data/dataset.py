@@ -383,14 +383,15 @@ class ClipDataset(Dataset):
     def load_clip(self, sample: Sample, index: int) -> torch.Tensor:
         spec = self.spec
         with Video(sample.path, short_side=spec.resize) as video:
+            stride = spec.stride_at(video.info.fps)  # clips cover the same time at any frame rate
             if self.augmentation is None:
                 frames, _ = read_sampled(
-                    video, lambda n: sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, n).indices[0]
+                    video, lambda n: sample_clips(spec.frames, stride, spec.sampling, 1, 0, n).indices[0]
                 )
                 return evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
             rng = np.random.default_rng([self.seed, self.epoch, index])
             frames, _ = read_sampled(
-                video, lambda n: random_clip_indices(n, spec.frames, spec.step, spec.sampling, rng)
+                video, lambda n: random_clip_indices(n, spec.frames, stride, spec.sampling, rng)
             )
         frames = augment_frames(frames, spec.size, self.augmentation, rng)
         return to_model_input(frames, spec.mean, spec.std)

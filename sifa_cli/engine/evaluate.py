@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from sifa_cli.data.dataset import Sample, find_labelled_videos, has_split_folders
-from sifa_cli.engine.predict import Predictor, ProgressFn
+from sifa_cli.engine.predict import Predictor, ProgressFn, summarise_short
 from sifa_cli.errors import InputError
 from sifa_cli.fileio import atomic_write_path
 
@@ -102,6 +102,7 @@ class Evaluation:
     unknown: list[Sample] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    short_note: Optional[str] = None  # one line on the videos shorter than a clip (`summarise_short`)
 
     @property
     def videos(self) -> int:
@@ -164,6 +165,7 @@ class Evaluation:
                           for c in self.per_class()},
             "confusion": {"categories": self.categories, "rows": "true", "columns": "predicted",
                           "matrix": self.confusion()},
+            "short_clips": self.short_note,
             "failures": [{"path": path, "label": label, "error": error} for path, label, error in self.failed],
             "unknown_labels": [{"path": s.path, "label": s.label} for s in self.unknown],
         }
@@ -175,11 +177,15 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], *, unknown: Sequen
     evaluation = Evaluation(list(predictor.categories), unknown=list(unknown), settings=dict(settings or {}),
                             source=source)
     results = predictor.predict([s.path for s in samples], progress=progress)
+    short = []
     for sample, result in zip(samples, results):
+        if result.short is not None:
+            short.append(result)
         if result.ok:
             evaluation.predictions.append(Prediction(sample.path, sample.label, list(result.top)))
         else:
             evaluation.failed.append((sample.path, sample.label, result.error or "unreadable"))
+    evaluation.short_note = summarise_short(short, predictor.spec)
     return evaluation
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sifa_cli.data.decode import _clean_reason, _take_native_log, as_rgb_uint8
-from sifa_cli.data.sampling import dense_span, sample_clips
+from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.transforms import evaluation_views, resize_short_side
 from sifa_cli.engine.predict import Predictor, TopK
 from sifa_cli.errors import DecodeError, InputError
@@ -138,7 +138,7 @@ class LiveScorer:
     def span_frames(self, fps: float) -> int:
         spec = self.predictor.spec
         if spec.sampling == "dense":
-            return dense_span(spec.frames, spec.step)
+            return spec.span_at(fps)
         return max(spec.frames, round(self.window_seconds * fps))
 
     def run(self, capture: cv2.VideoCapture, stop: threading.Event) -> Iterator[LiveWindow]:
@@ -188,14 +188,14 @@ class LiveScorer:
         spec, p = self.predictor.spec, self.predictor
         times = [when for when, _ in ring]
         clip_frames = np.stack([frame for _, frame in ring])
-        sampled = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, len(clip_frames))
+        sampled = sample_clips(spec.frames, spec.stride_at(rate), spec.sampling, 1, 0, len(clip_frames))
         clip = clip_frames[sampled.indices[0]]
         views = evaluation_views(clip, spec.size, spec.resize, p.views.crops, spec.mean, spec.std)
         probs = p.forward(torch.stack(views))
         p.stats.inputs += len(views)
         notes = []
         if sampled.short:
-            notes.append(f"the stream held only {len(ring)} of the {span} frames a window needs: frames were repeated")
+            notes.append(f"the stream held only {len(ring)} of the {span} frames a window needs: its frames were spread evenly over the clip")
         window = LiveWindow(self.stats.windows, round(times[0], 3), round(times[-1] + 1.0 / rate, 3),
                             p.top(probs.mean(dim=0)), len(ring), notes)
         self.stats.windows += 1
