@@ -26,7 +26,8 @@ def finetune(
     data: Annotated[Optional[Path], typer.Argument(
         help="Videos: `DIR/<class>/*.mp4`, `DIR/train` + `DIR/val`, or a CSV of `path,label` rows.",
         show_default=False, metavar="DATA")] = None,
-    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots).",
+    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots). "
+                                        "[default: runs/<DATA's name>, numbered if that exists]",
                                         panel=_RUN, file_okay=False)] = None,
     resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",
                                            panel=_RUN, file_okay=False)] = None,
@@ -143,9 +144,12 @@ def finetune(
     else:
         run_config = build_config(given, config)
         if run_config.data is None:
-            raise InputError("give the dataset folder or CSV (sifa finetune DIR --out RUN)")
+            raise InputError("give the dataset folder or CSV (sifa finetune DIR)")
         if run_config.out is None:
-            raise InputError("give a run folder with --out RUN (it must not exist yet, or be empty)")
+            from sifa_cli.engine.train import default_run_folder
+
+            run_config.out = str(default_run_folder(run_config.data).resolve())
+            _log(f"run folder: {run_config.out} (--out RUN chooses another)")
         from sifa_cli.fileio import refuse_input_as_output
 
         init_file = run_config.init if run_config.init and Path(run_config.init).expanduser().is_file() else None

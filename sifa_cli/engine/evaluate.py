@@ -43,7 +43,8 @@ def load_labelled(source: Path) -> Labelled:
     note = None
     if source.is_dir() and has_split_folders(source):
         if not (source / "val").is_dir():
-            raise InputError(f"{source} has a train/ folder but no val/ folder; give the folder to evaluate")
+            raise InputError(f"{source} holds a train/ folder but no val/ folder beside it; give the folder of "
+                             "class folders to evaluate")
         note = f"{source} holds train/ and val/: evaluating val/"
         source = source / "val"
     return Labelled(find_labelled_videos(source), str(source), note)

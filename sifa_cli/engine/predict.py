@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sifa_cli.data.dataset import STILL_IMAGE
 from sifa_cli.data.decode import DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled
 from sifa_cli.data.sampling import Views, parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
@@ -572,6 +573,8 @@ class Predictor:
                 put("start", job)
                 try:
                     with job.open() as video:
+                        if video.num_frames == 1:
+                            raise InputError(f"{job.path}: {STILL_IMAGE}; sifa recognises actions in videos")
                         put("plan", job, job.plan(video))
                         for tensor in job.inputs(video):
                             put("input", job, tensor)
