@@ -149,3 +149,16 @@ def test_short_videos_get_one_summarised_note_in_predict_and_evaluate(tmp_path, 
     assert len(notes) == 1 and notes[0].startswith("note: 6 video(s) hold fewer frames than a 0.53 s clip")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["top1"] == 1.0 and metrics["short_clips"].startswith("6 video(s) hold fewer frames")
+
+
+def test_weights_info_does_not_credit_the_papers_authors(tmp_path):
+    from sifa_cli.resources import shipped_dir
+
+    tree = Path(__file__).resolve().parents[1] / "weights"
+    if shipped_dir().resolve() != tree:  # an editable install of another checkout maps sifa_cli.shipped there
+        pytest.skip(f"sifa_cli.shipped resolves to {shipped_dir()}, not this tree's weights/")
+    result = run_sifa("weights", "info", "sifa_resnet_small_camera", env={"SIFA_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "the sifa authors" not in text  # read as the SIFA paper's authors, who released no weights
+    assert "not the authors of the SIFA paper" in text.replace("│ ", "").replace(" │", "")

@@ -583,12 +583,12 @@ def slow_epoch_note(previous: dict, current: dict) -> Optional[str]:
     train_time = {r["epoch"]: r["epoch_seconds"] - r.get("val_seconds", 0.0) for r in (previous, current)}
     extra = train_time[previous["epoch"]] - train_time[current["epoch"]]
     extra_wait = previous["data_wait_seconds"] - current["data_wait_seconds"]
-    start_up = previous["first_batch_seconds"] - current["first_batch_seconds"]
     cause = ("mostly waiting for data (decoding files the first time, loader start-up)" if extra_wait > extra / 2
              else "mostly in the model (one-time set-up of its kernels, or other programs busy on the same cores)")
     return (f"note: epoch {previous['epoch']} trained {ratio:.1f}x slower than epoch {current['epoch']}: "
             f"{extra:.0f} s more, {max(extra_wait, 0):.0f} s of it waiting for data (its first batch took "
-            f"{previous['first_batch_seconds']:.1f} s, {start_up:+.1f} s); {cause}")
+            f"{previous['first_batch_seconds']:.1f} s, epoch {current['epoch']}'s "
+            f"{current['first_batch_seconds']:.1f} s); {cause}")
 
 
 # ---------------------------------------------------------------------------------------------
