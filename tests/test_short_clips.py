@@ -36,6 +36,7 @@ def write_mixed_rate_dataset(root: Path, seconds: float = 1.5) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_finetune_without_out_or_step_trains_on_short_clips_at_any_frame_rate(tmp_path):
     """8 frames at step 4 span 29 frames at 30 fps (1.07 s): the old scan refused every clip below
     that at any frame rate; now each is sampled over the same time, at least one frame apart."""

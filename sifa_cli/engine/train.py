@@ -647,7 +647,9 @@ class Trainer:
                     progress=self.progress, allow_missing_classes=config.allow_missing_classes, log=self.log,
                 )
             except DatasetRefused as exc:
-                # The run cannot start, and the report of why each video was left out is kept (see `train`).
+                if not exc.skipped:
+                    raise
+                # The run cannot start; the report of why each video was left out is kept (see `train`).
                 self.run.root.mkdir(parents=True, exist_ok=True)
                 write_scan_report(self.run.scan_report, exc.skipped)
                 raise InputError(f"{exc} (every video left out, and why: {self.run.scan_report})") from None
@@ -996,10 +998,12 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
         return _fit(trainer)
     except BaseException:
         # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
-        # holds nothing worth keeping but its scan report (which the log or the error named), and its
-        # config.yaml would make a retry refuse the folder (and --resume repeat the error).
+        # holds nothing worth keeping but a scan report that lists videos left out (which the log or
+        # the error named), and its config.yaml would make a retry refuse the folder (and --resume
+        # repeat the error).
         if trainer.dist.is_main and not trainer.run.state.exists():
-            _remove_new_entries(trainer.run.root, before, keep=trainer.run.scan_report.name)
+            named = _report_lists_videos(trainer.run.scan_report)  # then the log or the error named it
+            _remove_new_entries(trainer.run.root, before, keep=trainer.run.scan_report.name if named else "")
         raise
 
 
@@ -1022,6 +1026,15 @@ def _unwrapped(exc: SifaError) -> SifaError:
     last = message.rstrip().splitlines()[-1]
     prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
     return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
+
+
+def _report_lists_videos(report: Path) -> bool:
+    """Whether a scan report names any video left out (more than its header line)."""
+    try:
+        with report.open(encoding="utf-8") as handle:
+            return sum(1 for _ in zip(range(2), handle)) > 1
+    except OSError:
+        return False
 
 
 def _entries(folder: Path) -> Optional[set[str]]:
