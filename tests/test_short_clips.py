@@ -163,3 +163,40 @@ def test_weights_info_does_not_credit_the_papers_authors(tmp_path):
     text = " ".join(result.stdout.split())
     assert "the sifa authors" not in text  # read as the SIFA paper's authors, who released no weights
     assert "not the authors of the SIFA paper" in text.replace("│ ", "").replace(" │", "")
+
+
+def _damaged_copy(source: Path, target: Path) -> Path:
+    """`source` with bytes flipped in the middle of its stream: FFmpeg decodes it, complaining
+    on file descriptor 2 ("[mpeg4 @ 0x...] ac-tex damaged ...")."""
+    data = bytearray(source.read_bytes())
+    for i in np.random.default_rng(0).integers(len(data) // 4, len(data) * 3 // 4, 60):
+        data[i] ^= 0xFF
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    return target
+
+
+FFMPEG_LINE = "@ 0x"  # FFmpeg's own prefix, "[mpeg4 @ 0x55d0...]"
+
+
+def test_ffmpeg_lines_stay_off_the_terminal_with_annotate(tmp_path, weights):
+    from conftest import pattern_frames
+
+    clip = write_video(tmp_path / "clean.mp4", pattern_frames(40, 128, 96), fps=25)
+    damaged = _damaged_copy(clip, tmp_path / "damaged.mp4")
+    result = run_sifa("predict", damaged, "--weights", weights, "--annotate", tmp_path / "labelled.mp4")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "labelled.mp4").is_file()
+    assert FFMPEG_LINE not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_ffmpeg_lines_stay_off_the_terminal_in_training(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=24, size=64)
+    for direction in ("left", "right"):
+        for i in range(2):
+            _damaged_copy(data / direction / f"{i:03d}.mp4", data / direction / f"damaged_{i}.mp4")
+    result = run_sifa("finetune", data, *TINY[:-4], "--workers", "1", "--epochs", "1", "--batch-size", "4",
+                      "--out", tmp_path / "run", timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert FFMPEG_LINE not in result.stderr + result.stdout

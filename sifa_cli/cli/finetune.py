@@ -116,6 +116,7 @@ def finetune(
 
     Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
     """
+    from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.engine.train import RunFolder, train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
@@ -140,7 +141,8 @@ def finetune(
         run.check_resumable()
         run_config = resumed_config(run.config, {**given, "out": None})
         run_config.out = _absolute(resume)
-        result = train(run_config, resume=True, log=_log, progress=is_tty())
+        with capture_native_stderr():  # FFmpeg's own lines (loader workers, validation) stay off the terminal
+            result = train(run_config, resume=True, log=_log, progress=is_tty())
     else:
         run_config = build_config(given, config)
         if run_config.data is None:
@@ -155,7 +157,8 @@ def finetune(
         init_file = run_config.init if run_config.init and Path(run_config.init).expanduser().is_file() else None
         refuse_input_as_output(Path(run_config.out), [run_config.data, run_config.val, config, init_file], "--out")
         check_writable(Path(run_config.out), "--out", folder=True)
-        result = train(run_config, log=_log, progress=is_tty())
+        with capture_native_stderr():  # FFmpeg's own lines (loader workers, validation) stay off the terminal
+            result = train(run_config, log=_log, progress=is_tty())
     _print_summary(result)
 
 

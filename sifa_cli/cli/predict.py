@@ -266,7 +266,8 @@ def predict(
     if annotate is not None and results:
         from sifa_cli.engine.annotate import annotate_video
 
-        drawn = annotate_video(results[0], annotate)
+        with capture_native_stderr():  # FFmpeg's own lines about a damaged stream stay off the terminal
+            drawn = annotate_video(results[0], annotate)
         err_console.print(f"labelled video: {escape(str(drawn.path))} ({drawn.frames} frames, {drawn.width}x"
                           f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
