@@ -194,6 +194,11 @@ def predict(
         err_console.print(f"{len(kept) - len(current)} video(s) changed since their results were written; "
                           "scoring them again", highlight=False)
         kept = current
+    other_k = sorted({r["settings"].get("top_k") for r in kept} - {settings["top_k"]}, key=str)
+    if other_k:
+        err_console.print(f"note: the results kept in {escape(str(output))} list the top "
+                          f"{', '.join(map(str, other_k))} labels; the new ones list the top {settings['top_k']}",
+                          highlight=False, soft_wrap=True)
     done_keys = {path_key(record["path"]) for record in kept}
     videos = group.share([v for v in found.videos if path_key(str(v)) not in done_keys])
     skipped = len(found.videos) - len(videos)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from sifa_cli.data.decode import _clean_reason, _take_native_log, as_rgb_uint8
+from sifa_cli.data.decode_backends import as_rgb_uint8, clean_reason, take_native_log
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.transforms import evaluation_views, resize_short_side
 from sifa_cli.engine.predict import Predictor, TopK
@@ -100,7 +100,7 @@ class LiveStats:
 def open_stream(source: StreamSource, open_timeout: float = OPEN_TIMEOUT_S,
                 read_timeout: float = READ_TIMEOUT_S) -> cv2.VideoCapture:
     """An opened capture, or a DecodeError that says why not."""
-    _take_native_log()
+    take_native_log()
     if source.camera is not None:
         capture = cv2.VideoCapture(source.camera)
         what = "camera"
@@ -111,7 +111,7 @@ def open_stream(source: StreamSource, open_timeout: float = OPEN_TIMEOUT_S,
         what = "stream"
     if not capture.isOpened():
         capture.release()
-        reason = _clean_reason(_take_native_log())
+        reason = clean_reason(take_native_log())
         detail = f" ({reason})" if reason else ""
         hint = "is it connected, and free?" if source.camera is not None else "check the address and that it is reachable"
         raise DecodeError(f"{source}: cannot open the {what}{detail}; {hint}")
