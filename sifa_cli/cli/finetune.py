@@ -44,7 +44,8 @@ def finetune(
                                         panel=_MODEL)] = None,
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
                                           "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
-    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames. "
+    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames at 30 fps; a clip "
+                                        "covers frames x step / 30 s at any frame rate. "
                                         "[default: 1, or the --init checkpoint's]",
                                         panel=_MODEL)] = None,
     sampling: Annotated[Optional[str], _opt("--sampling", help="dense or uniform (one frame per segment). "
@@ -59,8 +60,9 @@ def finetune(
     val_fraction: Annotated[Optional[float], _opt("--val-fraction", help="Share of each class held out for "
                                                   "validation when there is no validation set. [default: 0.2]",
                                                   panel=_DATA)] = None,
-    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. "
-                                              "[default: one clip's span]", panel=_DATA)] = None,
+    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. [default: "
+                                              "none skipped; a video shorter than a clip has its frames spread "
+                                              "over it]", panel=_DATA)] = None,
     scan_workers: Annotated[Optional[int], _opt("--scan-workers", help="Threads checking videos before training. "
                                                 "[default: 8]", panel=_DATA)] = None,
     allow_missing_classes: Annotated[Optional[bool], _opt(
