@@ -245,7 +245,7 @@ class PreparedClip:
 def playback_fps(source_fps: float, indices: np.ndarray) -> float:
     """Rate at which the sampled frames play at the source's speed: source fps / mean sampling gap."""
     gaps = np.diff(indices)
-    gaps = gaps[gaps > 0]  # a looped short clip jumps back; those jumps are not time
+    gaps = gaps[gaps > 0]  # a frame repeated in a short clip (gap 0) adds no time
     gap = float(gaps.mean()) if gaps.size else 1.0
     return (source_fps if source_fps > 0 else FALLBACK_FPS) / gap
 
