@@ -5,8 +5,9 @@ Layouts accepted for a dataset root:
 - `root/train/<class>/...` and `root/val/<class>/...`: an explicit validation set;
 - a CSV file of `path,label` rows (relative paths are relative to the CSV's folder).
 
-Before training, `scan_videos` opens every file in parallel; unreadable or too-short ones are
-listed with the reason in a report and left out, so a bad file never stops a training run.
+Before training, `scan_videos` opens every file in parallel; unreadable ones, still images and
+(below `min_frames`) short ones are listed with the reason in a report and left out, so a bad file
+never stops a training run. A short video is otherwise used: its clips spread over it.
 """
 
 from __future__ import annotations
