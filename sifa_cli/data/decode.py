@@ -23,11 +23,11 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
+from sifa_cli.data import decode_backends
 from sifa_cli.data.decode_backends import (  # noqa: F401  (re-exported: the decoding API is this module)
     BACKEND_CLASSES,
     DECODER_THREADS,
     DECORD_MISSING,
-    MAX_PIXELS,
     BackendError,
     FrameCountError,
     as_rgb_uint8,
@@ -179,7 +179,7 @@ def _check_declared_size(path: Path) -> None:
     from sifa_cli.data.probe import declared_frame_size
 
     size = declared_frame_size(path)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
+    if size is not None and size[0] * size[1] > decode_backends.MAX_PIXELS:  # the one limit, as the backends read it
         check_geometry(path, *size)
 
 

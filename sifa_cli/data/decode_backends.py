@@ -227,7 +227,7 @@ def usable_frame_times(starts: np.ndarray, fps: float, path: Path) -> np.ndarray
 DECORD_MISSING = "decord is not installed"  # how a missing decord is reported (then "auto" says nothing of it)
 
 
-class _DecordBackend:
+class DecordBackend:
     name = "decord"
     reported_frames = None  # decord counts packets, so there is no header count to distrust
     _logging_quieted = False
@@ -237,9 +237,9 @@ class _DecordBackend:
             import decord
         except ImportError as exc:
             raise BackendError(f"{DECORD_MISSING} ({exc})") from None
-        if not _DecordBackend._logging_quieted:
+        if not DecordBackend._logging_quieted:
             decord.logging.set_level(decord.logging.QUIET)
-            _DecordBackend._logging_quieted = True
+            DecordBackend._logging_quieted = True
         self._decord = decord
         self._path = path
         reader = self._open(-1, -1)
@@ -297,7 +297,7 @@ class _DecordBackend:
         self._reader = None
 
 
-class _OpenCVBackend:
+class OpenCVBackend:
     name = "opencv"
 
     def __init__(self, path: Path, short_side: int | None):
@@ -387,7 +387,7 @@ class _OpenCVBackend:
             cap.release()
 
 
-BACKEND_CLASSES = {"decord": _DecordBackend, "opencv": _OpenCVBackend}
+BACKEND_CLASSES = {"decord": DecordBackend, "opencv": OpenCVBackend}
 
 
 def check_geometry(path: Path, width: int, height: int) -> None:
