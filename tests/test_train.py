@@ -73,7 +73,7 @@ def test_learns_motion_direction_skips_bad_videos_and_predict_agrees(tmp_path):
     report = (run / "scan_report.csv").read_text()
     assert "corrupt.mp4" in report and "short.mp4" not in report  # a short clip is used, its frames spread
     assert "1 videos skipped" in result.stderr
-    assert "1 of 40 videos are shorter than a clip: each of their clips spreads its 8 frames evenly" in result.stderr
+    assert "1 of 41 videos are shorter than a clip: each of their clips spreads its 8 frames evenly" in result.stderr
     for name in ("best.safetensors", "last.safetensors", "train_state.pt", "config.yaml", "dataset.json"):
         assert (run / name).is_file(), name
     for name in ("curves.png", "confusion_matrix.png"):
