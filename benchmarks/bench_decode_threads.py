@@ -8,7 +8,7 @@ Generates 4 s mp4v videos (bench_predict.make_videos: 25 fps, key frame every 12
 frame, as the shipped model samples) from each, with a fresh reader per clip as `sifa predict` does:
 
   decord / opencv, FFmpeg threads auto   the decoders' default (frame threading on every core)
-  decord / opencv, FFmpeg threads 1      sifa's setting (`DECODER_THREADS` in sifa_cli/data/decode.py)
+  decord / opencv, FFmpeg threads 1      sifa's setting (`DECODER_THREADS` in sifa_cli/data/decode_backends.py)
   worker read + prepare, torch           `Video` (decode worker process) + the model input made with
                                          torch ops on this thread, as sifa did before
   worker read + prepare, numpy           the same with `to_model_input` as it is now (numpy)
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from bench_predict import make_videos  # this folder is on the path when run as a script
-from sifa_cli.data import decode
+from sifa_cli.data import decode, decode_backends
 from sifa_cli.data.transforms import evaluation_views
 
 SIZES = {"640x360": (640, 360), "170x128": (170, 128)}
@@ -49,13 +49,13 @@ def torch_model_input(frames: np.ndarray):
 
 
 def read_backend(backend_class, threads: int, path: Path) -> None:
-    saved, decode.DECODER_THREADS = decode.DECODER_THREADS, threads
+    saved, decode_backends.DECODER_THREADS = decode_backends.DECODER_THREADS, threads
     try:
         backend = backend_class(path, 128)
         backend.read_sorted(INDICES)
         backend.close()
     finally:
-        decode.DECODER_THREADS = saved
+        decode_backends.DECODER_THREADS = saved
 
 
 def read_and_prepare(prepare: str, path: Path) -> None:
@@ -70,10 +70,10 @@ def read_and_prepare(prepare: str, path: Path) -> None:
 
 
 ROWS = {
-    "decord, FFmpeg threads auto": lambda p: read_backend(decode._DecordBackend, 0, p),
-    "decord, FFmpeg threads 1": lambda p: read_backend(decode._DecordBackend, 1, p),
-    "opencv, FFmpeg threads auto": lambda p: read_backend(decode._OpenCVBackend, 0, p),
-    "opencv, FFmpeg threads 1": lambda p: read_backend(decode._OpenCVBackend, 1, p),
+    "decord, FFmpeg threads auto": lambda p: read_backend(decode_backends.DecordBackend, 0, p),
+    "decord, FFmpeg threads 1": lambda p: read_backend(decode_backends.DecordBackend, 1, p),
+    "opencv, FFmpeg threads auto": lambda p: read_backend(decode_backends.OpenCVBackend, 0, p),
+    "opencv, FFmpeg threads 1": lambda p: read_backend(decode_backends.OpenCVBackend, 1, p),
     "worker read + prepare, torch": lambda p: read_and_prepare("torch", p),
     "worker read + prepare, numpy": lambda p: read_and_prepare("numpy", p),
 }

@@ -172,13 +172,14 @@ def moving_square_frames(direction: str, rng: np.random.Generator, num_frames: i
 
 
 def write_motion_dataset(root: Path, per_class: int, directions=("left", "right"), num_frames: int = 12,
-                         size: int = 64, seed: int = 0) -> Path:
+                         size: int = 64, seed: int = 0, fps: float = 25.0) -> Path:
     """root/<direction>/<i>.mp4 with `per_class` clips of each direction; returns root."""
     for class_index, direction in enumerate(directions):
         for i in range(per_class):
             rng = np.random.default_rng([seed, class_index, i])
             (Path(root) / direction).mkdir(parents=True, exist_ok=True)
-            write_video(Path(root) / direction / f"{i:03d}.mp4", moving_square_frames(direction, rng, num_frames, size))
+            write_video(Path(root) / direction / f"{i:03d}.mp4", moving_square_frames(direction, rng, num_frames, size),
+                        fps=fps)
     return Path(root)
 
 

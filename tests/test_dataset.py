@@ -159,8 +159,9 @@ def test_random_clip_indices():
         uniform = random_clip_indices(40, 8, 1, "uniform", rng)
         assert np.array_equal(uniform // 5, np.arange(8))  # one frame inside each fifth-of-40 segment
     assert len(starts) > 10
-    looped = random_clip_indices(5, 8, 1, "dense", rng)
-    assert looped.max() < 5 and len(looped) == 8
+    short = random_clip_indices(5, 8, 1, "dense", rng)  # spread over the whole video, never looped
+    assert short.tolist() == [0, 1, 1, 2, 2, 3, 3, 4]
+    assert np.diff(random_clip_indices(100, 4, 1.6, "dense", rng)).tolist() == [2, 1, 2]
 
 
 def test_csv_listing_a_video_twice(tmp_path):

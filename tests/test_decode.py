@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import make_variable_frame_rate, nearest_frame_index, pattern_frames
 
-from sifa_cli.data import decode
+from sifa_cli.data import decode_backends
 from sifa_cli.data.decode import Video, as_rgb_uint8, read_sampled, usable_frame_times
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.errors import DecodeError, InputError
@@ -32,7 +32,7 @@ def test_decoders_agree_frame_exactly(make_video, name, fourcc):
     # Read clip by clip as prediction does, in an order that makes OpenCV decode forward, seek
     # far ahead, seek back and rewind to the start.
     reads = [sampled_indices(300), np.arange(250, 258), np.arange(120, 128), np.array([10, 20, 20, 299])]
-    assert 250 - 20 > decode.OPENCV_SEEK_GAP and 120 > decode.OPENCV_SEEK_GAP
+    assert 250 - 20 > decode_backends.OPENCV_SEEK_GAP and 120 > decode_backends.OPENCV_SEEK_GAP
     with Video(path, backend="decord") as by_decord, Video(path, backend="opencv") as by_opencv:
         assert by_decord.num_frames == by_opencv.num_frames == 300
         assert by_decord.backend == "decord" and by_opencv.backend == "opencv"
@@ -65,9 +65,9 @@ def test_lossy_frames_match_their_source_index(make_video):
 def test_opencv_reader_decodes_with_one_thread(make_video):
     # Parallelism comes from several decoders at once; OpenCV must have taken the setting.
     path = make_video("threads.mp4", num_frames=10)
-    backend = decode._OpenCVBackend(path, None)
+    backend = decode_backends.OpenCVBackend(path, None)
     try:
-        assert backend._cap.get(cv2.CAP_PROP_N_THREADS) == decode.DECODER_THREADS == 1
+        assert backend._cap.get(cv2.CAP_PROP_N_THREADS) == decode_backends.DECODER_THREADS == 1
         assert backend.read_sorted(np.array([0, 9])).shape[0] == 2
     finally:
         backend.close()
@@ -93,14 +93,14 @@ def test_auto_falls_back_to_opencv_when_decord_is_missing(make_video, monkeypatc
 
 
 def test_auto_says_so_when_decord_cannot_open_the_file(make_video, monkeypatch):
-    from sifa_cli.data import decode
+    from sifa_cli.data import decode_backends
 
     path = make_video("unopenable.mp4", num_frames=20)
 
     def refuse(self, path, short_side):  # as decord does on a file whose stream it cannot set up
-        raise decode._BackendError("cannot find the video stream")
+        raise decode_backends.BackendError("cannot find the video stream")
 
-    monkeypatch.setattr(decode._DecordBackend, "__init__", refuse)
+    monkeypatch.setattr(decode_backends.DecordBackend, "__init__", refuse)
     with Video(path, isolate=False) as video:
         assert video.backend == "opencv" and video.notes == ["decord could not open it, OpenCV did"]
         assert video.read([0, 19]).shape == (2, 64, 64, 3)
@@ -318,7 +318,7 @@ def test_short_side_scales_down_while_decoding(make_video, backend):
 
 def test_huge_resolution_is_refused_before_decoding(make_video, monkeypatch):
     path = make_video("wide.mp4", num_frames=4, width=128, height=64)
-    monkeypatch.setattr(decode, "MAX_PIXELS", 128 * 64 - 1)
+    monkeypatch.setattr(decode_backends, "MAX_PIXELS", 128 * 64 - 1)
     for backend in ("auto", "decord", "opencv"):
         with pytest.raises(DecodeError, match="resolution 128x64 is above"):
             Video(path, backend=backend, isolate=False)  # the patched limit is this process's

@@ -64,6 +64,7 @@ def _same(got: list[dict], expected: list[dict]) -> bool:
     return got_rest == want_rest and all(abs(a - b) <= 2e-6 for a, b in zip(got_scores, want_scores))
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_write_one_output_and_resume(setup, tmp_path):
     folder, weights, reference = setup
     output = tmp_path / "results.jsonl"

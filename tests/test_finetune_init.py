@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 
@@ -24,6 +25,7 @@ def finetune(*args) -> subprocess.CompletedProcess:
     return subprocess.run([*SIFA, "finetune", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_default_init_is_the_shipped_model_with_a_new_head(tmp_path):
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=34)
     run = tmp_path / "run"
@@ -46,6 +48,7 @@ def test_default_init_is_the_shipped_model_with_a_new_head(tmp_path):
     assert (trained[key] - shipped[key]).norm() < 0.5 * (fresh - shipped[key]).norm()
 
 
+@pytest.mark.slow
 def test_init_scratch_and_another_architecture_start_from_random_weights(tmp_path):
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
     result = finetune(data, *QUICK, "--init", "scratch", "--model", "sifa_resnet_small", "--frames", "8", "--size",
@@ -60,6 +63,7 @@ def test_init_scratch_and_another_architecture_start_from_random_weights(tmp_pat
     assert yaml.safe_load((tmp_path / "tiny" / "config.yaml").read_text())["init"] == "scratch"
 
 
+@pytest.mark.slow
 def test_no_sifa_trains_and_loads_with_every_sifa_step_off(tmp_path):
     data = write_motion_dataset(tmp_path / "data", per_class=4, num_frames=12)
     run = tmp_path / "run"

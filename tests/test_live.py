@@ -83,7 +83,7 @@ def test_a_stream_shorter_than_one_clip_gives_one_window_with_a_note(server, wei
     scorer = LiveScorer(Predictor(model, meta, views="1x1"))
     [window] = scorer.run(open_stream(parse_source(server.url("files", "short.mkv"))), threading.Event())
     assert (window.start, window.end, window.frames) == (0.0, 0.5, 5)
-    assert window.top[0][0] == "green" and "repeated" in window.notes[0]
+    assert window.top[0][0] == "green" and "spread evenly over the clip" in window.notes[0]
     assert scorer.stats.ended == "end of stream"
 
 

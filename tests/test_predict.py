@@ -79,11 +79,13 @@ def test_failures_are_recorded_and_the_batch_goes_on(predictor, colour_videos, t
     assert predictor.stats.videos_failed == 3 and predictor.stats.videos_ok == 2
 
 
-def test_short_video_is_looped_and_says_so(predictor, tmp_path):
+def test_short_video_is_spread_and_says_so(predictor, tmp_path):
     path = write_colour_video(tmp_path / "short.mp4", ["blue"] * 3)
     (result,) = predictor.predict([path])
     assert result.top[0][0] == "blue"
-    assert any("3 frames, fewer than the 8" in note and "looped" in note for note in result.notes)
+    assert result.short is not None and result.short.frames == 3 and result.short.distinct == 3
+    assert any("3 frames, fewer than the 8" in note and "spread evenly" in note for note in result.notes)
+    assert not any("loop" in note for note in result.notes)
 
 
 def test_bf16_agrees_with_fp32(loaded, colour_videos):
@@ -274,7 +276,9 @@ def test_clip_duration_counts_held_frames_and_says_they_are_sparse(predictor, co
     path = mjpeg_avi(tmp_path / "held.avi", 64, 48, frames=20, fps=10, held=4)
     (result,) = predictor.predict([path])
     assert result.ok and result.duration == pytest.approx(10.0, abs=0.01)
-    assert any("only 20 distinct frames over 10.0 s at a nominal 10 fps" in note for note in result.notes)
+    assert any("only 20 distinct frames over 10.0 s, though the file declares 10 fps (it holds each frame for "
+               "several frame times): clips were sampled at the 2 fps it really shows" in note for note in result.notes)
+    assert not any("(the file holds frames)" in note for note in result.notes)  # the old, garbled note
     # An ordinary constant-rate file: the same duration as before and no such note.
     (plain,) = predictor.predict([colour_videos["red"]])
     assert plain.duration == pytest.approx(2.0, abs=0.01)  # 20 frames at 10 fps

@@ -56,8 +56,10 @@ def test_other_settings_are_refused_and_the_file_is_kept(app, weights, videos, t
 
     views = run(app, videos, "-w", weights, "-o", out, "--views", "2x3")
     assert "views 1x1 there, 2x3 now" in error_line(views) and "--overwrite" in error_line(views)
+    # Only --top-k changed: the file resumes (issue 20: this used to refuse), and says so.
     top_k = run(app, videos, "-w", weights, "-o", out, "-k", "1")
-    assert "top k 3 there, 1 now" in error_line(top_k)
+    assert top_k.exit_code == 0, top_k.output
+    assert "nothing to do" in top_k.stderr and "list the top 3 labels; the new ones list the top 1" in top_k.stderr
     timeline = run(app, videos, "-w", weights, "-o", out, "--timeline", "--window", "0.5", "--stride", "0.5")
     assert "timeline off there, window 0.5 s stride 0.5 s now" in error_line(timeline)
     # A bad option is an error even though every video already has a result.
@@ -84,7 +86,8 @@ def test_csv_keeps_settings_and_resumes(app, weights, videos, tmp_path):
     assert json.loads(rows[0]["settings"])["top_k"] == 2 and rows[1]["settings"] == ""
     second = run(app, videos, "-w", weights, "-o", out, "-k", "2")
     assert second.exit_code == 0 and "1 skipped" in second.stderr
-    assert "top k 2 there, 3 now" in error_line(run(app, videos, "-w", weights, "-o", out))
+    views = run(app, videos, "-w", weights, "-o", out, "-k", "2", "--views", "1x3")
+    assert "views 1x1 there, 1x3 now" in error_line(views)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])

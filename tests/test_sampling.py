@@ -8,6 +8,7 @@ from conftest import pattern_frames
 
 from sifa_cli.data.decode import Video, read_sampled
 from sifa_cli.data.sampling import Views, dense_span, parse_views, sample_clips
+from sifa_cli.data.spec import REFERENCE_FPS, InputSpec
 from sifa_cli.errors import InputError
 
 
@@ -34,13 +35,22 @@ def test_exact_fit_uses_every_frame():
     assert clips.indices.tolist() == [list(range(5, 21))] and not clips.short
 
 
-def test_short_range_is_looped_or_padded_and_says_so():
-    looped = sample_clips(8, 1, "dense", 1, 10, 15)
-    assert looped.indices.tolist() == [[10, 11, 12, 13, 14, 10, 11, 12]] and looped.short
-    padded = sample_clips(8, 1, "dense", 1, 10, 15, short_policy="pad")
-    assert padded.indices.tolist() == [[10, 11, 12, 13, 14, 14, 14, 14]] and padded.short
-    stepped = sample_clips(4, 3, "dense", 1, 0, 6)  # needs 10 frames, has 6
-    assert stepped.indices.tolist() == [[0, 3, 0, 3]] and stepped.short
+def test_short_range_is_spread_over_the_clip_never_looped():
+    # 5 frames for an 8-frame clip: all five, in time order, some twice; the old sampler looped
+    # back to frame 10 after 14 (a jump backwards in time the model never saw in training)
+    short = sample_clips(8, 1, "dense", 1, 10, 15)
+    assert short.indices.tolist() == [[10, 11, 11, 12, 12, 13, 13, 14]] and short.short
+    assert short.distinct == 5
+    # enough frames for the clip but not for its stride: a smaller stride over the whole range
+    stepped = sample_clips(4, 3, "dense", 1, 0, 7)  # needs 10 frames, has 7
+    assert stepped.indices.tolist() == [[0, 2, 4, 6]] and stepped.short and stepped.distinct == 4
+
+
+def test_fractional_strides_cover_the_time_span():
+    # 24 fps for a clip made on 30 fps video at step 2: 1.6 source frames apart
+    clips = sample_clips(4, 1.6, "dense", 1, 0, 100)
+    assert np.diff(clips.indices[0]).tolist() == [2, 1, 2] and not clips.short
+    assert dense_span(16, 1.6) == 25 and dense_span(16, 2) == 31
 
 
 def test_uniform_segments_take_segment_centres():
@@ -65,6 +75,7 @@ def test_indices_always_stay_in_range(sampling):
         assert sampled.indices.min() >= start and sampled.indices.max() < stop
         if sampling == "dense" and not sampled.short:
             assert (np.diff(sampled.indices, axis=1) == step).all()
+        assert (np.diff(sampled.indices, axis=1) >= 0).all()  # never back in time
         assert sampled.short == ((stop - start) < (dense_span(frames, step) if sampling == "dense" else frames))
 
 
@@ -97,11 +108,40 @@ def test_sampled_clips_decode_to_their_frames(make_video, backend):
         np.testing.assert_array_equal(frames, source[indices])
 
 
-def test_short_video_loops_on_real_frames(make_video):
+def test_short_video_spreads_its_real_frames(make_video):
     source = pattern_frames(10)
     path = make_video("short.mkv", frames=source, fourcc="FFV1")
     with Video(path) as video:
         sampled = sample_clips(16, 1, "dense", 1, 0, video.num_frames)
         frames = video.read(sampled.indices[0])
-    assert sampled.short
-    np.testing.assert_array_equal(frames, source[list(range(10)) + list(range(6))])
+    assert sampled.short and sampled.distinct == 10
+    expected = [0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 7, 7, 8, 8, 9]
+    assert sampled.indices[0].tolist() == expected
+    np.testing.assert_array_equal(frames, source[expected])
+
+
+@pytest.mark.parametrize("fps", [10, 15, 24, 30])
+def test_clips_cover_the_same_time_at_any_frame_rate(make_video, fps):
+    """A model's clip spans its `seconds` in real files of any frame rate (at least one frame apart)."""
+    spec = InputSpec(frames=8, step=2, size=32, resize=32)  # no seconds recorded: 8 x 2 / 30 fps
+    assert spec.seconds == pytest.approx(8 * 2 / REFERENCE_FPS)
+    path = make_video(f"v{fps}.mkv", frames=pattern_frames(3 * fps, 32, 32), fourcc="FFV1", fps=fps)
+    with Video(path) as video:
+        stride = spec.stride_at(video.info.fps)
+        sampled = sample_clips(spec.frames, stride, "dense", 1, 0, video.num_frames)
+    covered = (sampled.indices[0, -1] - sampled.indices[0, 0] + 1) / fps
+    assert stride == pytest.approx(max(1.0, spec.seconds * fps / spec.frames), abs=1e-4)
+    if fps * spec.seconds >= spec.frames:  # a stride of a frame or more covers the span
+        assert covered == pytest.approx(spec.seconds, abs=1.0 / fps)
+    else:  # 10 fps: 8 frames one apart already take longer than the span
+        assert stride == 1.0 and covered == pytest.approx(spec.frames / fps)
+    assert (sampled.indices[0] == sample_clips(8, 2, "dense", 1, 0, video.num_frames).indices[0]).all() == (fps == 30)
+
+
+def test_checkpoint_seconds_round_trip_and_old_checkpoints():
+    old = InputSpec.from_meta({"frames": 16, "step": 2})  # written before clips were sampled by time
+    assert old.seconds == pytest.approx(16 * 2 / 30) and old.stride_at(30) == 2.0 and old.stride_at(None) == 2.0
+    new = InputSpec.from_meta({**old.to_meta(), "seconds": 2.0})
+    assert new.stride_at(24) == 3.0 and new.span_at(24) == 46 and new.stride_at(5) == 1.0
+    assert InputSpec.from_meta(new.to_meta()) == new
+    assert old.stride_at(float("nan")) == 2.0 and old.stride_at(0.0) == 2.0  # unknown rate: the step

@@ -33,6 +33,12 @@ def test_slow_epoch_note_says_where_the_time_went():
     assert slow_epoch_note(record(1, 15.0, 25.0, 2.0, 0.5), fast) is None  # not much slower: nothing to say
 
 
+def test_slow_epoch_note_compares_first_batches_in_words():
+    # the old note read "its first batch took 0.4 s, -0.2 s": a bare signed difference
+    note = slow_epoch_note(record(1, 3.0, 60.0, 10.0, 0.4), record(2, 20.0, 10.0, 1.0, 0.6))
+    assert "its first batch took 0.4 s, epoch 2's 0.6 s" in note and "-0.2 s" not in note
+
+
 def test_curves_with_and_without_top5_and_old_histories(tmp_path):
     history = [record(e, 20.0, 16.0, 1.0, 0.2, top5=0.9) for e in (1, 2, 3)]
     plot_curves(history, tmp_path / "a.png")

@@ -116,7 +116,8 @@ def test_clip_frames_map_to_feature_frames():
 
 
 def test_output_decodes_with_one_frame_per_clip_frame_at_the_sampling_rate(tiny_model, make_video, tmp_path):
-    video = make_video("clip.mp4", num_frames=40, width=80, height=64, fps=25)
+    # 30 fps: step 2 of a checkpoint without a time span is every 2nd frame at 30 fps (issue 20)
+    video = make_video("clip.mp4", num_frames=40, width=80, height=64, fps=30)
     out, sheet = tmp_path / "out.mp4", tmp_path / "sheet.png"
     report = vis.visualize(video, tiny_model, tiny_meta(step=2), out, sheet=sheet,
                            views=("offsets", "attention"), panel_size=128)
@@ -128,8 +129,8 @@ def test_output_decodes_with_one_frame_per_clip_frame_at_the_sampling_rate(tiny_
     assert {f.shape for f in frames} == {(expected_size[1], expected_size[0], 3)}
     assert report.size == expected_size
     # Every 2nd source frame is sampled, so the clip plays at half the source rate to keep its duration.
-    assert report.fps == pytest.approx(12.5)
-    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(12.5, abs=0.01)
+    assert report.fps == pytest.approx(15)
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(15, abs=0.01)
     assert report.prediction.label in CATEGORIES
 
     picture = cv2.imread(str(sheet))
@@ -148,11 +149,11 @@ def test_the_predicted_label_is_what_predict_gives_for_one_centre_view(tiny_mode
     assert rendering.prediction.probability == pytest.approx(score, abs=1e-6)
 
 
-def test_a_video_shorter_than_a_clip_is_looped_with_a_note(tiny_model, make_video, tmp_path):
+def test_a_video_shorter_than_a_clip_is_spread_with_a_note(tiny_model, make_video, tmp_path):
     video = make_video("short.mp4", num_frames=10, width=64, height=64)
     report = vis.visualize(video, tiny_model, tiny_meta(), tmp_path / "short_sifa.mp4", panel_size=96)
     assert report.frames == 16 and len(decoded_frames(report.out)) == 16
-    assert any("frames repeat" in note for note in report.notes)
+    assert any("10 frames, fewer than the 16" in note and "spread evenly" in note for note in report.notes)
 
 
 YELLOW_MIN = np.array([0, 170, 170])  # BGR: the arrow colour after anti-aliasing, B stays low

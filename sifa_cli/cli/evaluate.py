@@ -105,6 +105,8 @@ def evaluate(
                                     progress=lambda planned, done: progress.advance(task, done))
         for path, _, error in evaluation.failed:
             progress.console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    if evaluation.short_note:
+        err_console.print(f"note: {escape(evaluation.short_note)}", highlight=False, soft_wrap=True)
     written = write_report(evaluation, out)
     _print_report(evaluation, predictor, settings)
     err_console.print(f"wrote {', '.join(escape(str(p)) for p in written)}", highlight=False, soft_wrap=True)

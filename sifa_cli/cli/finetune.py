@@ -26,7 +26,8 @@ def finetune(
     data: Annotated[Optional[Path], typer.Argument(
         help="Videos: `DIR/<class>/*.mp4`, `DIR/train` + `DIR/val`, or a CSV of `path,label` rows.",
         show_default=False, metavar="DATA")] = None,
-    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots).",
+    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots). "
+                                        "[default: runs/<DATA's name>, numbered if that exists]",
                                         panel=_RUN, file_okay=False)] = None,
     resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",
                                            panel=_RUN, file_okay=False)] = None,
@@ -43,7 +44,8 @@ def finetune(
                                         panel=_MODEL)] = None,
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
                                           "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
-    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames. "
+    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames at 30 fps; a clip "
+                                        "covers frames x step / 30 s at any frame rate. "
                                         "[default: 1, or the --init checkpoint's]",
                                         panel=_MODEL)] = None,
     sampling: Annotated[Optional[str], _opt("--sampling", help="dense or uniform (one frame per segment). "
@@ -58,8 +60,9 @@ def finetune(
     val_fraction: Annotated[Optional[float], _opt("--val-fraction", help="Share of each class held out for "
                                                   "validation when there is no validation set. [default: 0.2]",
                                                   panel=_DATA)] = None,
-    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. "
-                                              "[default: one clip's span]", panel=_DATA)] = None,
+    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. [default: "
+                                              "none skipped; a video shorter than a clip has its frames spread "
+                                              "over it]", panel=_DATA)] = None,
     scan_workers: Annotated[Optional[int], _opt("--scan-workers", help="Threads checking videos before training. "
                                                 "[default: 8]", panel=_DATA)] = None,
     allow_missing_classes: Annotated[Optional[bool], _opt(
@@ -115,6 +118,7 @@ def finetune(
 
     Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
     """
+    from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.engine.train import RunFolder, train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
@@ -139,19 +143,24 @@ def finetune(
         run.check_resumable()
         run_config = resumed_config(run.config, {**given, "out": None})
         run_config.out = _absolute(resume)
-        result = train(run_config, resume=True, log=_log, progress=is_tty())
+        with capture_native_stderr():  # FFmpeg's own lines (loader workers, validation) stay off the terminal
+            result = train(run_config, resume=True, log=_log, progress=is_tty())
     else:
         run_config = build_config(given, config)
         if run_config.data is None:
-            raise InputError("give the dataset folder or CSV (sifa finetune DIR --out RUN)")
+            raise InputError("give the dataset folder or CSV (sifa finetune DIR)")
         if run_config.out is None:
-            raise InputError("give a run folder with --out RUN (it must not exist yet, or be empty)")
+            from sifa_cli.engine.train import default_run_folder
+
+            run_config.out = str(default_run_folder(run_config.data).resolve())
+            _log(f"run folder: {run_config.out} (--out RUN chooses another)")
         from sifa_cli.fileio import refuse_input_as_output
 
         init_file = run_config.init if run_config.init and Path(run_config.init).expanduser().is_file() else None
         refuse_input_as_output(Path(run_config.out), [run_config.data, run_config.val, config, init_file], "--out")
         check_writable(Path(run_config.out), "--out", folder=True)
-        result = train(run_config, log=_log, progress=is_tty())
+        with capture_native_stderr():  # FFmpeg's own lines (loader workers, validation) stay off the terminal
+            result = train(run_config, log=_log, progress=is_tty())
     _print_summary(result)
 
 

@@ -135,7 +135,7 @@ def predict(
     from sifa_cli.engine.device import slow_precision_note
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.memory import check_batch_size
-    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows
+    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows, summarise_short
     from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
@@ -238,6 +238,11 @@ def predict(
         err_console.print(f"{len(kept) - len(current)} video(s) changed since their results were written; "
                           "scoring them again", highlight=False)
         kept = current
+    other_k = sorted({r["settings"].get("top_k") for r in kept} - {settings["top_k"]}, key=str)
+    if other_k:
+        err_console.print(f"note: the results kept in {escape(str(output))} list the top "
+                          f"{', '.join(map(str, other_k))} labels; the new ones list the top {settings['top_k']}",
+                          highlight=False, soft_wrap=True)
     done_keys = {path_key(record["path"]) for record in kept}
     videos = group.share([v for v in found.videos if path_key(str(v)) not in done_keys])
     skipped = len(found.videos) - len(videos)
@@ -303,6 +308,9 @@ def predict(
             _print_timelines(results, options)
         else:
             _print_predictions(results, top_k)
+    short = summarise_short(results, predictor.spec)
+    if short:
+        err_console.print(f"note: {escape(short)}", highlight=False, soft_wrap=True)
     if export and results and output is not None:
         from sifa_cli.engine.timeline_export import TimelineDoc, write_export
 
@@ -318,7 +326,8 @@ def predict(
     if annotate is not None and results:
         from sifa_cli.engine.annotate import annotate_video
 
-        drawn = annotate_video(results[0], annotate)
+        with capture_native_stderr():  # FFmpeg's own lines about a damaged stream stay off the terminal
+            drawn = annotate_video(results[0], annotate)
         err_console.print(f"labelled video: {escape(str(drawn.path))} ({drawn.frames} frames, {drawn.width}x"
                           f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
@@ -427,8 +436,8 @@ def _print_timelines(results, options=None) -> None:
 
 
 def _print_notes(results) -> None:
-    for result in results:
-        for note in result.notes:
+    for result in results:  # short clips get one line for the whole run (summarise_short)
+        for note in (n for n in result.notes if result.short is None or n != result.short.note):
             console.print(f"[dim]note: {escape(result.path)}: {escape(note)}[/]", highlight=False, soft_wrap=True)
 
 

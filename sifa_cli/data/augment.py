@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sifa_cli.data.sampling import dense_span
+from sifa_cli.data.sampling import dense_offsets, dense_span, spread_offsets
 
 
 @dataclass(frozen=True)
@@ -28,19 +28,24 @@ class Augmentation:
     hflip: bool = False
 
 
-def random_clip_indices(num_frames: int, frames: int, step: int, sampling: str, rng: np.random.Generator) -> np.ndarray:
+def random_clip_indices(num_frames: int, frames: int, step: float, sampling: str,
+                        rng: np.random.Generator) -> np.ndarray:
     """Frame indices of one training clip.
 
-    dense: `frames` frames `step` apart from a random start (looped when the video is shorter
-    than the clip); uniform: one random frame inside each of `frames` equal segments.
+    dense: `frames` frames `step` apart (a stride in source frames, see `InputSpec.stride_at`)
+    from a random start; a video shorter than the clip's span is used whole, its frames spread
+    evenly over the clip as `sifa predict` does (never looped). uniform: one random frame inside
+    each of `frames` equal segments.
     """
     if sampling == "uniform":
         segment = num_frames / frames
         positions = (np.arange(frames) + rng.random(frames)) * segment
         return np.minimum(positions.astype(np.int64), num_frames - 1)
     span = dense_span(frames, step)
-    start = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else int(rng.integers(0, num_frames))
-    return (start + np.arange(frames, dtype=np.int64) * step) % num_frames
+    if num_frames < span:
+        return spread_offsets(frames, num_frames)
+    start = int(rng.integers(0, num_frames - span + 1))
+    return start + dense_offsets(frames, step)
 
 
 def random_resized_crop(frames: np.ndarray, size: int, scale: tuple[float, float], ratio: tuple[float, float],

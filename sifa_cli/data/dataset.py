@@ -5,8 +5,9 @@ Layouts accepted for a dataset root:
 - `root/train/<class>/...` and `root/val/<class>/...`: an explicit validation set;
 - a CSV file of `path,label` rows (relative paths are relative to the CSV's folder).
 
-Before training, `scan_videos` opens every file in parallel; unreadable or too-short ones are
-listed with the reason in a report and left out, so a bad file never stops a training run.
+Before training, `scan_videos` opens every file in parallel; unreadable ones, still images and
+(below `min_frames`) short ones are listed with the reason in a report and left out, so a bad file
+never stops a training run. A short video is otherwise used: its clips spread over it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Sample:
     path: str
     label: str
     num_frames: int = 0  # known after the scan
+    fps: float = 0.0  # known after the scan (0: unknown)
+
+
+# Why the scan left a video out: Skipped.kind
+SHORT, STILL, UNREADABLE = "short", "still", "unreadable"
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Skipped:
     path: str
     label: str
     problem: str
+    kind: str = UNREADABLE
 
 
 @dataclass
@@ -75,8 +82,8 @@ class DatasetSplits:
         return {
             "source": self.source,
             "categories": self.categories,
-            "train": [[s.path, s.label, s.num_frames] for s in self.train],
-            "val": [[s.path, s.label, s.num_frames] for s in self.val],
+            "train": [[s.path, s.label, s.num_frames, s.fps] for s in self.train],
+            "val": [[s.path, s.label, s.num_frames, s.fps] for s in self.val],
             "skipped": [asdict(s) for s in self.skipped],
         }
 
@@ -84,8 +91,8 @@ class DatasetSplits:
     def from_json(cls, doc: dict) -> "DatasetSplits":
         return cls(
             categories=list(doc["categories"]),
-            train=[Sample(p, l, n) for p, l, n in doc["train"]],
-            val=[Sample(p, l, n) for p, l, n in doc["val"]],
+            train=[Sample(*row) for row in doc["train"]],  # [path, label, frames] before fps was recorded
+            val=[Sample(*row) for row in doc["val"]],
             skipped=[Skipped(**s) for s in doc.get("skipped", [])],
             source=doc.get("source", ""),
         )
@@ -119,8 +126,49 @@ def find_labelled_videos(source: Path, log: Optional[Callable[[str], None]] = No
 
 
 def has_split_folders(root: Path) -> bool:
-    """True for the `root/train` + `root/val` layout."""
-    return root.is_dir() and (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir())
+    """True for the `root/train` + `root/val` layout: a train/ folder of class folders at the top
+    of `root`, beside val/ or with nothing else but test/. A train/ folder among other class
+    folders is a class called "train"."""
+    if not (root.is_dir() and (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir())):
+        return False
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return "val" in folders or folders <= {"train", "test"}
+
+
+def split_folders_without_val(root: Path) -> str:
+    """The error for a root that holds train/ (and at most test/) but no val/."""
+    return (f"{root} holds a train/ folder but no val/ folder beside it: add {root}/val/<class>/ videos for "
+            f"validation, pass --val DIR, or give {root / 'train'} itself to hold out part of it")
+
+
+class DatasetRefused(InputError):
+    """No training run can start on this data; `skipped` lists the videos the scan left out and why."""
+
+    def __init__(self, message: str, skipped: Sequence[Skipped]):
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+def skipped_summary(skipped: Sequence[Skipped]) -> str:
+    """The scan's reasons counted, each with what to do: '68 videos with fewer frames than --min-frames
+    asks for (...); 2 unreadable (e.g. ...)'."""
+    by_kind: dict[str, list[Skipped]] = defaultdict(list)
+    for item in skipped:
+        by_kind[item.kind].append(item)
+    parts = []
+    if by_kind.get(SHORT):
+        fewest = min(by_kind[SHORT], key=lambda item: item.problem)
+        parts.append(f"{len(by_kind[SHORT])} video(s) with fewer frames than --min-frames asks for (e.g. "
+                     f"{Path(fewest.path).name}: {fewest.problem}): lower --min-frames or leave it out, and every "
+                     "video of 2 frames or more is used, a short one with its frames spread over the clip")
+    if by_kind.get(STILL):
+        parts.append(f"{len(by_kind[STILL])} still image(s) or single-frame file(s) (e.g. "
+                     f"{Path(by_kind[STILL][0].path).name}): training needs videos")
+    if by_kind.get(UNREADABLE):
+        first = by_kind[UNREADABLE][0]
+        parts.append(f"{len(by_kind[UNREADABLE])} unreadable (e.g. {first.path}: {first.problem}): re-encode or "
+                     "replace them")
+    return "; ".join(parts)
 
 
 def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) -> list[Sample]:
@@ -257,8 +305,18 @@ def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) 
 # Pre-flight scan
 
 
-def probe_video(path: str, min_frames: int) -> tuple[int, Optional[str]]:
-    """(decodable frame count, None) for a usable video, or (0, why not).
+@dataclass(frozen=True)
+class Probe:
+    """What the scan learnt of one file: its decodable frame count and frame rate, or why it is left out."""
+
+    num_frames: int = 0
+    fps: float = 0.0
+    problem: Optional[str] = None
+    kind: str = ""
+
+
+def probe_video(path: str, min_frames: int = 1) -> Probe:
+    """Frame count and rate of a usable video, or why it is not usable.
 
     Frames are decoded one at a time and scaled down, so a scan thread holds about one source
     frame at a time (the file's declared size is checked before any is decoded)."""
@@ -273,14 +331,19 @@ def probe_video(path: str, min_frames: int) -> tuple[int, Optional[str]]:
                 count = video.num_frames  # corrected to what really decodes
                 for index in (0, count // 2, count - 1):
                     video.read([index])
-            count = video.num_frames
+            count, fps = video.num_frames, video.info.fps
     except SifaError as exc:
-        return 0, _without_path(str(exc), path)
+        return Probe(problem=_without_path(str(exc), path), kind=UNREADABLE)
     except Exception as exc:  # a decoder failing in an unforeseen way still only loses this file
-        return 0, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return Probe(problem=f"{type(exc).__name__}: {exc}".splitlines()[0], kind=UNREADABLE)
+    if count == 1:
+        return Probe(1, fps, STILL_IMAGE, STILL)
     if count < min_frames:
-        return count, f"only {count} frames; a clip needs at least {min_frames}"
-    return count, None
+        return Probe(count, fps, f"only {count} frames; --min-frames asks for at least {min_frames}", SHORT)
+    return Probe(count, fps)
+
+
+STILL_IMAGE = "a single frame (a still image): it shows no motion to recognise"
 
 
 def _without_path(message: str, path: str) -> str:
@@ -299,11 +362,11 @@ def scan_videos(samples: Sequence[Sample], min_frames: int, workers: int = 4,
         results = pool.map(lambda s: probe_video(s.path, min_frames), samples)
         bar = tqdm(zip(samples, results), total=len(samples), desc="checking videos", unit="video",
                    disable=not progress, file=sys.stderr, leave=False)
-        for sample, (count, problem) in bar:
-            if problem is None:
-                usable.append(Sample(sample.path, sample.label, count))
+        for sample, probe in bar:
+            if probe.problem is None:
+                usable.append(Sample(sample.path, sample.label, probe.num_frames, probe.fps))
             else:
-                skipped.append(Skipped(sample.path, sample.label, problem))
+                skipped.append(Skipped(sample.path, sample.label, probe.problem, probe.kind))
     return usable, skipped
 
 
@@ -327,7 +390,7 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     source = Path(source).expanduser()
     if val_source is None and has_split_folders(source):
         if not (source / "val").is_dir():
-            raise InputError(f"{source} has a train/ folder but no val/ folder beside it")
+            raise InputError(split_folders_without_val(source))
         source, val_source = source / "train", source / "val"
     train_items = find_labelled_videos(source, log)
     val_items = find_labelled_videos(Path(val_source), log) if val_source is not None else []
@@ -343,10 +406,11 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     val = [usable_paths[s.path] for s in val_items if s.path in usable_paths]
     categories = sorted({s.label for s in train})
     if len(categories) < 2:
-        raise InputError(
+        why = f": {skipped_summary(skipped)}" if skipped else ""
+        raise DatasetRefused(
             f"{source}: need videos of at least 2 classes to train a classifier, found "
-            f"{len(categories)} usable class(es) ({len(skipped)} videos were unusable)"
-        )
+            f"{len(categories)} usable class(es); {len(skipped)} of {len(train_items) + len(val_items)} videos "
+            f"were left out{why}", skipped)
     missing = sorted({s.label for s in train_items} - set(categories))
     if missing:
         first_problem = {}
@@ -358,7 +422,8 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
             if label in first_problem else f"'{label}'" for label in missing)
         what = f"{len(missing)} class(es) have no usable training videos: {details}"
         if not allow_missing_classes:
-            raise InputError(f"{what}; fix or remove them, or pass --allow-missing-classes to train without them")
+            raise DatasetRefused(f"{what}; fix or remove them, or pass --allow-missing-classes to train without "
+                                 "them", skipped)
         if log is not None:
             log(f"WARNING: {what}; the model will not know {'this class' if len(missing) == 1 else 'these classes'}")
     if val_source is None:
@@ -367,9 +432,42 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     if unknown:
         raise InputError(f"{val_source}: validation classes not in the training set: {', '.join(unknown)}")
     if not val:
-        raise InputError(f"{val_source or source}: no usable validation videos; add more videos per class")
+        raise DatasetRefused(f"{val_source or source}: no usable validation videos; add more videos per class"
+                             + (f" ({skipped_summary(skipped)})" if skipped else ""), skipped)
     description = str(source) if val_source is None else f"{source} (validation: {val_source})"
     return DatasetSplits(categories, train, val, skipped, description)
+
+
+def describe_clip_lengths(samples: Sequence[Sample], spec: InputSpec) -> list[str]:
+    """Two lines for the start of a run: how long the videos are and at what frame rates, and how
+    clips are sampled from them (the stride chosen per frame rate, and how many are shorter than a clip)."""
+    if not samples:
+        return []
+    timed = [s for s in samples if s.fps > 0]
+    rates = Counter(round(s.fps, 2) for s in timed)
+    lengths = ""
+    if timed:
+        seconds = np.array([s.num_frames / s.fps for s in timed])
+        lengths = (f" of {np.median(seconds):.2f} s (median; {seconds.min():.2f} to {seconds.max():.2f} s)"
+                   f" at {', '.join(f'{fps:g} fps ({n})' for fps, n in rates.most_common(4))}"
+                   f"{', ...' if len(rates) > 4 else ''}")
+    frames = np.array([s.num_frames for s in samples])
+    first = (f"videos: {len(samples)}{lengths}; {int(np.median(frames))} frames median "
+             f"({frames.min()} to {frames.max()})")
+    if spec.sampling == "uniform":
+        return [first, f"clips: {spec.frames} frames, one from each of {spec.frames} equal parts of a video"]
+    short = [s for s in samples if s.num_frames < spec.span_at(s.fps or None)]
+    strides = "; ".join(f"at {fps:g} fps {_frames_apart(spec.stride_at(fps))} ({spec.span_at(fps) / fps:.2f} s)"
+                        for fps, _ in rates.most_common(4))
+    second = f"clips: {spec.frames} frames over {spec.seconds:.2f} s" + (f", {strides}" if strides else "")
+    if short:
+        second += (f"; {len(short)} of {len(samples)} videos are shorter than a clip: each of their clips spreads "
+                   f"its {spec.frames} frames evenly over the whole video")
+    return [first, second]
+
+
+def _frames_apart(stride: float) -> str:
+    return "every frame" if stride == 1 else f"every {stride:.3g} frames"
 
 
 def class_counts(samples: Sequence[Sample]) -> Counter:
@@ -429,14 +527,15 @@ class ClipDataset(Dataset):
     def load_clip(self, sample: Sample, index: int) -> torch.Tensor:
         spec = self.spec
         with Video(sample.path, short_side=spec.resize) as video:
+            stride = spec.stride_at(video.info.fps)  # clips cover the same time at any frame rate
             if self.augmentation is None:
                 frames, _ = read_sampled(
-                    video, lambda n: sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, n).indices[0]
+                    video, lambda n: sample_clips(spec.frames, stride, spec.sampling, 1, 0, n).indices[0]
                 )
                 return evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
             rng = np.random.default_rng([self.seed, self.epoch, index])
             frames, _ = read_sampled(
-                video, lambda n: random_clip_indices(n, spec.frames, spec.step, spec.sampling, rng)
+                video, lambda n: random_clip_indices(n, spec.frames, stride, spec.sampling, rng)
             )
         frames = augment_frames(frames, spec.size, self.augmentation, rng)
         return to_model_input(frames, spec.mean, spec.std)

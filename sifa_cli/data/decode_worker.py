@@ -2,9 +2,9 @@
 or decord) or hangs on one file costs that file, not the whole run.
 
 Each open `Video` borrows a `DecodeWorker` from a small pool. The worker runs the same decoder
-backends as in-process decoding (`sifa_cli.data.decode`), one request at a time over a socket pair
-(pickled requests and replies, `multiprocessing.connection`): open a file, read frames, frame
-times, close. Frames come back through memory shared with the worker (one copy on each side). The
+backends as in-process decoding (`sifa_cli.data.decode_backends`, which both import), one request
+at a time over a socket pair (pickled requests and replies, `multiprocessing.connection`): open a
+file, read frames, frame times, close. Frames come back through memory shared with the worker (one copy on each side). The
 parent waits for each reply at most the decode time limit; a worker that dies is reported as a
 crash of the decoder on that file and a fresh one is started for the next request; one that takes
 too long is killed (a hung decoder thread, before, could only be abandoned).
@@ -277,13 +277,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def _serve(conn: Connection, frames: _SharedBuffer) -> None:
-    from sifa_cli.data import decode
+    from sifa_cli.data import decode_backends as shared
     from sifa_cli.errors import SifaError
 
     backends: dict[int, Any] = {}
     # Tests need a decoder that really crashes on a chosen file; none of ours does on demand.
     crash_on = os.environ.get(CRASH_TEST_VARIABLE)
-    with decode.capture_native_stderr():
+    with shared.capture_native_stderr():
         while True:
             try:
                 op, handle, args = conn.recv()
@@ -296,7 +296,7 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                         import ctypes
 
                         ctypes.string_at(0)  # a real segmentation fault, as in a native decoder
-                    backend = decode._BACKEND_CLASSES[name](Path(path), short_side)
+                    backend = shared.BACKEND_CLASSES[name](Path(path), short_side)
                     backends[handle] = backend
                     value: Any = (backend.width, backend.height, backend.fps, backend.num_frames,
                                   backend.reported_frames)
@@ -304,7 +304,7 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                     indices, num_frames = args
                     backend = backends[handle]
                     backend.num_frames = num_frames
-                    conn.send(("frames", frames.put(backend.read_sorted(indices)), decode._take_native_log()))
+                    conn.send(("frames", frames.put(backend.read_sorted(indices)), shared.take_native_log()))
                     continue
                 elif op == "times":
                     backend = backends[handle]
@@ -318,11 +318,11 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                 else:
                     raise ValueError(f"unknown request {op!r}")
                 reply = ("ok", value)
-            except (decode._BackendError, SifaError, MemoryError) as exc:
+            except (shared.BackendError, SifaError, MemoryError) as exc:
                 reply = ("error", exc)
             except Exception as exc:  # a decoder's own exception type: the parent sees a backend failure
-                reply = ("error", decode._BackendError(f"{type(exc).__name__}: {exc}".splitlines()[0]))
-            conn.send(reply + (decode._take_native_log(),))
+                reply = ("error", shared.BackendError(f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            conn.send(reply + (shared.take_native_log(),))
 
 
 def main(argv: list[str]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from sifa_cli.data.sampling import parse_views
+from sifa_cli.data.sampling import dense_span, parse_views
 from sifa_cli.errors import InputError, WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -16,13 +17,25 @@ MAX_CLIP_FRAMES = 256
 MAX_FRAME_STEP = 64
 MAX_CROP_SIZE = 1024
 MAX_RESIZE = 2048
+MAX_CLIP_SECONDS = 600.0
+# The frame rate a checkpoint's `step` refers to when it records no `seconds`: checkpoints made
+# before clips were sampled by time (and the reference SIFA models, trained on Kinetics, whose
+# videos are mostly 30 fps) chose `step` on 30 fps video, so `frames * step / 30` seconds is the
+# time their clips covered in training, and keeps 30 fps video sampled exactly as before.
+REFERENCE_FPS = 30.0
+# Frame rates outside this range are a broken header, not a video: the stride falls back to `step`.
+PLAUSIBLE_FPS = (0.1, 1000.0)
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How to build one clip: `frames` frames, sampled densely at `step` or uniformly (TSN),
-    short side resized to `resize`, cropped to `size`, normalized with `mean`/`std` (0..1 scale).
-    `views` ("CLIPSxCROPS") is the default multi-view testing for this model."""
+    """How to build one clip: `frames` frames, sampled densely or uniformly (TSN), short side
+    resized to `resize`, cropped to `size`, normalized with `mean`/`std` (0..1 scale).
+    `views` ("CLIPSxCROPS") is the default multi-view testing for this model.
+
+    Dense clips cover `seconds` of video whatever its frame rate (`stride_at`): `frames` frames
+    at least one source frame apart. `step` is the stride at REFERENCE_FPS; `seconds` defaults to
+    `frames * step / REFERENCE_FPS`, which is what a checkpoint without it was trained on."""
 
     frames: int = 16
     step: int = 1
@@ -32,9 +45,16 @@ class InputSpec:
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     views: str = "1x1"
+    seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.seconds is None and 1 <= self.frames and 1 <= self.step:
+            object.__setattr__(self, "seconds", self.frames * self.step / REFERENCE_FPS)
+        if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds)
+                                             and 0 < self.seconds <= MAX_CLIP_SECONDS):
+            problems.append(f"seconds={self.seconds} must be a number of seconds above 0 and at most "
+                            f"{MAX_CLIP_SECONDS:g}")
         if not 1 <= self.frames <= MAX_CLIP_FRAMES:
             problems.append(f"frames={self.frames} must be between 1 and {MAX_CLIP_FRAMES}")
         if not 1 <= self.step <= MAX_FRAME_STEP:
@@ -68,12 +88,28 @@ class InputSpec:
             for name in ("mean", "std"):
                 if name in known:
                     known[name] = tuple(float(v) for v in known[name])
+            if known.get("seconds") is not None:
+                known["seconds"] = float(known["seconds"])
             for name in ("sampling", "views"):
                 if name in known:
                     known[name] = str(known[name])
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"invalid input spec in the checkpoint: {exc}") from None
         return cls(**known)
+
+    def stride_at(self, fps: Optional[float]) -> float:
+        """Source frames between a dense clip's frames in a video of `fps` frames per second, so
+        that the clip covers `seconds`: at least 1 (below that frames would repeat), and `step`
+        when the frame rate is unknown or implausible."""
+        if fps is None or not math.isfinite(fps) or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
+            return float(self.step)
+        return max(1.0, round(self.seconds * fps / self.frames, 4))
+
+    def span_at(self, fps: Optional[float]) -> int:
+        """Source frames one clip spans at `fps`: a shorter video has its frames spread over the clip."""
+        if self.sampling == "uniform":
+            return self.frames
+        return dense_span(self.frames, self.stride_at(fps))
 
     def to_meta(self) -> dict[str, Any]:
         meta = asdict(self)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from sifa_cli.data.dataset import Sample, find_labelled_videos, has_split_folders
-from sifa_cli.engine.predict import Predictor, ProgressFn
+from sifa_cli.engine.predict import Predictor, ProgressFn, summarise_short
 from sifa_cli.errors import InputError
 from sifa_cli.csvcells import neutralise_row
 from sifa_cli.fileio import atomic_write_path
@@ -44,7 +44,8 @@ def load_labelled(source: Path) -> Labelled:
     note = None
     if source.is_dir() and has_split_folders(source):
         if not (source / "val").is_dir():
-            raise InputError(f"{source} has a train/ folder but no val/ folder; give the folder to evaluate")
+            raise InputError(f"{source} holds a train/ folder but no val/ folder beside it; give the folder of "
+                             "class folders to evaluate")
         note = f"{source} holds train/ and val/: evaluating val/"
         source = source / "val"
     return Labelled(find_labelled_videos(source), str(source), note)
@@ -103,6 +104,7 @@ class Evaluation:
     unknown: list[Sample] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    short_note: Optional[str] = None  # one line on the videos shorter than a clip (`summarise_short`)
 
     @property
     def videos(self) -> int:
@@ -165,6 +167,7 @@ class Evaluation:
                           for c in self.per_class()},
             "confusion": {"categories": self.categories, "rows": "true", "columns": "predicted",
                           "matrix": self.confusion()},
+            "short_clips": self.short_note,
             "failures": [{"path": path, "label": label, "error": error} for path, label, error in self.failed],
             "unknown_labels": [{"path": s.path, "label": s.label} for s in self.unknown],
         }
@@ -176,11 +179,15 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], *, unknown: Sequen
     evaluation = Evaluation(list(predictor.categories), unknown=list(unknown), settings=dict(settings or {}),
                             source=source)
     results = predictor.predict([s.path for s in samples], progress=progress)
+    short = []
     for sample, result in zip(samples, results):
+        if result.short is not None:
+            short.append(result)
         if result.ok:
             evaluation.predictions.append(Prediction(sample.path, sample.label, list(result.top)))
         else:
             evaluation.failed.append((sample.path, sample.label, result.error or "unreadable"))
+    evaluation.short_note = summarise_short(short, predictor.spec)
     return evaluation
 
 

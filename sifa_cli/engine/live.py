@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import torch
 
-from sifa_cli.data.decode import _clean_reason, _take_native_log, as_rgb_uint8
-from sifa_cli.data.sampling import dense_span, sample_clips
+from sifa_cli.data.decode_backends import as_rgb_uint8, clean_reason, take_native_log
+from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.transforms import evaluation_views, resize_short_side
 from sifa_cli.engine.predict import Predictor, TopK
 from sifa_cli.errors import DecodeError, InputError
@@ -100,7 +100,7 @@ class LiveStats:
 def open_stream(source: StreamSource, open_timeout: float = OPEN_TIMEOUT_S,
                 read_timeout: float = READ_TIMEOUT_S) -> cv2.VideoCapture:
     """An opened capture, or a DecodeError that says why not."""
-    _take_native_log()
+    take_native_log()
     if source.camera is not None:
         capture = cv2.VideoCapture(source.camera)
         what = "camera"
@@ -111,7 +111,7 @@ def open_stream(source: StreamSource, open_timeout: float = OPEN_TIMEOUT_S,
         what = "stream"
     if not capture.isOpened():
         capture.release()
-        reason = _clean_reason(_take_native_log())
+        reason = clean_reason(take_native_log())
         detail = f" ({reason})" if reason else ""
         hint = "is it connected, and free?" if source.camera is not None else "check the address and that it is reachable"
         raise DecodeError(f"{source}: cannot open the {what}{detail}; {hint}")
@@ -150,7 +150,7 @@ class LiveScorer:
     def span_frames(self, fps: float) -> int:
         spec = self.predictor.spec
         if spec.sampling == "dense":
-            return dense_span(spec.frames, spec.step)
+            return spec.span_at(fps)
         return max(spec.frames, round(self.window_seconds * fps))
 
     def run(self, capture: cv2.VideoCapture, stop: threading.Event) -> Iterator[LiveWindow]:
@@ -200,14 +200,14 @@ class LiveScorer:
         spec, p = self.predictor.spec, self.predictor
         times = [when for when, _ in ring]
         clip_frames = np.stack([frame for _, frame in ring])
-        sampled = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, len(clip_frames))
+        sampled = sample_clips(spec.frames, spec.stride_at(rate), spec.sampling, 1, 0, len(clip_frames))
         clip = clip_frames[sampled.indices[0]]
         views = evaluation_views(clip, spec.size, spec.resize, p.views.crops, spec.mean, spec.std)
         probs = p.forward(torch.stack(views))
         p.stats.inputs += len(views)
         notes = []
         if sampled.short:
-            notes.append(f"the stream held only {len(ring)} of the {span} frames a window needs: frames were repeated")
+            notes.append(f"the stream held only {len(ring)} of the {span} frames a window needs: its frames were spread evenly over the clip")
         window = LiveWindow(self.stats.windows, round(times[0], 3), round(times[-1] + 1.0 / rate, 3),
                             p.top(probs.mean(dim=0)), len(ring), notes)
         self.stats.windows += 1

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sifa_cli.data.dataset import STILL_IMAGE
 from sifa_cli.data.decode import DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled
-from sifa_cli.data.sampling import Views, dense_span, parse_views, sample_clips
+from sifa_cli.data.sampling import Views, parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views
 from sifa_cli.engine.device import autocast
@@ -92,10 +93,39 @@ class VideoResult:
     fps: Optional[float] = None  # timelines: the frame rate and frame count, for frame-accurate exports
     frames: Optional[int] = None
     shots: Optional[list[tuple[int, int]]] = None  # with cut detection: each shot's frames [first, stop)
+    short: Optional["ShortClips"] = None  # set when a clip (or window) held fewer frames than a clip spans
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class ShortClips:
+    """A video (or some of its timeline windows) shorter than one clip's span: every such clip's
+    frames were spread evenly over what there was (`spread_offsets`), never looped. `note` is
+    the line this video's record carries; `summarise_short` makes one line for a whole run."""
+
+    frames: int  # the fewest source frames a clip had to take its frames from
+    span: int  # the source frames a clip spans at this video's frame rate
+    distinct: int  # the fewest distinct frames in such a clip
+    windows: int = 0  # timeline windows that were short (0: the whole video was)
+    note: str = ""
+
+
+def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional[str]:
+    """One line for all the videos of a run that were shorter than a clip's span, or None."""
+    short = [r for r in results if r.short is not None]
+    if not short:
+        return None
+    fewest = min(short, key=lambda r: r.short.frames)
+    windows = sum(r.short.windows for r in short)
+    what = (f"{windows} timeline window(s) in {len(short)} video(s) hold" if windows
+            else f"{len(short)} video(s) hold")
+    return (f"{what} fewer frames than a {spec.seconds:.2f} s clip spans (as few as {fewest.short.frames} of "
+            f"{fewest.short.span}, e.g. {fewest.path}): each such clip's {spec.frames} frames were spread evenly "
+            f"over them ({fewest.short.distinct} distinct at the fewest); the model saw less motion than in a "
+            "full clip")
 
 
 @dataclass
@@ -173,6 +203,8 @@ class _Job:
         self.units_done = 0
         self.finished = False  # its decoding thread is done with it
         self.error: Optional[str] = None
+        self.fps: Optional[float] = None  # the video's frame rate, which sets the clips' stride
+        self.short: Optional[ShortClips] = None
 
     def open(self) -> Video:
         p = self.predictor
@@ -186,18 +218,36 @@ class _Job:
 
     def sample(self, start: int, stop: int) -> tuple[np.ndarray, bool]:
         spec = self.predictor.spec
-        sampled = sample_clips(spec.frames, spec.step, spec.sampling, self.predictor.views.clips, start, stop)
+        sampled = sample_clips(spec.frames, spec.stride_at(self.fps), spec.sampling, self.predictor.views.clips,
+                               start, stop)
         return sampled.indices, sampled.short
 
-    def short_note(self, what: str) -> str:
+    def note_short(self, frames: int, distinct: int, windows: int = 0) -> None:
+        """Record that clips (all of them, or `windows` timeline windows) had only `frames` frames."""
         spec = self.predictor.spec
-        needed = dense_span(spec.frames, spec.step) if spec.sampling == "dense" else spec.frames
-        how = "looped" if spec.sampling == "dense" else "repeated"
-        return f"{what}, fewer than the {needed} a clip needs: frames were {how}"
+        span = spec.span_at(self.fps)
+        where = f"{windows} window(s) hold as few as {frames} frames" if windows else f"the video has {frames} frames"
+        rate = f" at {self.fps:.3g} fps" if self.fps else ""
+        note = (f"{where}, fewer than the {span} a {spec.seconds:.2f} s clip spans{rate}: the clip's {spec.frames} "
+                f"frames were spread evenly over them ({distinct} distinct)")
+        self.short = ShortClips(frames, span, distinct, windows, note)
+        self.notes.append(note)
 
 
 class _ClipJob(_Job):
     def plan(self, video: Video) -> int:
+        fps = video.info.fps
+        self.duration = played_duration(video.frame_times(), fps)
+        self.fps = fps
+        if fps and video.num_frames < SPARSE_FRAMES_SHARE * self.duration * fps:
+            # e.g. an AVI whose index holds each frame for several frame times with empty chunks:
+            # its frames are further apart than the declared rate says, so the stride follows the
+            # rate it really shows, and the clip still covers the model's time span
+            self.fps = video.num_frames / self.duration
+            self.notes.append(
+                f"only {video.num_frames} distinct frames over {self.duration:.1f} s, though the file declares "
+                f"{fps:.3g} fps (it holds each frame for several frame times): clips were sampled at the "
+                f"{self.fps:.3g} fps it really shows")
         return 1
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
@@ -208,23 +258,16 @@ class _ClipJob(_Job):
             shortness.append(short)
             return indices
 
-        frames, _ = read_sampled(video, sample)
+        frames, indices = read_sampled(video, sample)
         if shortness[-1]:
-            self.notes.append(self.short_note(f"the video has {video.num_frames} frames"))
-        fps = video.info.fps
-        self.duration = played_duration(video.frame_times(), fps)
-        if fps and video.num_frames < SPARSE_FRAMES_SHARE * self.duration * fps:
-            # e.g. an AVI whose index repeats frames with empty chunks: consecutive frames are
-            # further apart in time than the frame rate says
-            self.notes.append(
-                f"only {video.num_frames} distinct frames over {self.duration:.1f} s at a nominal {fps:.3g} fps "
-                "(the file holds frames): each clip spans more time than that frame rate implies")
+            self.note_short(video.num_frames, min(len(np.unique(clip)) for clip in indices))
+        self.duration = played_duration(video.frame_times(), video.info.fps)  # again: reading may correct the count
         yield from self.clip_views(frames)
 
     def finish(self, scores: Tensor) -> VideoResult:
         p = self.predictor
         return VideoResult(str(self.path), p.top(scores.mean(dim=0)), notes=self.notes,
-                           inputs=len(scores), duration=self.duration)
+                           inputs=len(scores), duration=self.duration, short=self.short)
 
 
 class _TimelineJob(_Job):
@@ -235,6 +278,7 @@ class _TimelineJob(_Job):
         self._times = np.zeros(0)
 
     def plan(self, video: Video) -> int:
+        self.fps = video.info.fps
         times = video.frame_times()
         self.fps = video.info.fps
         self.duration = played_duration(times, video.info.fps)
@@ -246,7 +290,7 @@ class _TimelineJob(_Job):
         return len(self._planned)
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
-        short_windows, fewest = 0, None
+        short_windows, fewest, fewest_distinct = 0, None, None
         reader: Optional[_ForwardReader] = None
         for position, (start_time, end_time) in enumerate(self._planned):
             first, stop = self._frame_span(start_time, end_time)
@@ -267,15 +311,17 @@ class _TimelineJob(_Job):
                     shortness.append(short)
                     return indices
 
-                frames, _ = read_sampled(video, sample)
+                frames, indices = read_sampled(video, sample)
                 short = shortness[-1]
             if short:
                 short_windows += 1
                 fewest = min(fewest or stop - first, stop - first)
+                distinct = min(len(np.unique(clip)) for clip in indices)
+                fewest_distinct = min(fewest_distinct or distinct, distinct)
             self.window_times.append((start_time, end_time))
             yield from self.clip_views(frames)
         if short_windows:
-            self.notes.append(self.short_note(f"{short_windows} window(s) hold as few as {fewest} frames"))
+            self.note_short(fewest, fewest_distinct, short_windows)
 
     def _frame_span(self, start_time: float, end_time: float) -> tuple[int, int]:
         first = int(np.searchsorted(self._times, start_time - 1e-6, side="left"))
@@ -556,6 +602,8 @@ class Predictor:
                 put("start", job)
                 try:
                     with job.open() as video:
+                        if video.num_frames == 1:
+                            raise InputError(f"{job.path}: {STILL_IMAGE}; sifa recognises actions in videos")
                         put("plan", job, job.plan(video))
                         for tensor in job.inputs(video):
                             put("input", job, tensor)

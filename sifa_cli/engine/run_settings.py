@@ -1,7 +1,8 @@
 """What made a set of predictions, recorded in every result so a results file can be resumed safely.
 
 Each successful record carries `"settings"`: the weights file's sha256, the model input (frames,
-step, sampling, crop and resize), the views, top-k and, for timelines, window and stride. A re-run
+step, sampling, crop and resize, the seconds a clip covers), the views, top-k and, for timelines,
+window and stride (all but top-k must match for a re-run to add to a file). A re-run
 with the same --output only adds to a file whose records were made with the same settings;
 otherwise it stops with one line saying what differs (`--overwrite` starts the file afresh).
 Records written before settings were recorded (an older sifa) count as unknown settings and are
@@ -16,9 +17,12 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import InputError
 
-# The settings that change what a result means; device, precision, batch size and decoder do not.
-COMPARED = ("weights_sha256", "input", "views", "top_k", "timeline")
-INPUT_FIELDS = ("frames", "step", "sampling", "size", "resize")
+# The settings that change what a result means; device, precision, batch size and decoder do not,
+# and neither does top-k (how many of the ranked labels are kept: a re-run may list more or fewer).
+COMPARED = ("weights_sha256", "input", "views", "timeline")
+# seconds: clips are sampled by time (the same frames at 30 fps as before it was recorded, not at
+# other frame rates, so results from before are refused like any other change of input)
+INPUT_FIELDS = ("frames", "step", "sampling", "size", "resize", "seconds")
 
 
 def weights_file(weights: Union[str, Path, None], manifests: Iterable[Union[str, Path]] = ()) -> tuple[Path, str]:
@@ -67,7 +71,9 @@ def _show(key: str, value: Any) -> str:
     if key == "weights_sha256":
         return str(value)[:12]
     if key == "input" and isinstance(value, Mapping):
-        return (f"{value.get('frames')} frames ({value.get('sampling')}, step {value.get('step')}), "
+        span = f" over {value['seconds']:.2f} s" if isinstance(value.get("seconds"), (int, float)) else \
+            " sampled by frame index"
+        return (f"{value.get('frames')} frames{span} ({value.get('sampling')}, step {value.get('step')}), "
                 f"crop {value.get('size')} of {value.get('resize')}")
     if key == "timeline" and isinstance(value, Mapping):
         text = f"window {value.get('window'):g} s stride {value.get('stride'):g} s"

@@ -187,7 +187,7 @@ def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
     overall = p.top(per_window.mean(dim=0))
     return VideoResult(str(job.path), overall, notes=job.notes, inputs=len(scores), duration=round(duration, 3),
                        windows=windows, segments=segments, fps=float(job.fps), frames=frames,
-                       shots=list(shots) if shots else None)
+                       shots=list(shots) if shots else None, short=job.short)
 
 
 def _nearest_frame(times: np.ndarray, t: float) -> int:

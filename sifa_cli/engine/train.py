@@ -42,8 +42,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from sifa_cli import __version__
 from sifa_cli.fileio import atomic_write_path, lock_output
 from sifa_cli.data.augment import Augmentation
-from sifa_cli.data.dataset import ClipDataset, DatasetSplits, prepare_dataset, write_scan_report
-from sifa_cli.data.sampling import dense_span
+from sifa_cli.data.dataset import (
+    ClipDataset,
+    DatasetRefused,
+    DatasetSplits,
+    describe_clip_lengths,
+    prepare_dataset,
+    write_scan_report,
+)
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.engine.device import autocast, resolve_device
 from sifa_cli.engine.train_config import (
@@ -105,7 +111,8 @@ class RunFolder:
         if self.config.exists():
             raise InputError(f"{self.root} already holds a training run; continue it with --resume {self.root} "
                              "or choose another --out")
-        if self.root.is_dir() and any(self.root.iterdir()):
+        # a run that could not start leaves its scan report, and may be tried again in the same folder
+        if self.root.is_dir() and any(p.name != self.scan_report.name for p in self.root.iterdir()):
             raise InputError(f"--out {self.root} exists and is not empty; choose a new folder")
 
     def check_resumable(self) -> None:
@@ -147,6 +154,24 @@ class RunFolder:
     def write_metrics(self, history: list[dict]) -> None:
         with atomic_write_path(self.metrics) as tmp:
             tmp.write_text("".join(json.dumps(record) + "\n" for record in history), encoding="utf-8")
+
+
+DEFAULT_RUNS_FOLDER = Path("runs")
+
+
+def default_run_folder(data: str) -> Path:
+    """`--out` left unset: runs/<the data folder's (or CSV file's) name>, numbered -2, -3, ... when
+    that exists already (unless it holds only the scan report of a run that could not start)."""
+    source = Path(data)
+    name = (source.stem if source.suffix.lower() in (".csv", ".txt") else source.name) or "run"
+    for number in range(1, 10_000):
+        candidate = DEFAULT_RUNS_FOLDER / (name if number == 1 else f"{name}-{number}")
+        try:
+            RunFolder(candidate).check_new()
+        except InputError:
+            continue
+        return candidate
+    raise InputError(f"{DEFAULT_RUNS_FOLDER / name}: too many run folders of that name; choose one with --out")
 
 
 def save_training_state(path: Path, state: dict) -> None:
@@ -524,11 +549,6 @@ class TrainResult:
     is_main: bool = True  # False on torchrun's other processes, which write and print nothing
 
 
-LOSS_EXPLANATION = ("loss: mean -log p(true class) of the predicted probabilities (as `sifa predict` gives them), "
-                    "on the augmented training clips and on the validation clips; objective: what training "
-                    "minimises (cross-entropy of each head, summed, with label smoothing)")
-
-
 def is_better(record: dict, best: dict, min_delta: float = 0.0) -> bool:
     """Whether an epoch beats the best so far: a lower validation loss (by more than min_delta).
 
@@ -566,12 +586,12 @@ def slow_epoch_note(previous: dict, current: dict) -> Optional[str]:
     train_time = {r["epoch"]: r["epoch_seconds"] - r.get("val_seconds", 0.0) for r in (previous, current)}
     extra = train_time[previous["epoch"]] - train_time[current["epoch"]]
     extra_wait = previous["data_wait_seconds"] - current["data_wait_seconds"]
-    start_up = previous["first_batch_seconds"] - current["first_batch_seconds"]
     cause = ("mostly waiting for data (decoding files the first time, loader start-up)" if extra_wait > extra / 2
              else "mostly in the model (one-time set-up of its kernels, or other programs busy on the same cores)")
     return (f"note: epoch {previous['epoch']} trained {ratio:.1f}x slower than epoch {current['epoch']}: "
             f"{extra:.0f} s more, {max(extra_wait, 0):.0f} s of it waiting for data (its first batch took "
-            f"{previous['first_batch_seconds']:.1f} s, {start_up:+.1f} s); {cause}")
+            f"{previous['first_batch_seconds']:.1f} s, epoch {current['epoch']}'s "
+            f"{current['first_batch_seconds']:.1f} s); {cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,7 +645,7 @@ class Trainer:
                          f"{self.dist.world_size}; its learning-rate schedule is planned in steps per epoch for "
                          f"{recorded}, so resume it the same way: {how}")
 
-    def load_dataset(self, spec_frames: int, spec_step: int, sampling: str) -> DatasetSplits:
+    def load_dataset(self) -> DatasetSplits:
         if self.resume:
             splits = DatasetSplits.load(self.run.dataset)
             check_split_files(splits, self.run)
@@ -635,12 +655,20 @@ class Trainer:
         if self.dist.is_main:
             if config.data is None:
                 raise InputError("give the dataset: a folder of class folders, a root with train/ and val/, or a CSV")
-            default_min = spec_frames if sampling == "uniform" else dense_span(spec_frames, spec_step)
-            splits = prepare_dataset(
-                Path(config.data), Path(config.val) if config.val else None, val_fraction=config.val_fraction,
-                seed=config.seed, min_frames=config.min_frames or default_min, scan_workers=config.scan_workers,
-                progress=self.progress, allow_missing_classes=config.allow_missing_classes, log=self.log,
-            )
+            try:
+                # Every video is used by default: one shorter than a clip has its frames spread over it.
+                splits = prepare_dataset(
+                    Path(config.data), Path(config.val) if config.val else None, val_fraction=config.val_fraction,
+                    seed=config.seed, min_frames=config.min_frames or 1, scan_workers=config.scan_workers,
+                    progress=self.progress, allow_missing_classes=config.allow_missing_classes, log=self.log,
+                )
+            except DatasetRefused as exc:
+                if not exc.skipped:
+                    raise
+                # The run cannot start; the report of why each video was left out is kept (see `train`).
+                self.run.root.mkdir(parents=True, exist_ok=True)
+                write_scan_report(self.run.scan_report, exc.skipped)
+                raise InputError(f"{exc} (every video left out, and why: {self.run.scan_report})") from None
             self.run.root.mkdir(parents=True, exist_ok=True)
             write_scan_report(self.run.scan_report, splits.skipped)
             splits.save(self.run.dataset)
@@ -689,11 +717,11 @@ class Trainer:
         if state is not None:
             self.check_same_processes(state)
         spec = InputSpec.from_meta(state["input"]) if state is not None else self.resolve_model_and_input()
-        splits = self.load_dataset(spec.frames, spec.step, spec.sampling)
+        splits = self.load_dataset()
         categories = splits.categories
         if self.dist.is_main:
             write_config_yaml(config, self.run.config)
-        self._describe_start(splits)
+        self._describe_start(splits, spec)
 
         torch.manual_seed(config.seed)
         if state is not None:
@@ -898,13 +926,13 @@ class Trainer:
             val_clips=len(splits.val), is_main=self.dist.is_main,
         )
 
-    def _describe_start(self, splits: DatasetSplits) -> None:
-        counts = {name: 0 for name in splits.categories}
-        for sample in splits.train:
-            counts[sample.label] += 1
+    def _describe_start(self, splits: DatasetSplits, spec: InputSpec) -> None:
+        skipped = f"{len(splits.skipped)} videos skipped, see {self.run.scan_report}" if splits.skipped \
+            else "no video skipped"
         self.log(f"{len(splits.categories)} classes, {len(splits.train)} training and {len(splits.val)} "
-                 f"validation clips ({len(splits.skipped)} videos skipped, see {self.run.scan_report})")
-        self.log(LOSS_EXPLANATION)
+                 f"validation clips ({skipped})")
+        for line in describe_clip_lengths([*splits.train, *splits.val], spec):
+            self.log(line)
         if splits.skipped:
             for item in splits.skipped[:5]:
                 self.log(f"  skipped {item.path}: {item.problem}")
@@ -997,10 +1025,12 @@ def train(config: TrainConfig, *, resume: bool = False, log: Log = _stderr_log, 
             return _fit(trainer)
         except BaseException:
             # A run that failed, or was interrupted (Ctrl-C, SIGTERM), before its first epoch was saved
-            # holds nothing worth keeping, and its config.yaml would make a retry refuse the folder (and
-            # --resume repeat the error).
+            # holds nothing worth keeping but a scan report that lists videos left out (which the log or
+            # the error named), and its config.yaml would make a retry refuse the folder (and --resume
+            # repeat the error).
             if trainer.dist.is_main and not trainer.run.state.exists():
-                _remove_new_entries(trainer.run.root, before)
+                named = _report_lists_videos(trainer.run.scan_report)  # then the log or the error named it
+                _remove_new_entries(trainer.run.root, before, keep=trainer.run.scan_report.name if named else "")
             raise
 
 
@@ -1046,6 +1076,15 @@ def _unwrapped(exc: SifaError) -> SifaError:
     return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
 
 
+def _report_lists_videos(report: Path) -> bool:
+    """Whether a scan report names any video left out (more than its header line)."""
+    try:
+        with report.open(encoding="utf-8") as handle:
+            return sum(1 for _ in zip(range(2), handle)) > 1
+    except OSError:
+        return False
+
+
 def _entries(folder: Path) -> Optional[set[str]]:
     """The names in `folder`, or None when it does not exist."""
     try:
@@ -1056,9 +1095,10 @@ def _entries(folder: Path) -> Optional[set[str]]:
         return set()
 
 
-def _remove_new_entries(folder: Path, before: Optional[set[str]]) -> None:
-    """Delete what appeared in `folder` since `before` (files only), and the folder if it is new and empty."""
-    for name in (_entries(folder) or set()) - (before or set()):
+def _remove_new_entries(folder: Path, before: Optional[set[str]], keep: str = "") -> None:
+    """Delete what appeared in `folder` since `before` (files only, but `keep`), and the folder if it is
+    new and empty."""
+    for name in (_entries(folder) or set()) - (before or set()) - {keep}:
         path = folder / name
         if path.is_file() or path.is_symlink():
             path.unlink(missing_ok=True)

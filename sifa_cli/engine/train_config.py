@@ -38,7 +38,7 @@ class TrainConfig:
     data: Optional[str] = None  # class folders, root with train/ + val/, or a CSV of path,label
     val: Optional[str] = None  # a separate validation set (same formats)
     val_fraction: float = 0.2  # held out per class when there is no validation set
-    min_frames: Optional[int] = None  # shorter videos are skipped; default: one clip's span
+    min_frames: Optional[int] = None  # shorter videos are skipped; default: none (short ones are spread over a clip)
     scan_workers: int = 8
     allow_missing_classes: bool = False  # train on even if every video of some class is unusable
     workers: Optional[int] = None  # data-loading processes; default: half the CPU cores, at most 8

@@ -46,7 +46,7 @@ class PreparedClip:
 def playback_fps(source_fps: float, indices: np.ndarray) -> float:
     """Rate at which the sampled frames play at the source's speed: source fps / mean sampling gap."""
     gaps = np.diff(indices)
-    gaps = gaps[gaps > 0]  # a looped short clip jumps back; those jumps are not time
+    gaps = gaps[gaps > 0]  # a frame repeated in a short clip (gap 0) adds no time
     gap = float(gaps.mean()) if gaps.size else 1.0
     return (source_fps if source_fps > 0 else FALLBACK_FPS) / gap
 
@@ -66,17 +66,19 @@ class ModelClip:
 
 def load_model_clip(path: str | os.PathLike, spec: InputSpec) -> ModelClip:
     """Decode and sample the clip of `path` the model classifies (see ModelClip)."""
-
-    def sample(num_frames: int) -> np.ndarray:
-        return sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, num_frames).indices[0]
-
     with Video(path, short_side=spec.resize) as video:
         source = video.info
+        stride = spec.stride_at(source.fps)
+
+        def sample(num_frames: int) -> np.ndarray:
+            return sample_clips(spec.frames, stride, spec.sampling, 1, 0, num_frames).indices[0]
+
         frames, indices = read_sampled(video, sample)
         notes = list(video.notes)
-        short = sample_clips(spec.frames, spec.step, spec.sampling, 1, 0, video.num_frames).short
+        short = sample_clips(spec.frames, stride, spec.sampling, 1, 0, video.num_frames).short
     if short:
-        notes.append(f"the video has fewer frames than one {spec.frames}-frame clip spans, so frames repeat")
+        notes.append(f"the video has {video.num_frames} frames, fewer than the {spec.span_at(source.fps)} one "
+                     f"{spec.seconds:.2f} s clip spans: the clip's frames were spread evenly over them")
     model_input = evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0].unsqueeze(0)
     return ModelClip(model_input, frames, indices, (source.width, source.height), source.fps, notes)
 
