@@ -126,7 +126,7 @@ def _broken_off(native_log: str) -> str:
     """Why the stream stopped early, from the decoder's own words; '' for a normal end."""
     for line in native_log.splitlines():
         if any(marker in line.lower() for marker in _BROKEN_OFF):
-            return f"the stream broke off: {_clean_reason(line) or line.strip()}"
+            return f"the stream broke off: {clean_reason(line) or line.strip()}"
     return ""
 
 
@@ -236,7 +236,7 @@ class LiveScorer:
             while not stop.is_set():
                 ok, frame = capture.read()
                 if not ok or frame is None:
-                    stats.error = _broken_off(_take_native_log())
+                    stats.error = _broken_off(take_native_log())
                     break
                 if first_wall is None:
                     first_wall = time.perf_counter()
