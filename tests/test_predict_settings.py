@@ -61,7 +61,7 @@ def test_other_settings_are_refused_and_the_file_is_kept(app, weights, videos, t
     assert top_k.exit_code == 0, top_k.output
     assert "nothing to do" in top_k.stderr and "list the top 3 labels; the new ones list the top 1" in top_k.stderr
     timeline = run(app, videos, "-w", weights, "-o", out, "--timeline", "--window", "0.5", "--stride", "0.5")
-    assert "timeline off there, window 0.5 s stride 0.5 s now" in error_line(timeline)
+    assert "timeline off there, window 0.5 s stride 0.5 s, cuts at" in error_line(timeline)
     # A bad option is an error even though every video already has a result.
     assert "unknown weights name 'no_such_model'" in error_line(run(app, videos, "-w", "no_such_model", "-o", out))
     assert "--views" in error_line(run(app, videos, "-w", weights, "-o", out, "--views", "4x2"))

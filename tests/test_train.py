@@ -297,7 +297,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, cli):
     (tmp_path / "full" / "something").write_text("x")
     cases = [
         (["finetune", str(tmp_path / "missing"), "--out", str(tmp_path / "r1")], "dataset not found"),
-        (["finetune", str(data)], "--out"),
+        # (without --out a run goes to runs/<data folder name>: tests/test_short_clips.py)
         (["finetune", str(data), "--out", str(tmp_path / "full")], "not empty"),
         (["finetune", "--resume", str(tmp_path / "full")], "not a sifa run folder"),
         (["finetune", str(data), "--out", str(tmp_path / "r2"), "--precision", "fp16", "--device", "cpu",

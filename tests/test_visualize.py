@@ -417,7 +417,8 @@ def test_json_has_the_numbers_per_block_and_step(tiny_model, make_video):
     """Per block and feature step: the mean offset and displacement in feature cells and in frame pixels
     per frame. The offset conv is set to a known shift, so the numbers can be checked."""
     set_offset_shift(dict(tiny_model.sifa_blocks())["layer3.1"], 0.25, -0.5)
-    video = make_video("clip.mp4", num_frames=40, width=128, height=64)  # short side 64 = the model's resize
+    # 30 fps: the clip spans 16 frames x step 2 at 30 fps, so it samples every 2nd frame
+    video = make_video("clip.mp4", num_frames=40, width=128, height=64, fps=30.0)  # short side 64 = the model's resize
     rendering = vis.render_visualization(video, tiny_model, tiny_meta(step=2), views=("offsets",), block="layer3.1")
     data = rendering.numbers["blocks"]["layer3.1"]
     assert data["grid"] == [4, 4] and data["video_frames_per_step"] == 8.0  # 4 clip frames of 2 video frames

@@ -65,23 +65,25 @@ class ShotTimelineJob(_TimelineJob):
         decoded = 0  # frames [0, decoded) have been read and fed to the detector
         shot_first = 0
         done = 0  # windows of the current shot scored so far (in plan_windows' order)
-        short_windows, fewest, short_shots, shortest = 0, None, 0, None
+        short_windows, fewest, fewest_distinct, short_shots, shortest = 0, None, None, 0, None
 
-        def window_frames(start_time: float, end_time: float, shot_stop: int) -> tuple[np.ndarray, bool]:
+        def window_frames(start_time: float, end_time: float, shot_stop: int) -> tuple[np.ndarray, np.ndarray, bool]:
             first, stop = self._frame_span(start_time, end_time)
             stop = min(max(stop, first + 1), shot_stop)
             first = min(first, stop - 1)
             indices, short = self.sample(first, stop)
             frames = np.stack([held[i] for i in indices.reshape(-1).tolist()])
-            return frames.reshape(*indices.shape, *frames.shape[1:]), short
+            return frames.reshape(*indices.shape, *frames.shape[1:]), indices, short
 
         def score(start_time: float, end_time: float, shot_stop: int) -> Iterator[Tensor]:
-            nonlocal short_windows, fewest
-            frames, short = window_frames(start_time, end_time, shot_stop)
+            nonlocal short_windows, fewest, fewest_distinct
+            frames, indices, short = window_frames(start_time, end_time, shot_stop)
             if short:
                 span = self._frame_span(start_time, end_time)
                 short_windows += 1
                 fewest = min(fewest or 10**9, min(span[1], shot_stop) - span[0])
+                distinct = min(len(np.unique(clip)) for clip in indices)
+                fewest_distinct = min(fewest_distinct or distinct, distinct)
             self.window_times.append((start_time, end_time))
             self.window_shots.append(len(self.shots) + 1)  # shots are numbered from 1
             yield from self.clip_views(frames)
@@ -135,7 +137,7 @@ class ShotTimelineJob(_TimelineJob):
             self.notes.append(f"{short_shots} shot(s) shorter than a window ({self.window:g} s), the shortest "
                               f"{shortest} frames: each is labelled from the frames it has")
         if short_windows:
-            self.notes.append(self.short_note(f"{short_windows} window(s) hold as few as {fewest} frames"))
+            self.note_short(fewest, fewest_distinct, short_windows)
 
 
 def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
