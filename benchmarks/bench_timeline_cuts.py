@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_allocator import sgemm_gmac_per_s  # this folder is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -63,18 +64,6 @@ def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 2
     if ffmpeg.wait() != 0:
         raise SystemExit(f"ffmpeg failed writing {path}")
     return cuts
-
-
-def sgemm_gmac_per_s() -> float:
-    import torch
-
-    a, b = torch.randn(3136, 1024), torch.randn(1024, 256)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(20):
-        a @ b
-    return 20 * 3136 * 1024 * 256 / (time.perf_counter() - start) / 1e9
 
 
 def children_cpu() -> float:
