@@ -30,6 +30,7 @@ from torch import nn
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import ModelError
 from sifa_cli.models import predict_proba
+from sifa_cli.models.blocks import attention_displacement
 from sifa_cli.visualize.capture import BlockCapture, capture_sifa
 from sifa_cli.visualize.clip import load_model_clip
 
@@ -48,15 +49,18 @@ def window_shift(capture: BlockCapture, t: int | slice) -> np.ndarray:
 
 def displacement(capture: BlockCapture, t: int | slice) -> np.ndarray:
     """(.., 2, h, w) in feature cells: where each query finds its match in frame t, relative to itself
-    (the attention-weighted mean of its sampling positions; see the module doc)."""
-    corr = capture.correlation[t].astype(np.float64) * capture.temperature
-    weights = np.exp(corr - corr.max(axis=-3, keepdims=True))
-    weights /= weights.sum(axis=-3, keepdims=True)
-    tap_y, tap_x = capture.regular_taps()
-    offsets = capture.offsets[t]
-    dy = (weights * (offsets[..., 0, :, :] + tap_y[:, None, None])).sum(axis=-3)
-    dx = (weights * (offsets[..., 1, :, :] + tap_x[:, None, None])).sum(axis=-3)
-    return np.stack((dy, dx), axis=-3).astype(np.float32)
+    (the attention-weighted mean of its sampling positions; see the module doc). Computed by the model's
+    own `attention_displacement`, so the picture shows what the motion readout passes on."""
+    single = isinstance(t, int)
+    corr = torch.from_numpy(capture.correlation[t:t + 1] if single else capture.correlation[t]).double()
+    offsets = torch.from_numpy(capture.offsets[t:t + 1] if single else capture.offsets[t]).double()
+    frames, kk, h, w = corr.shape
+    # capture layout (F, K*K, [2,] h, w) -> the operator's (N=1, K*K or 2K*K, T=F, h, w)
+    moved = attention_displacement(corr.permute(1, 0, 2, 3)[None],
+                                   offsets.permute(1, 2, 0, 3, 4).reshape(1, 2 * kk, frames, h, w),
+                                   capture.kernel_size, capture.dilation, capture.temperature)
+    moved = moved[0].permute(1, 0, 2, 3).float().numpy()  # (F, 2, h, w)
+    return moved[0] if single else moved
 
 
 def mean_shift(capture: BlockCapture) -> tuple[float, float]:
