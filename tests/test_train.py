@@ -444,3 +444,26 @@ def test_bad_seed_and_option_values_name_the_option(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_offset_lr_scale_moves_the_offset_convolutions_that_many_times_faster(tmp_path):
+    from sifa_cli.engine.train import make_optimizer
+
+    model = create_model("sifa_motion_tiny", num_classes=3)
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("offset_lr_scale: 5\n")
+    config = build_config({}, config_file)
+    assert config.offset_lr_scale == 5
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = make_optimizer(model, config, lr=0.01, weight_decay=0.0)
+    assert sorted(g["lr_scale"] for g in optimizer.param_groups) == [1.0, 1.0, 5.0]  # conv_offset has no bias
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # AdamW's first step moves every weight by its group's lr
+    moved = {n: float((p.detach() - before[n]).abs().mean()) for n, p in model.named_parameters()}
+    assert moved["layer2.1.conv_offset.weight"] == pytest.approx(0.05, rel=1e-3)
+    assert moved["layer2.1.conv1.weight"] == pytest.approx(0.01, rel=1e-3)
+    # scale 1: the two groups of before (decay, no decay), so older training states still resume
+    assert len(make_optimizer(model, TrainConfig(), lr=0.01, weight_decay=0.0).param_groups) == 2
+    with pytest.raises(InputError, match="offset.lr.scale must be positive"):
+        build_config({"offset_lr_scale": 0})

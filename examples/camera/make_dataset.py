@@ -88,16 +88,17 @@ def _load(path: Path, loader):
     return _CACHE[path]
 
 
-def _main_object(rng, plan, label, pool):
+def _main_object(rng, plan, label, pool, speeds=(0.008, 0.04), sizes=(0.3, 0.5)):
     """The object task's main object: crosses the view in the labelled direction, large enough to be
-    the main subject; distractors (made by render_clip) stay smaller."""
+    the main subject; distractors (made by render_clip) stay smaller. `speeds` (fraction of the view
+    per frame) and `sizes` (fraction of the view's short side) are the ranges drawn from."""
 
     def make(window, view_centre):
         main = render.make_objects(rng, pool, 1, window, view_centre, plan)[0]
-        speed = window * math.exp(rng.uniform(math.log(0.008), math.log(0.04)))
+        speed = window * math.exp(rng.uniform(math.log(speeds[0]), math.log(speeds[1])))
         d = np.array(OBJECT_DIRECTIONS[label], float)
         main.velocity = speed * (d + rng.uniform(-0.2, 0.2) * d[::-1])
-        main.size = window * rng.uniform(0.3, 0.5) * min(1.0, plan.height / plan.width)
+        main.size = window * rng.uniform(*sizes) * min(1.0, plan.height / plan.width)
         main.spin = 0.0
         main.start = view_centre - main.velocity * plan.frames / 2
         return main
@@ -106,7 +107,7 @@ def _main_object(rng, plan, label, pool):
 
 
 def make_one(job: tuple) -> tuple[str, str, dict]:
-    root, out, task, split, index, label, seed, frames, short_side = job
+    root, out, task, split, index, label, seed, frames, short_side, static_large = job
     rng = np.random.default_rng([seed, SPLITS[split], index, 1 if task == "object" else 0])
     images, videos, objects = _pools(Path(root), split)
     use_video = videos and rng.random() < 0.2
@@ -117,6 +118,12 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     plan = render.plan_clip(rng, label if task == "camera" else "static", frames, short_side)
     if task == "object":
         main = _main_object(rng, plan, label, object_pool[:1])
+        frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
+                                        object_scale=0.4)
+    elif label == "static" and static_large and rng.random() < static_large:
+        # A fixed shot with one large object crossing it fast (a hand swinging a cup): still `static`.
+        direction = OBJECT_CLASSES[int(rng.integers(len(OBJECT_CLASSES)))]
+        main = _main_object(rng, plan, direction, object_pool[:1], speeds=(0.01, 0.06), sizes=(0.3, 0.6))
         frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
                                         object_scale=0.4)
     else:
@@ -144,7 +151,7 @@ def cmd_make(args) -> None:
         for c, label in enumerate(classes):
             for i in range(per_class):
                 jobs.append((str(root), str(out), args.task, split, c * 100_000 + i, label, args.seed, args.frames,
-                             args.short_side))
+                             args.short_side, args.static_large_objects))
     out.mkdir(parents=True, exist_ok=True)
     records = []
     workers = args.workers or os.cpu_count() or 1
@@ -190,6 +197,9 @@ def main(argv=None) -> None:
     make.add_argument("--short-side", type=int, default=128)
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--workers", type=int, default=0)
+    make.add_argument("--static-large-objects", type=float, default=0.0, metavar="P",
+                      help="camera task: the fraction of static clips in which one large object crosses the "
+                           "fixed shot fast (0 keeps the corpus as before, bit for bit)")
     args = parser.parse_args(argv)
     cmd_fetch(args) if args.command == "fetch" else cmd_make(args)
 

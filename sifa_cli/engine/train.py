@@ -471,15 +471,21 @@ def check_finite(model: nn.Module, train_loss: float, val_loss: float, epoch: in
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or AdamW; biases and normalisation weights get no weight decay."""
-    decay, no_decay = [], []
-    for _, parameter in model.named_parameters():
+    """SGD (momentum, Nesterov) or AdamW; biases and normalisation weights get no weight decay. The SIFA
+    offset convolutions learn at `config.offset_lr_scale` times the rate (the group's `lr_scale`)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.dim() > 1 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            offset = config.offset_lr_scale != 1.0 and ".conv_offset." in f".{name}"
+            groups.setdefault((parameter.dim() > 1, offset), []).append(parameter)
+    param_groups = [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+                     "lr_scale": config.offset_lr_scale if offset else 1.0}
+                    for (decays, offset), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+    for group in param_groups:
+        group["lr"] = lr * group["lr_scale"]
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        return torch.optim.AdamW(param_groups, lr=lr)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
 def classification_loss(outputs, labels: Tensor, label_smoothing: float) -> Tensor:
@@ -841,7 +847,7 @@ class Trainer:
                     lr = get_lr(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=warmup_steps,
                                 min_lr=config.min_lr)
                     for group in optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     if config.clip_grad > 0:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(trainable, config.clip_grad)

@@ -63,6 +63,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     clip_grad: float = 0.0  # max gradient norm; 0 turns clipping off
+    # Learning-rate multiplier for the SIFA offset convolutions (config file only): their outputs start
+    # at zero and stay near it at the common rate.
+    offset_lr_scale: float = 1.0
     precision: str = "auto"
     freeze_backbone: bool = False
     # Augmentation
@@ -194,6 +197,7 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
     need(config.warmup_epochs >= 0, "warmup_epochs", "must not be negative")
     need(0 <= config.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {config.label_smoothing}")
     need(config.clip_grad >= 0, "clip_grad", "must not be negative (0 turns it off)")
+    need(config.offset_lr_scale > 0, "offset_lr_scale", f"must be positive, got {config.offset_lr_scale}")
     need(0 <= config.color_jitter < 1, "color_jitter", f"must be in [0, 1), got {config.color_jitter}")
     need(0 < config.min_crop_area <= 1, "min_crop_area", f"must be in (0, 1], got {config.min_crop_area}")
     need(0 < config.val_fraction < 1, "val_fraction", f"must be between 0 and 1, got {config.val_fraction}")
