@@ -119,7 +119,8 @@ def finetune(
     Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
     """
     from sifa_cli.data.decode import capture_native_stderr
-    from sifa_cli.engine.train import RunFolder, train
+    from sifa_cli.engine.run_folder import RunFolder
+    from sifa_cli.engine.train import train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
     from sifa_cli.writable import check_writable
@@ -150,7 +151,7 @@ def finetune(
         if run_config.data is None:
             raise InputError("give the dataset folder or CSV (sifa finetune DIR)")
         if run_config.out is None:
-            from sifa_cli.engine.train import default_run_folder
+            from sifa_cli.engine.run_folder import default_run_folder
 
             run_config.out = str(default_run_folder(run_config.data).resolve())
             _log(f"run folder: {run_config.out} (--out RUN chooses another)")
