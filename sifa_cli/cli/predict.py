@@ -47,6 +47,9 @@ class OutputFormat(str, Enum):
 
 # Tables list every window up to this many; beyond it only the merged segments (files get all).
 MAX_TABLE_WINDOWS = 60
+# The help screen's panel for the options that shape a timeline: a panel's columns are as wide as
+# its longest option name, so these long names keep the others' descriptions wide.
+_TIMELINE = "Timeline"
 
 
 @handle_errors
@@ -85,10 +88,13 @@ def predict(
         bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file or timeline export (.edl, .otio, ...).")
     ] = False,
     timeline: Annotated[
-        bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
+        bool, typer.Option("--timeline", rich_help_panel=_TIMELINE,
+                           help="Score consecutive windows of each video and merge them into segments.")
     ] = False,
-    window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
-    stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    window: Annotated[float, typer.Option("--window", rich_help_panel=_TIMELINE,
+                                          help="Timeline window length in seconds.")] = 2.0,
+    stride: Annotated[float, typer.Option("--stride", rich_help_panel=_TIMELINE,
+                                          help="Seconds between timeline window starts.")] = 1.0,
     annotate: Annotated[
         Optional[Path],
         typer.Option("--annotate", help="Write VIDEO with its top labels (with --timeline: the segment label) "
@@ -103,19 +109,20 @@ def predict(
         Backend, typer.Option("--backend", help="onnxruntime: CPU, fp32; exported once and cached (needs sifa[export]).")
     ] = Backend.torch,
     cuts: Annotated[
-        bool, typer.Option("--cuts/--no-cuts", help="With --timeline: find shot cuts (PySceneDetect's content "
-                           "detector on every frame); windows never cross a cut, segments end at cuts.")
+        bool, typer.Option("--cuts/--no-cuts", rich_help_panel=_TIMELINE,
+                           help="With --timeline: find shot cuts (PySceneDetect's content detector on every "
+                                "frame); windows never cross a cut, segments end at cuts.")
     ] = True,
     uncertain_below: Annotated[
-        float, typer.Option("--uncertain-below", metavar="SCORE",
+        float, typer.Option("--uncertain-below", metavar="SCORE", rich_help_panel=_TIMELINE,
                             help="With --timeline: mark a segment uncertain when its mean top score is below SCORE...")
     ] = UNCERTAIN_BELOW,
     uncertain_margin: Annotated[
-        float, typer.Option("--uncertain-margin", metavar="SCORE",
+        float, typer.Option("--uncertain-margin", metavar="SCORE", rich_help_panel=_TIMELINE,
                             help="...or when the runner-up label's mean score is within SCORE of it.")
     ] = UNCERTAIN_MARGIN,
     start_timecode: Annotated[
-        Optional[str], typer.Option("--start-timecode", metavar="HH:MM:SS:FF",
+        Optional[str], typer.Option("--start-timecode", metavar="HH:MM:SS:FF", rich_help_panel=_TIMELINE,
                                     help="Timecode of the video's first frame in .otio/.edl/.csv/.html timeline "
                                          "exports (drop-frame at 29.97 and 59.94 fps). [default: 00:00:00:00]",
                                     show_default=False)
