@@ -410,6 +410,16 @@ def _print_predictions(results, top_k: int) -> None:
     _print_notes(results)
 
 
+def cuts_found(shots: int) -> str:
+    """The line under a timeline that was cut into `shots` shots."""
+    cuts = shots - 1
+    if cuts == 0:
+        return "no cuts found"
+    if cuts == 1:
+        return "1 cut found, 2 shots; --no-cuts to ignore it"
+    return f"{cuts} cuts found, {shots} shots; --no-cuts to ignore them"
+
+
 def _print_timelines(results, options=None) -> None:
     for result in results:
         windows = result.windows or []
@@ -438,8 +448,7 @@ def _print_timelines(results, options=None) -> None:
                              f"{s.score:.3f}", runner, str(s.windows))
         console.print(segments)
         if with_shots:
-            console.print(f"[dim]{len(result.shots)} shot(s): {len(result.shots) - 1} cut(s) found; "
-                          "--no-cuts to ignore them[/]", highlight=False)
+            console.print(f"[dim]{cuts_found(len(result.shots))}[/]", highlight=False)
         if flagged and options is not None:
             console.print(f"[dim]? uncertain ({flagged}): mean top score below {options.uncertain_below:g} or the "
                           f"runner-up within {options.uncertain_margin:g} of it (--uncertain-below, "
