@@ -344,8 +344,14 @@ class _TimelineJob(_Job):
             self.note_short(fewest, fewest_distinct, short_windows)
 
     def _frame_span(self, start_time: float, end_time: float) -> tuple[int, int]:
-        first = int(np.searchsorted(self._times, start_time - 1e-6, side="left"))
-        stop = max(int(np.searchsorted(self._times, end_time - 1e-6, side="left")), first + 1)
+        """Frames [first, stop) whose times lie in [start_time, end_time). Frame times are often
+        float32 (33.6 s reads 33.59999847; an hour in, they are off by 2e-4 s): a frame within a
+        tenth of a frame time of an edge counts as on it, so windows on the frame grid get every
+        frame, not one too few at one edge and one too many at the other."""
+        fps = self.fps
+        slack = 0.1 / fps if fps is not None and np.isfinite(fps) and fps > 0 else 1e-6
+        first = int(np.searchsorted(self._times, start_time - slack, side="left"))
+        stop = max(int(np.searchsorted(self._times, end_time - slack, side="left")), first + 1)
         return first, stop
 
     def _window_indices(self, num_frames: int, first: int, stop: int) -> tuple[np.ndarray, bool]:
