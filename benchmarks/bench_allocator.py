@@ -40,7 +40,7 @@ if mode == "kept":
     assert keep_freed_memory()
 import torch
 from sifa_cli.models import create_model, prepare_for_inference
-from sifa_cli.engine.train import classification_loss
+from sifa_cli.engine.optimization import classification_loss
 torch.manual_seed(0)
 model = create_model(arch, num_classes=7)
 x = torch.randn(batch, 3, 16, size, size)

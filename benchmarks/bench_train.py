@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sifa_cli.data.dataset import find_labelled_videos, scan_videos
-from sifa_cli.engine.train import classification_loss
+from sifa_cli.engine.optimization import classification_loss
 from sifa_cli.models import create_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -55,17 +55,19 @@ def load_model(weights: Optional[PathLike] = None, device: str = "auto") -> Load
 def predict(paths: Union[PathLike, Iterable[PathLike]], weights: Optional[PathLike] = None, *,
             model: Optional[LoadedModel] = None, top_k: int = 5, views: Optional[str] = None,
             device: str = "auto", precision: str = "fp32", batch_size: int = 8, decoders: Optional[int] = None,
-            timeline: bool = False, window: float = 2.0, stride: float = 1.0) -> list[dict[str, Any]]:
+            timeline: bool = False, window: Optional[float] = None,
+            stride: Optional[float] = None) -> list[dict[str, Any]]:
     """Recognise the actions in videos; one record per video, in input order, then one {"path",
     "error"} record per argument that yielded no video (see the module docstring).
 
     paths: a file, a folder (searched for videos) or a glob pattern, or a list of them.
     weights: as `load_model`; or pass `model` from `load_model` to load once for many calls.
     views: multi-view testing "CLIPSxCROPS" (default: the model's). timeline: score windows of
-    `window` seconds every `stride` seconds and merge them into segments."""
+    `window` seconds every `stride` seconds and merge them into segments (default: the time one clip
+    of the model covers at each video's frame rate, every half of that)."""
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
-    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows
+    from sifa_cli.engine.predict import Predictor, check_counts, check_window_options
     from sifa_cli.engine.resume import file_identity
     from sifa_cli.engine.results import result_record
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
@@ -75,7 +77,7 @@ def predict(paths: Union[PathLike, Iterable[PathLike]], weights: Optional[PathLi
         raise InputError("give weights or model, not both")
     check_counts(batch_size, top_k, decoders)
     if timeline:
-        plan_windows(2 * window, window, stride)
+        check_window_options(window, stride)
     arguments = [paths] if isinstance(paths, (str, Path)) else list(paths)
     found = find_videos(arguments)
     if not found.videos and not found.problems:
@@ -90,8 +92,7 @@ def predict(paths: Union[PathLike, Iterable[PathLike]], weights: Optional[PathLi
         results = (predictor.timeline(found.videos, window, stride) if timeline
                    else predictor.predict(found.videos))
         for result in results:
-            record = result_record(result, str(predictor.views), window if timeline else None,
-                                   stride if timeline else None)
+            record = result_record(result, str(predictor.views))
             if result.ok:
                 record["settings"] = settings
                 record.update(file_identity(result.path))

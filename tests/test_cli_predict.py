@@ -131,6 +131,20 @@ def test_timeline_json(runner, app, weights, tmp_path):
     assert table.exit_code == 0 and "segment start" in table.stdout
 
 
+def test_the_line_under_a_timeline_counts_cuts_in_words(runner, app, weights, tmp_path):
+    from sifa_cli.cli.predict import cuts_found
+
+    assert cuts_found(1) == "no cuts found"  # was "1 shot(s): 0 cut(s) found; --no-cuts to ignore them"
+    assert cuts_found(2) == "1 cut found, 2 shots; --no-cuts to ignore it"
+    assert cuts_found(6) == "5 cuts found, 6 shots; --no-cuts to ignore them"
+    for colours, line in ((["green"] * 30, "no cuts found"),
+                          (["green"] * 30 + ["blue"] * 30, "1 cut found, 2 shots; --no-cuts to ignore it")):
+        path = write_colour_video(tmp_path / f"{len(colours)}.mp4", colours, fps=10)
+        table = runner.invoke(app, ["predict", str(path), "-w", str(weights), "--timeline", "--window", "1"], env=WIDE)
+        assert table.exit_code == 0, table.output
+        assert line in table.stdout
+
+
 def test_bad_inputs_give_one_line(runner, app, weights, videos, tmp_path):
     empty_folder = tmp_path / "nothing"
     empty_folder.mkdir()

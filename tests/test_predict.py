@@ -149,6 +149,17 @@ def test_timeline_finds_the_change(predictor, tmp_path):
     assert result.inputs == 15
 
 
+def test_windows_on_the_frame_grid_get_every_frame_of_float32_frame_times(predictor, tmp_path):
+    """OpenCV's vtest.avi (10 fps) reports frame times as float32: 33.6 s is 33.59999847. With a
+    fixed 1e-6 s tolerance, 11 of its 99 windows of 1.6 s held 15 frames (and a note said so) and 12
+    held 17."""
+    job = _TimelineJob(predictor, tmp_path / "v.avi", window=None, stride=None)
+    job._times = (np.arange(795) / 10).astype(np.float32).astype(np.float64)
+    job.fps = 10.0
+    counts = {stop - first for first, stop in (job._frame_span(s, e) for s, e in plan_windows(79.5, 1.6, 0.8))}
+    assert counts == {16}
+
+
 def test_timeline_reads_the_file_once_forward_and_gives_each_window_its_frames(predictor, tmp_path, monkeypatch):
     from sifa_cli.data.decode import Video
 

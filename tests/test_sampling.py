@@ -145,3 +145,13 @@ def test_checkpoint_seconds_round_trip_and_old_checkpoints():
     assert new.stride_at(24) == 3.0 and new.span_at(24) == 46 and new.stride_at(5) == 1.0
     assert InputSpec.from_meta(new.to_meta()) == new
     assert old.stride_at(float("nan")) == 2.0 and old.stride_at(0.0) == 2.0  # unknown rate: the step
+
+
+def test_the_time_one_clip_covers_is_the_spec_seconds_unless_its_frames_need_longer():
+    shipped = InputSpec(frames=16, step=2)  # 1.07 s
+    for fps in (30, 25, 15, None, float("nan")):
+        assert shipped.clip_seconds_at(fps) == pytest.approx(16 * 2 / 30)
+    # at 10 fps its 16 frames, at least one frame apart, take 1.6 s: a window that long holds them all
+    assert shipped.clip_seconds_at(10) == pytest.approx(1.6) and shipped.span_at(10) == 16
+    assert InputSpec(frames=8, step=4).clip_seconds_at(10) == pytest.approx(8 * 4 / 30)  # 10 frames fit in 1.07 s
+    assert InputSpec(frames=8, sampling="uniform").clip_seconds_at(10) == pytest.approx(0.8)

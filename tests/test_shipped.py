@@ -83,8 +83,8 @@ def test_readme_command_predicts_the_example_clip():
 
 
 def test_timeline_example_follows_the_chained_moves():
-    result = subprocess.run([*SIFA, "predict", str(ROOT / "examples" / "moves.mp4"), "--timeline", "--format", "json",
-                             "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*SIFA, "predict", str(ROOT / "examples" / "moves.mp4"), "--timeline", "--window", "2",
+                             "--format", "json", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(result.stdout)
     labels = [segment["label"] for segment in record["segments"]]

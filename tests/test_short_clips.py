@@ -107,19 +107,71 @@ def test_a_still_image_is_refused_with_a_reason(tmp_path, weights):
     assert "looped" not in result.stderr + result.stdout
 
 
-@pytest.fixture(scope="module")
-def step2_weights(tmp_path_factory) -> Path:
-    """The colour model with clips of 8 frames at step 2: 0.53 s, 15 frames at 30 fps."""
-    folder = tmp_path_factory.mktemp("step2")
+def _colour_weights_with_step(folder: Path, step: int) -> Path:
+    """The colour model with clips of 8 frames at `step` (8 x step / 30 s)."""
     state, meta = load_checkpoint(colour_checkpoint(folder))
-    meta["input"] = {**meta["input"], "step": 2}
+    meta["input"] = {**meta["input"], "step": step}
     import torch
     from sifa_cli.models import create_model
 
     model = create_model(meta["arch"], num_classes=len(meta["categories"]), **meta["arch_kwargs"])
     model.load_state_dict(state)
     with torch.no_grad():
-        return save_checkpoint(folder / "step2.safetensors", model.eval(), meta)
+        return save_checkpoint(folder / f"step{step}.safetensors", model.eval(), meta)
+
+
+@pytest.fixture(scope="module")
+def step2_weights(tmp_path_factory) -> Path:
+    """The colour model with clips of 8 frames at step 2: 0.53 s, 15 frames at 30 fps."""
+    return _colour_weights_with_step(tmp_path_factory.mktemp("step2"), 2)
+
+
+def _timeline_json(*args) -> tuple[dict, str]:
+    result = run_sifa("predict", *args, "--timeline", "--no-cuts", "--format", "json", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    return record, result.stderr + result.stdout
+
+
+def _window_lengths(record: dict) -> set[float]:
+    return {round(w["end"] - w["start"], 2) for w in record["windows"]}
+
+
+def test_timeline_windows_default_to_the_models_clip_span_on_10_fps_footage(tmp_path):
+    """Clips of 8 frames at step 4 cover 1.07 s, which holds 10 frames at 10 fps (every 1.33rd):
+    each window is that span, one every half of it, and needs no note (the old default, 2 s
+    windows every 1 s, was not the model's span)."""
+    weights = _colour_weights_with_step(tmp_path, 4)
+    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * 30 + ["blue"] * 30, fps=10)
+    record, printed = _timeline_json(video, "--weights", weights)
+    assert record["window"] == pytest.approx(8 * 4 / 30, abs=1e-6)
+    assert record["stride"] == pytest.approx(8 * 4 / 30 / 2, abs=1e-6)
+    assert _window_lengths(record) == {1.07} and len(record["windows"]) == 11
+    assert record["settings"]["timeline"]["window"] is None  # left to the model, as recorded for a re-run
+    assert "notes" not in record and "note" not in printed and "loop" not in printed
+    assert [s["label"] for s in record["segments"]] == ["red", "blue"]
+
+
+def test_timeline_windows_on_footage_too_slow_for_the_clip_hold_all_its_frames(tmp_path, step2_weights):
+    """8 frames at step 2 cover 0.53 s, 5 frames at 10 fps: a window that short would spread the clip
+    over 5 frames (the note says so); the default window is the 0.8 s its 8 frames take."""
+    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * 20 + ["blue"] * 20, fps=10)
+    record, printed = _timeline_json(video, "--weights", step2_weights)
+    assert record["window"] == pytest.approx(0.8) and record["stride"] == pytest.approx(0.4)
+    assert _window_lengths(record) == {0.8}
+    assert "notes" not in record and "note" not in printed and "loop" not in printed
+    short, printed = _timeline_json(video, "--weights", step2_weights, "--window", "0.5333", "--stride", "0.4")
+    assert "hold fewer frames than a 0.53 s clip spans" in printed and "loop" not in printed
+
+
+def test_shipped_model_timeline_on_10_fps_footage_has_no_note(tmp_path):
+    """The issue's case: the shipped model (16 frames over 1.07 s) on 10 fps footage."""
+    # 160x128: the default 48x40 version of this video is read by OpenCV after decord fails, with a note
+    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * 40, fps=10, width=160, height=128)
+    record, printed = _timeline_json(video)
+    assert record["window"] == pytest.approx(1.6) and record["stride"] == pytest.approx(0.8)
+    assert _window_lengths(record) == {1.6} and len(record["windows"]) == 4
+    assert "notes" not in record and "note" not in printed and "loop" not in printed
 
 
 def test_timeline_on_10_fps_footage_needs_no_looping(tmp_path, step2_weights):

@@ -29,7 +29,9 @@ def edited(tmp_path_factory):
 
 
 def _timeline(path, *extra):
-    result = run_sifa("predict", path, "--timeline", "--format", "json", "--device", "cpu", *extra, timeout=SLOW)
+    # 2 s windows (one every 1 s), longer than the model's clip span, the default
+    result = run_sifa("predict", path, "--timeline", "--window", "2", "--format", "json", "--device", "cpu", *extra,
+                      timeout=SLOW)
     assert result.returncode == 0, result.stderr[-2000:]
     (record,) = json.loads(result.stdout)
     return record, result
@@ -102,10 +104,11 @@ def test_uncertainty_threshold_marks_segments_and_the_table_shows_it(edited, wit
     assert all(s["runner_up"]["label"] != s["label"] for s in record["segments"])
     # settings record the thresholds (a re-run with others is not mixed into the same file)
     assert record["settings"]["timeline"]["uncertain_below"] == 0.95
-    table = run_sifa("predict", path, "--timeline", "--device", "cpu", "--uncertain-below", "0.95", timeout=SLOW)
+    table = run_sifa("predict", path, "--timeline", "--window", "2", "--device", "cpu", "--uncertain-below", "0.95",
+                     timeout=SLOW)
     assert table.returncode == 0, table.stderr[-2000:]
     assert f"? uncertain ({len(marked)}): mean top score below 0.95" in table.stdout
-    assert "runner-up" in table.stdout and "6 shot(s): 5 cut(s) found" in table.stdout
+    assert "runner-up" in table.stdout and "5 cuts found, 6 shots; --no-cuts to ignore them" in table.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -22,15 +22,12 @@ from conftest import moving_square_frames, write_motion_dataset, write_video
 from sifa_cli.cli import finetune as finetune_cmd
 from sifa_cli.data.dataset import ClipDataset, find_labelled_videos, scan_videos
 from sifa_cli.data.spec import InputSpec
-from sifa_cli.engine.train import (
-    STATE_FORMAT,
-    Trainer,
-    build_starting_model,
-    get_lr,
-    is_better,
-    load_training_state,
-)
+from sifa_cli.engine.optimization import get_lr
+from sifa_cli.engine.run_folder import STATE_FORMAT, load_training_state
+from sifa_cli.engine.starting_model import build_starting_model
+from sifa_cli.engine.train import Trainer
 from sifa_cli.engine.train_config import TrainConfig, build_config, read_config_file, resumed_config
+from sifa_cli.engine.train_metrics import is_better
 from sifa_cli.errors import InputError
 from sifa_cli.models import create_model, predict_proba
 from sifa_cli.weights.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -447,7 +444,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_offset_lr_scale_moves_the_offset_convolutions_that_many_times_faster(tmp_path):
-    from sifa_cli.engine.train import make_optimizer
+    from sifa_cli.engine.optimization import make_optimizer
 
     model = create_model("sifa_motion_tiny", num_classes=3)
     config_file = tmp_path / "c.yaml"

@@ -4,7 +4,7 @@ something, and where a slow epoch's time went."""
 from __future__ import annotations
 
 from sifa_cli.engine.plots import plot_curves
-from sifa_cli.engine.train import epoch_line, slow_epoch_note
+from sifa_cli.engine.train_metrics import epoch_line, slow_epoch_note
 
 
 def record(epoch, clips_per_s, seconds, wait, first, val_seconds=2.0, top5=None, **extra):

@@ -13,7 +13,7 @@ from sifa_cli.cli.common import DeviceOpt, Precision, console, err_console, hand
 _DATA = "Data"
 _MODEL = "Model and input"
 _OPT = "Optimisation"
-_AUG = "Augmentation"
+_SWITCH = "Switches"
 _RUN = "Run"
 
 
@@ -21,56 +21,52 @@ def _opt(*names: str, help: str, panel: str, **kwargs):
     return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False, **kwargs)
 
 
+def _expert(*names: str, help: str, **kwargs):
+    """An option left off the help screen (its epilog names it): set it here or as a --config key."""
+    return typer.Option(*names, help=help, hidden=True, show_default=False, **kwargs)
+
+
 @handle_errors
 def finetune(
     data: Annotated[Optional[Path], typer.Argument(
         help="Videos: `DIR/<class>/*.mp4`, `DIR/train` + `DIR/val`, or a CSV of `path,label` rows.",
         show_default=False, metavar="DATA")] = None,
-    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create (checkpoints, metrics, plots). "
-                                        "[default: runs/<DATA's name>, numbered if that exists]",
+    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run folder to create. [default: runs/<DATA's name>]",
                                         panel=_RUN, file_okay=False)] = None,
-    resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder exactly where it stopped.",
+    resume: Annotated[Optional[Path], _opt("--resume", help="Continue the run in this folder where it stopped.",
                                            panel=_RUN, file_okay=False)] = None,
     config: Annotated[Optional[Path], _opt("--config", "-c", help="Options from a YAML or TOML file; "
-                                           "command-line options override it.", panel=_RUN, dir_okay=False)] = None,
-    model: Annotated[Optional[str], _opt("--model", "-m", help="Architecture (see `sifa models`). "
-                                         "[default: the --init checkpoint's, else sifa_resnet_small]",
-                                         panel=_MODEL)] = None,
-    init: Annotated[Optional[str], _opt("--init", help="Starting weights: scratch, imagenet (inflated ImageNet "
-                                        "weights for --model), a registry name, or a checkpoint file; a classifier "
-                                        "for other classes is re-initialised. [default: the shipped default model, "
-                                        "pretrained on camera movement, when --model is unset or the same "
-                                        "architecture; else scratch]",
-                                        panel=_MODEL)] = None,
-    frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip (a multiple of 8 for SIFA-Net). "
-                                          "[default: 16, or the --init checkpoint's]", panel=_MODEL)] = None,
-    step: Annotated[Optional[int], _opt("--step", help="Dense sampling: gap between frames at 30 fps; a clip "
-                                        "covers frames x step / 30 s at any frame rate. "
-                                        "[default: 1, or the --init checkpoint's]",
-                                        panel=_MODEL)] = None,
-    sampling: Annotated[Optional[str], _opt("--sampling", help="dense or uniform (one frame per segment). "
-                                            "[default: dense, or the --init checkpoint's]", panel=_MODEL)] = None,
-    size: Annotated[Optional[int], _opt("--size", help="Crop size in pixels, a multiple of 32. "
-                                        "[default: 224, or the --init checkpoint's]", panel=_MODEL)] = None,
-    resize: Annotated[Optional[int], _opt("--resize", help="Short side before cropping. "
-                                          "[default: size x 8/7, or the --init checkpoint's ratio]",
+                                           "command-line options override it.", panel=_RUN,
+                                           dir_okay=False)] = None,
+    model: Annotated[Optional[str], _opt("--model", "-m", help="Architecture (see `sifa models`). [default: "
+                                         "the --init checkpoint's, else sifa_resnet_small]", panel=_MODEL)] = None,
+    init: Annotated[Optional[str], _opt("--init", help="scratch, imagenet, a registry name or a checkpoint file. "
+                                        "[default: the shipped model]", panel=_MODEL)] = None,
+    frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip. [default: 16, or the --init checkpoint's]",
                                           panel=_MODEL)] = None,
+    step: Annotated[Optional[int], _opt("--step", help="Gap between frames at 30 fps (a clip covers frames x "
+                                        "step / 30 s). [default: 1, or the --init checkpoint's]", panel=_MODEL)] = None,
+    sampling: Annotated[Optional[str], _expert("--sampling", help="dense or uniform (one frame per segment). "
+                                               "[default: dense, or the --init checkpoint's]")] = None,
+    size: Annotated[Optional[int], _opt("--size", help="Crop size in pixels, a multiple of 32. [default: "
+                                        "224, or the --init checkpoint's]", panel=_MODEL)] = None,
+    resize: Annotated[Optional[int], _expert("--resize", help="Short side before cropping. "
+                                             "[default: size x 8/7, or the --init checkpoint's ratio]")] = None,
     val: Annotated[Optional[Path], _opt("--val", help="A separate validation set (folder or CSV).",
                                         panel=_DATA)] = None,
-    val_fraction: Annotated[Optional[float], _opt("--val-fraction", help="Share of each class held out for "
-                                                  "validation when there is no validation set. [default: 0.2]",
-                                                  panel=_DATA)] = None,
-    min_frames: Annotated[Optional[int], _opt("--min-frames", help="Skip videos with fewer frames. [default: "
-                                              "none skipped; a video shorter than a clip has its frames spread "
-                                              "over it]", panel=_DATA)] = None,
-    scan_workers: Annotated[Optional[int], _opt("--scan-workers", help="Threads checking videos before training. "
-                                                "[default: 8]", panel=_DATA)] = None,
-    allow_missing_classes: Annotated[Optional[bool], _opt(
+    val_fraction: Annotated[Optional[float], _opt("--val-fraction", help="Share of each class held out when "
+                                                  "there is no --val. [default: 0.2]", panel=_DATA)] = None,
+    min_frames: Annotated[Optional[int], _expert("--min-frames", help="Skip videos with fewer frames. [default: "
+                                                 "none skipped; a video shorter than a clip has its frames spread "
+                                                 "over it]")] = None,
+    scan_workers: Annotated[Optional[int], _expert("--scan-workers", help="Threads checking videos before "
+                                                   "training. [default: 8]")] = None,
+    allow_missing_classes: Annotated[Optional[bool], _expert(
         "--allow-missing-classes", help="Train without a class whose videos are all unusable, instead of stopping.",
-        panel=_DATA)] = None,
+    )] = None,
     workers: Annotated[Optional[int], _opt("--workers", help="Data-loading processes. [default: half the CPU "
                                            "cores, at most 8]", panel=_DATA)] = None,
-    epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="Epochs. [default: 12]", panel=_OPT)] = None,
+    epochs: Annotated[Optional[int], _opt("--epochs", "-e", help="[default: 12]", panel=_OPT)] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Clips per batch and process. "
                                               "[default: 8]", panel=_OPT)] = None,
     accumulate: Annotated[Optional[int], _opt("--accumulate", help="Batches per optimizer step. [default: 1]",
@@ -78,48 +74,46 @@ def finetune(
     optimizer: Annotated[Optional[str], _opt("--optimizer", help="adamw or sgd. [default: adamw]", panel=_OPT)] = None,
     lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate. [default: 0.003 adamw, 0.01 sgd]",
                                         panel=_OPT)] = None,
-    min_lr: Annotated[Optional[float], _opt("--min-lr", help="Learning rate at the end of the cosine. "
-                                            "[default: 0]", panel=_OPT)] = None,
-    momentum: Annotated[Optional[float], _opt("--momentum", help="SGD momentum. [default: 0.9]", panel=_OPT)] = None,
-    weight_decay: Annotated[Optional[float], _opt("--weight-decay", help="[default: 1e-4 sgd, 0.05 adamw]",
-                                                  panel=_OPT)] = None,
-    warmup_epochs: Annotated[Optional[float], _opt("--warmup-epochs", help="Linear warmup before the cosine. "
-                                                   "[default: 1]", panel=_OPT)] = None,
-    label_smoothing: Annotated[Optional[float], _opt("--label-smoothing", help="[default: 0.1]", panel=_OPT)] = None,
-    clip_grad: Annotated[Optional[float], _opt("--clip-grad", help="Max gradient norm; 0 is off. [default: 0]",
-                                               panel=_OPT)] = None,
-    precision: Annotated[Optional[Precision], _opt("--precision", help="Autocast precision. [default: bf16 or "
-                                                   "fp16 on GPUs, fp32 on CPU]", panel=_OPT)] = None,
-    sifa: Annotated[Optional[bool], _opt("--sifa/--no-sifa", help="Run the SIFA steps (default). --no-sifa "
-                                         "switches every one off, leaving plain bottlenecks: the ablation.",
-                                         panel=_MODEL)] = None,
+    min_lr: Annotated[Optional[float], _expert("--min-lr", help="Learning rate at the end of the cosine. "
+                                               "[default: 0]")] = None,
+    momentum: Annotated[Optional[float], _expert("--momentum", help="SGD momentum. [default: 0.9]")] = None,
+    weight_decay: Annotated[Optional[float], _expert("--weight-decay", help="[default: 1e-4 sgd, 0.05 adamw]")] = None,
+    warmup_epochs: Annotated[Optional[float], _expert("--warmup-epochs", help="Linear warmup before the cosine. "
+                                                      "[default: 1]")] = None,
+    label_smoothing: Annotated[Optional[float], _expert("--label-smoothing", help="[default: 0.1]")] = None,
+    clip_grad: Annotated[Optional[float], _expert("--clip-grad", help="Max gradient norm; 0 is off. "
+                                                  "[default: 0]")] = None,
+    precision: Annotated[Optional[Precision], _opt("--precision", help="[default: bf16 or fp16 on GPUs, fp32 "
+                                                   "on CPU]", panel=_OPT)] = None,
+    sifa: Annotated[Optional[bool], _expert("--sifa/--no-sifa", help="Run the SIFA steps (default). --no-sifa "
+                                            "switches every one off, leaving plain bottlenecks: the ablation.")] = None,
     freeze_backbone: Annotated[Optional[bool], _opt("--freeze-backbone/--no-freeze-backbone",
                                                     help="Train only the classifier. [default: off]",
-                                                    panel=_OPT)] = None,
-    hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Random horizontal flips. Off by default: "
-                                          "a flip turns 'moving left' into 'moving right'.", panel=_AUG)] = None,
-    color_jitter: Annotated[Optional[float], _opt("--color-jitter", help="Brightness/contrast/saturation strength; "
-                                                  "0 is off. [default: 0.4]", panel=_AUG)] = None,
-    min_crop_area: Annotated[Optional[float], _opt("--min-crop-area", help="Smallest random crop, as a share of "
-                                                   "the frame. [default: 0.35]", panel=_AUG)] = None,
+                                                    panel=_SWITCH)] = None,
+    hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Random horizontal flips. [default: off: a "
+                                          "flip turns 'moving left' into 'moving right']", panel=_SWITCH)] = None,
+    color_jitter: Annotated[Optional[float], _expert("--color-jitter", help="Brightness/contrast/saturation "
+                                                     "strength; 0 is off. [default: 0.4]")] = None,
+    min_crop_area: Annotated[Optional[float], _expert("--min-crop-area", help="Smallest random crop, as a share "
+                                                      "of the frame. [default: 0.35]")] = None,
     device: DeviceOpt = None,
     seed: Annotated[Optional[int], _opt("--seed", help="Seed for the split, initialisation and augmentation. "
                                         "[default: 0]", panel=_RUN)] = None,
     patience: Annotated[Optional[int], _opt("--patience", help="Stop after this many epochs without a lower "
-                                            "validation loss; 0 never stops early. [default: 0]", panel=_RUN)] = None,
-    min_delta: Annotated[Optional[float], _opt("--min-delta", help="Smallest drop in validation loss that counts "
-                                               "as better. [default: 0]", panel=_RUN)] = None,
-    log_every: Annotated[Optional[int], _opt("--log-every", help="Without a terminal, log every N batches. "
-                                             "[default: 10]", panel=_RUN)] = None,
-    license: Annotated[Optional[str], _opt("--license", help="Licence recorded in the checkpoints.",
-                                           panel=_RUN)] = None,
+                                            "validation loss. [default: 0, never]", panel=_OPT)] = None,
+    min_delta: Annotated[Optional[float], _expert("--min-delta", help="Smallest drop in validation loss that "
+                                                  "counts as better. [default: 0]")] = None,
+    log_every: Annotated[Optional[int], _expert("--log-every", help="Without a terminal, log every N batches. "
+                                                "[default: 10]")] = None,
+    license: Annotated[Optional[str], _expert("--license", help="Licence recorded in the checkpoints.")] = None,
 ) -> None:
     """Fine-tune a SIFA model on labelled videos; works the same under torchrun (data-parallel).
 
     Example: sifa finetune videos/ --model sifa_resnet_small --epochs 20 --out runs/mine
     """
     from sifa_cli.data.decode import capture_native_stderr
-    from sifa_cli.engine.train import RunFolder, train
+    from sifa_cli.engine.run_folder import RunFolder
+    from sifa_cli.engine.train import train
     from sifa_cli.engine.train_config import build_config, resumed_config
     from sifa_cli.errors import InputError
     from sifa_cli.writable import check_writable
@@ -150,7 +144,7 @@ def finetune(
         if run_config.data is None:
             raise InputError("give the dataset folder or CSV (sifa finetune DIR)")
         if run_config.out is None:
-            from sifa_cli.engine.train import default_run_folder
+            from sifa_cli.engine.run_folder import default_run_folder
 
             run_config.out = str(default_run_folder(run_config.data).resolve())
             _log(f"run folder: {run_config.out} (--out RUN chooses another)")
@@ -213,5 +207,15 @@ def _print_summary(result) -> None:
     )
 
 
+# The options `_expert` leaves off the help screen (tests/test_cli_help.py holds this list to them).
+EPILOG = (
+    "More options, left off this screen: --sampling, --resize, --min-frames, --scan-workers, "
+    "--allow-missing-classes, --min-lr, --momentum, --weight-decay, --warmup-epochs, --label-smoothing, "
+    "--clip-grad, --no-sifa, --color-jitter, --min-crop-area, --min-delta, --log-every, --license. "
+    "--config FILE takes every option as a key (`batch_size: 4`), and `offset_lr_scale` besides; "
+    "README.md, \"Every finetune option\", describes them all."
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("finetune")(finetune)
+    app.command("finetune", epilog=EPILOG)(finetune)

@@ -47,6 +47,9 @@ class OutputFormat(str, Enum):
 
 # Tables list every window up to this many; beyond it only the merged segments (files get all).
 MAX_TABLE_WINDOWS = 60
+# The help screen's panel for the options that shape a timeline: a panel's columns are as wide as
+# its longest option name, so these long names keep the others' descriptions wide.
+_TIMELINE = "Timeline"
 
 
 @handle_errors
@@ -85,10 +88,16 @@ def predict(
         bool, typer.Option("--overwrite", help="Start --output afresh instead of adding to the results already in it; replace an existing --annotate file or timeline export (.edl, .otio, ...).")
     ] = False,
     timeline: Annotated[
-        bool, typer.Option("--timeline", help="Score consecutive windows of each video and merge them into segments.")
+        bool, typer.Option("--timeline", rich_help_panel=_TIMELINE,
+                           help="Score consecutive windows of each video and merge them into segments.")
     ] = False,
-    window: Annotated[float, typer.Option("--window", help="Timeline window length in seconds.")] = 2.0,
-    stride: Annotated[float, typer.Option("--stride", help="Seconds between timeline window starts.")] = 1.0,
+    window: Annotated[Optional[float], typer.Option(
+        "--window", rich_help_panel=_TIMELINE, show_default=False,
+        help="Timeline window length in seconds. [default: the time one clip of the model covers: 1.07 s for "
+             "the shipped model, 1.6 s at 10 fps, where its 16 frames need that long]")] = None,
+    stride: Annotated[Optional[float], typer.Option(
+        "--stride", rich_help_panel=_TIMELINE, show_default=False,
+        help="Seconds between timeline window starts. [default: half the window]")] = None,
     annotate: Annotated[
         Optional[Path],
         typer.Option("--annotate", help="Write VIDEO with its top labels (with --timeline: the segment label) "
@@ -103,19 +112,20 @@ def predict(
         Backend, typer.Option("--backend", help="onnxruntime: CPU, fp32; exported once and cached (needs sifa[export]).")
     ] = Backend.torch,
     cuts: Annotated[
-        bool, typer.Option("--cuts/--no-cuts", help="With --timeline: find shot cuts (PySceneDetect's content "
-                           "detector on every frame); windows never cross a cut, segments end at cuts.")
+        bool, typer.Option("--cuts/--no-cuts", rich_help_panel=_TIMELINE,
+                           help="With --timeline: find shot cuts (PySceneDetect's content detector on every "
+                                "frame); windows never cross a cut, segments end at cuts.")
     ] = True,
     uncertain_below: Annotated[
-        float, typer.Option("--uncertain-below", metavar="SCORE",
+        float, typer.Option("--uncertain-below", metavar="SCORE", rich_help_panel=_TIMELINE,
                             help="With --timeline: mark a segment uncertain when its mean top score is below SCORE...")
     ] = UNCERTAIN_BELOW,
     uncertain_margin: Annotated[
-        float, typer.Option("--uncertain-margin", metavar="SCORE",
+        float, typer.Option("--uncertain-margin", metavar="SCORE", rich_help_panel=_TIMELINE,
                             help="...or when the runner-up label's mean score is within SCORE of it.")
     ] = UNCERTAIN_MARGIN,
     start_timecode: Annotated[
-        Optional[str], typer.Option("--start-timecode", metavar="HH:MM:SS:FF",
+        Optional[str], typer.Option("--start-timecode", metavar="HH:MM:SS:FF", rich_help_panel=_TIMELINE,
                                     help="Timecode of the video's first frame in .otio/.edl/.csv/.html timeline "
                                          "exports (drop-frame at 29.97 and 59.94 fps). [default: 00:00:00:00]",
                                     show_default=False)
@@ -135,7 +145,7 @@ def predict(
     from sifa_cli.engine.device import slow_precision_note
     from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
     from sifa_cli.engine.memory import check_batch_size
-    from sifa_cli.engine.predict import Predictor, check_counts, plan_windows, summarise_short
+    from sifa_cli.engine.predict import Predictor, check_counts, check_window_options, summarise_short
     from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
@@ -157,7 +167,7 @@ def predict(
     check_counts(batch_size, top_k, decoders)
     options = TimelineOptions(cuts=cuts, uncertain_below=uncertain_below, uncertain_margin=uncertain_margin)
     if timeline:
-        plan_windows(2 * window, window, stride)
+        check_window_options(window, stride)
         options.check()
     if export:
         check_export_tools(export)
@@ -286,7 +296,7 @@ def predict(
             for result in stream:
                 if not timeline:
                     progress.advance(task)
-                record = result_record(result, view_text, window if timeline else None, stride if timeline else None)
+                record = result_record(result, view_text)
                 if result.ok:
                     record["settings"] = settings
                     record.update(identities.get(result.path, {}))
@@ -400,10 +410,22 @@ def _print_predictions(results, top_k: int) -> None:
     _print_notes(results)
 
 
+def cuts_found(shots: int) -> str:
+    """The line under a timeline that was cut into `shots` shots."""
+    cuts = shots - 1
+    if cuts == 0:
+        return "no cuts found"
+    if cuts == 1:
+        return "1 cut found, 2 shots; --no-cuts to ignore it"
+    return f"{cuts} cuts found, {shots} shots; --no-cuts to ignore them"
+
+
 def _print_timelines(results, options=None) -> None:
     for result in results:
         windows = result.windows or []
-        console.print(f"[bold]{escape(result.path)}[/]  {result.duration:.2f} s, {len(windows)} windows")
+        every = f" of {result.window:.2f} s every {result.stride:.2f} s" if result.window is not None else ""
+        console.print(f"[bold]{escape(result.path)}[/]  {result.duration:.2f} s, {len(windows)} windows{every}",
+                      highlight=False)
         if len(windows) <= MAX_TABLE_WINDOWS:
             table = Table("start", "end", "top-1", "score", "next", header_style="bold")
             for w in windows:
@@ -426,8 +448,7 @@ def _print_timelines(results, options=None) -> None:
                              f"{s.score:.3f}", runner, str(s.windows))
         console.print(segments)
         if with_shots:
-            console.print(f"[dim]{len(result.shots)} shot(s): {len(result.shots) - 1} cut(s) found; "
-                          "--no-cuts to ignore them[/]", highlight=False)
+            console.print(f"[dim]{cuts_found(len(result.shots))}[/]", highlight=False)
         if flagged and options is not None:
             console.print(f"[dim]? uncertain ({flagged}): mean top score below {options.uncertain_below:g} or the "
                           f"runner-up within {options.uncertain_margin:g} of it (--uncertain-below, "

@@ -32,14 +32,14 @@ def stream_source(paths: Sequence[str]):
 
 
 def predict_live(source, *, weights: Optional[str], top_k: int, views, device: str, precision: str,
-                 fmt: str, output: Optional[Path], window: float, stride: float, timeline: bool,
+                 fmt: str, output: Optional[Path], window: Optional[float], stride: Optional[float], timeline: bool,
                  annotate: Optional[Path] = None, overwrite: bool = False) -> None:
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.sampling import Views, parse_views
     from sifa_cli.data.spec import InputSpec
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.live import LiveScorer, open_stream
-    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.engine.predict import Predictor, check_window_options
     from sifa_cli.engine.results import ResultWriter
     from sifa_cli.weights.checkpoint import load_model
 
@@ -50,8 +50,7 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
         raise InputError(f"--views {views}: a stream is scored one clip per window; use 1x1 or 1x3")
     if annotate is not None:
         raise InputError("--annotate needs a video file, not a stream")
-    if window <= 0 or stride <= 0:
-        raise InputError("--window and --stride must be positive numbers of seconds")
+    check_window_options(window, stride)
     if output is not None:
         if output.is_dir():
             raise InputError(f"--output {output} is a folder")
@@ -66,7 +65,8 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
         err_console.print(f"[yellow]note:[/] {escape(slow)}", highlight=False, soft_wrap=True)
     crops = views.crops if views is not None else parse_views(InputSpec.from_meta(meta.get("input")).views).crops
     predictor = Predictor(model, meta, device=device_used, precision=precision, views=Views(1, crops), top_k=top_k)
-    scorer = LiveScorer(predictor, stride=stride, window=window)
+    given = {name: value for name, value in (("stride", stride), ("window", window)) if value is not None}
+    scorer = LiveScorer(predictor, **given)  # unset: a stream's own defaults (engine/live.py)
     stop = threading.Event()
 
     with capture_native_stderr():

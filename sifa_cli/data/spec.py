@@ -111,6 +111,14 @@ class InputSpec:
             return self.frames
         return dense_span(self.frames, self.stride_at(fps))
 
+    def clip_seconds_at(self, fps: Optional[float]) -> float:
+        """Seconds of video one clip covers at `fps`: `seconds`, or more where the frame rate is too
+        low for the clip's frames to lie at least one frame apart in that time (16 frames at 10 fps
+        take 1.6 s). A timeline window this long holds every frame its clip needs."""
+        if fps is None or not math.isfinite(fps) or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
+            return self.seconds
+        return max(self.seconds, self.span_at(fps) / fps)
+
     def to_meta(self) -> dict[str, Any]:
         meta = asdict(self)
         meta["mean"], meta["std"] = list(self.mean), list(self.std)

@@ -94,6 +94,8 @@ class VideoResult:
     frames: Optional[int] = None
     shots: Optional[list[tuple[int, int]]] = None  # with cut detection: each shot's frames [first, stop)
     short: Optional["ShortClips"] = None  # set when a clip (or window) held fewer frames than a clip spans
+    window: Optional[float] = None  # timelines: the window length and stride this video was scored with
+    stride: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -164,11 +166,27 @@ def merge_segments(windows: list[Window]) -> list[Segment]:
     return segments
 
 
+def check_window_options(window: Optional[float], stride: Optional[float]) -> None:
+    """--window and --stride, where given (None: the defaults of `window_and_stride`), are positive,
+    finite numbers of seconds."""
+    if any(value is not None and not (np.isfinite(value) and value > 0) for value in (window, stride)):
+        raise InputError("--window and --stride must be positive, finite numbers of seconds")
+
+
+def window_and_stride(spec: InputSpec, fps: Optional[float], window: Optional[float],
+                      stride: Optional[float]) -> tuple[float, float]:
+    """A timeline's window and stride for a video of `fps`: a window left unset is the time one clip
+    of the model covers there (`InputSpec.clip_seconds_at`: its `seconds`, longer where the frame
+    rate is too low for the clip's frames), so every window holds the frames its clip needs and no
+    more; a stride left unset is half the window, so every moment is seen by two windows."""
+    window = window if window is not None else spec.clip_seconds_at(fps)
+    return window, stride if stride is not None else window / 2
+
+
 def plan_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
     """Windows of `window` seconds every `stride` seconds; the last one is aligned to the end so
     the tail is covered; a video shorter than one window is one window."""
-    if not (np.isfinite(window) and np.isfinite(stride) and window > 0 and stride > 0):
-        raise InputError("--window and --stride must be positive, finite numbers of seconds")
+    check_window_options(window, stride)
     if duration <= window:
         return [(0.0, duration)]
     count = int(np.floor((duration - window) / stride + 1e-9)) + 1
@@ -271,8 +289,9 @@ class _ClipJob(_Job):
 
 
 class _TimelineJob(_Job):
-    def __init__(self, predictor: "Predictor", path: Path, window: float, stride: float):
+    def __init__(self, predictor: "Predictor", path: Path, window: Optional[float], stride: Optional[float]):
         super().__init__(predictor, path)
+        self.asked = (window, stride)  # None: this video's default (`window_and_stride`)
         self.window, self.stride = window, stride
         self._planned: list[tuple[float, float]] = []
         self._times = np.zeros(0)
@@ -283,6 +302,7 @@ class _TimelineJob(_Job):
         self.fps = video.info.fps
         self.duration = played_duration(times, video.info.fps)
         self._times = times
+        self.window, self.stride = window_and_stride(self.predictor.spec, self.fps, *self.asked)
         try:
             self._planned = plan_windows(self.duration, self.window, self.stride)
         except InputError as exc:
@@ -324,8 +344,14 @@ class _TimelineJob(_Job):
             self.note_short(fewest, fewest_distinct, short_windows)
 
     def _frame_span(self, start_time: float, end_time: float) -> tuple[int, int]:
-        first = int(np.searchsorted(self._times, start_time - 1e-6, side="left"))
-        stop = max(int(np.searchsorted(self._times, end_time - 1e-6, side="left")), first + 1)
+        """Frames [first, stop) whose times lie in [start_time, end_time). Frame times are often
+        float32 (33.6 s reads 33.59999847; an hour in, they are off by 2e-4 s): a frame within a
+        tenth of a frame time of an edge counts as on it, so windows on the frame grid get every
+        frame, not one too few at one edge and one too many at the other."""
+        fps = self.fps
+        slack = 0.1 / fps if fps is not None and np.isfinite(fps) and fps > 0 else 1e-6
+        first = int(np.searchsorted(self._times, start_time - slack, side="left"))
+        stop = max(int(np.searchsorted(self._times, end_time - slack, side="left")), first + 1)
         return first, stop
 
     def _window_indices(self, num_frames: int, first: int, stop: int) -> tuple[np.ndarray, bool]:
@@ -445,16 +471,18 @@ class Predictor:
         return self._run((_ClipJob(self, Path(p)) for p in paths), progress)
 
     def timeline(
-        self, paths: Iterable[str | Path], window: float, stride: float, progress: Optional[ProgressFn] = None,
-        options: Optional["TimelineOptions"] = None,
+        self, paths: Iterable[str | Path], window: Optional[float] = None, stride: Optional[float] = None,
+        progress: Optional[ProgressFn] = None, options: Optional["TimelineOptions"] = None,
     ) -> Iterator[VideoResult]:
         """Per-window top-k over each video, plus merged segments; progress counts windows.
+        window, stride: seconds; None for the defaults of `window_and_stride` (the model's clip span
+        at each video's frame rate, and half of it).
         `options` (sifa_cli.engine.shots.TimelineOptions): shot-cut detection and the uncertainty
         thresholds; without options, no cut detection and the default thresholds."""
         from sifa_cli.engine.shots import ShotTimelineJob
         from sifa_cli.engine.timeline_options import TimelineOptions
 
-        plan_windows(window * 2, window, stride)  # validates window and stride before any work
+        check_window_options(window, stride)  # before any work
         options = options or TimelineOptions(cuts=False)
         options.check()
 

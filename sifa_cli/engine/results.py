@@ -62,17 +62,17 @@ def _top(top) -> list[dict[str, Any]]:
     return [{"label": label, "score": score} for label, score in top]
 
 
-def result_record(result: VideoResult, views: str, window: Optional[float] = None,
-                  stride: Optional[float] = None) -> dict[str, Any]:
+def result_record(result: VideoResult, views: str) -> dict[str, Any]:
     """The JSON object for one input: {"path", "top": [{"label", "score"}...], ...} or
-    {"path", "error"}; timelines add "windows" and "segments"."""
+    {"path", "error"}; timelines add "window" and "stride" (seconds, as used for this video),
+    "windows" and "segments"."""
     if not result.ok:
         return {"path": result.path, "error": result.error}
     record: dict[str, Any] = {"path": result.path, "top": _top(result.top), "views": views, "clips": result.inputs}
     if result.duration is not None:
         record["duration"] = round(result.duration, 3)
     if result.windows is not None:
-        record["window"], record["stride"] = window, stride
+        record["window"], record["stride"] = _seconds(result.window), _seconds(result.stride)
         if result.fps:
             record["fps"], record["frames"] = round(result.fps, 6), result.frames
         if result.shots is not None:
@@ -84,6 +84,10 @@ def result_record(result: VideoResult, views: str, window: Optional[float] = Non
     if result.notes:
         record["notes"] = list(result.notes)
     return record
+
+
+def _seconds(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 6)
 
 
 def _segment(s) -> dict[str, Any]:

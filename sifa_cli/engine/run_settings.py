@@ -2,7 +2,8 @@
 
 Each successful record carries `"settings"`: the weights file's sha256, the model input (frames,
 step, sampling, crop and resize, the seconds a clip covers), the views, top-k and, for timelines,
-window and stride (all but top-k must match for a re-run to add to a file). A re-run
+window and stride (null where left to their defaults, `engine.predict.window_and_stride`). All but
+top-k must match for a re-run to add to a file. A re-run
 with the same --output only adds to a file whose records were made with the same settings;
 otherwise it stops with one line saying what differs (`--overwrite` starts the file afresh).
 Records written before settings were recorded (an older sifa) count as unknown settings and are
@@ -39,7 +40,7 @@ def weights_file(weights: Union[str, Path, None], manifests: Iterable[Union[str,
 
 
 def prediction_settings(weights: tuple[Path, str], spec: InputSpec, views: Any, top_k: int,
-                        timeline: Optional[tuple[float, float]] = None) -> dict:
+                        timeline: Optional[tuple[Optional[float], Optional[float]]] = None) -> dict:
     """The settings record for predictions made with these choices (see the module docstring);
     `weights` as `weights_file` returns it."""
     from sifa_cli.weights.cache import file_sha256
@@ -51,8 +52,12 @@ def prediction_settings(weights: tuple[Path, str], spec: InputSpec, views: Any, 
         "input": {name: getattr(spec, name) for name in INPUT_FIELDS},
         "views": str(views),
         "top_k": int(top_k),
-        "timeline": None if timeline is None else {"window": float(timeline[0]), "stride": float(timeline[1])},
+        "timeline": None if timeline is None else {"window": _seconds(timeline[0]), "stride": _seconds(timeline[1])},
     }
+
+
+def _seconds(value: Optional[float]) -> Optional[float]:
+    return None if value is None else float(value)
 
 
 def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any], where: tuple[str, str] = ("there", "now")) -> str:
@@ -76,7 +81,10 @@ def _show(key: str, value: Any) -> str:
         return (f"{value.get('frames')} frames{span} ({value.get('sampling')}, step {value.get('step')}), "
                 f"crop {value.get('size')} of {value.get('resize')}")
     if key == "timeline" and isinstance(value, Mapping):
-        text = f"window {value.get('window'):g} s stride {value.get('stride'):g} s"
+        window, stride = value.get("window"), value.get("stride")
+        window_text = "(the model's clip span)" if window is None else f"{window:g} s"
+        stride_text = "(half the window)" if stride is None else f"{stride:g} s"
+        text = f"window {window_text} stride {stride_text}"
         if "cuts" in value:
             cuts = value.get("cuts")
             text += f", cuts {'off' if cuts is None else f'at {cuts:g}'}, uncertain below " \

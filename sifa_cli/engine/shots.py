@@ -15,7 +15,7 @@ shot, the runner-up label and whether the label is uncertain.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 from torch import Tensor
@@ -52,7 +52,8 @@ class CutDetector:
 class ShotTimelineJob(_TimelineJob):
     """A timeline whose windows stay inside shots (see the module docstring)."""
 
-    def __init__(self, predictor: "Predictor", path, window: float, stride: float, options: TimelineOptions):
+    def __init__(self, predictor: "Predictor", path, window: Optional[float], stride: Optional[float],
+                 options: TimelineOptions):
         super().__init__(predictor, path, window, stride)
         self.options = options
         self.shots: list[tuple[int, int]] = []
@@ -189,7 +190,8 @@ def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
     overall = p.top(per_window.mean(dim=0))
     return VideoResult(str(job.path), overall, notes=job.notes, inputs=len(scores), duration=round(duration, 3),
                        windows=windows, segments=segments, fps=float(job.fps), frames=frames,
-                       shots=list(shots) if shots else None, short=job.short)
+                       shots=list(shots) if shots else None, short=job.short, window=job.window,
+                       stride=job.stride)
 
 
 def _nearest_frame(times: np.ndarray, t: float) -> int:
