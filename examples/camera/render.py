@@ -109,9 +109,11 @@ def camera_path(rng: np.random.Generator, plan: ClipPlan) -> tuple[np.ndarray, n
 
 
 def _fit_window(source_hw: tuple[int, int], plan: ClipPlan, centre: np.ndarray, logsize: np.ndarray,
-                rng: np.random.Generator) -> tuple[float, np.ndarray]:
+                rng: np.random.Generator, window_share: Optional[float] = None) -> tuple[float, np.ndarray]:
     """Window width in source pixels and the source position of the path's origin, so that the
-    whole path stays inside the source. Returns (width, origin xy)."""
+    whole path stays inside the source. `window_share` caps the width at that share of the widest
+    fixed window the source holds, so that a fixed shot is not framed wider than a pan (whose path
+    needs room) just because it can be. Returns (width, origin xy)."""
     sh, sw = source_hw
     aspect = plan.height / plan.width
     size = np.exp(logsize)
@@ -119,6 +121,8 @@ def _fit_window(source_hw: tuple[int, int], plan: ClipPlan, centre: np.ndarray, 
     x0, x1 = (centre[:, 0] - half_w).min(), (centre[:, 0] + half_w).max()
     y0, y1 = (centre[:, 1] - half_h).min(), (centre[:, 1] + half_h).max()
     width = min(sw / (x1 - x0), sh / (y1 - y0)) * rng.uniform(0.7, 1.0)
+    if window_share is not None:
+        width = min(width, window_share * min(sw, sh / aspect) / 1.04)
     origin = np.array([rng.uniform(-x0 * width, sw - x1 * width), rng.uniform(-y0 * width, sh - y1 * width)])
     return width, origin
 
@@ -190,21 +194,24 @@ def render_clip(rng: np.random.Generator, plan: ClipPlan, background: np.ndarray
                 object_pool: Sequence[np.ndarray], object_count: int,
                 main_object: Optional[Callable[[float, np.ndarray], MovingObject]] = None,
                 path: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
-                degrade: bool = True, object_scale: float = 1.0) -> list[np.ndarray]:
+                degrade: bool = True, object_scale: float = 1.0, video_start: Optional[int] = None,
+                window_share: Optional[float] = None) -> list[np.ndarray]:
     """The clip's frames (BGR uint8), following `plan` over the background. `main_object(window,
     view_centre)`, if given, makes one more object placed for this clip's window (drawn first).
     `path` (centre, log-size, roll as from `camera_path`) replaces the plan's own camera path;
     `degrade=False` leaves out blur, noise, lighting change and compression; `object_scale` shrinks
-    (and slows) the `object_count` other objects, so that a main object stays the main subject."""
+    (and slows) the `object_count` other objects, so that a main object stays the main subject.
+    `video_start` is the footage frame the clip starts on (default: drawn from the first 200);
+    `window_share` caps the window's size (see `_fit_window`)."""
     video = background if isinstance(background, VideoSource) else None
     first = video.frame(0) if video else background
     # Real footage is small: enlarge it so the window can move over it.
     enlarge = max(1.0, 2.2 * max(plan.width / first.shape[1], plan.height / first.shape[0])) if video else 1.0
     source_hw = (int(first.shape[0] * enlarge), int(first.shape[1] * enlarge))
-    start_offset = int(rng.integers(0, 200)) if video else 0
+    start_offset = (int(rng.integers(0, 200)) if video_start is None else video_start) if video else 0
 
     centre, logsize, roll = path if path is not None else camera_path(rng, plan)
-    window, origin = _fit_window(source_hw, plan, centre, logsize, rng)
+    window, origin = _fit_window(source_hw, plan, centre, logsize, rng, window_share)
     view_centre = origin + centre[0] * window
     objects = make_objects(rng, object_pool, object_count, window, view_centre, plan) \
         if object_pool and object_count else []

