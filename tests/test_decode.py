@@ -167,6 +167,48 @@ def test_opencv_corrects_an_over_reported_frame_count(make_video, tmp_path):
             video.read([video.num_frames])
 
 
+@pytest.mark.parametrize("backend", ["decord", "opencv"])
+def test_reading_ahead_gives_every_read_the_frames_a_plain_read_gives(make_video, backend):
+    """The decode worker decodes the hinted frames while the caller works; whatever is asked next
+    (the hinted frames, others, after a hint past the end) comes back as without hints."""
+    path = make_video("ahead.mp4", num_frames=70)
+    with Video(path, backend=backend, isolate=False) as plain:
+        reference = plain.read(np.arange(70))
+    asks = [(np.arange(0, 16), np.arange(16, 32)), (np.arange(16, 32), np.arange(32, 48)),  # hinted right
+            (np.arange(40, 50), np.arange(50, 60)), (np.array([3, 9, 9, 64]), np.arange(60, 70)),  # not as hinted
+            (np.arange(60, 70), np.arange(68, 90)), (np.arange(66, 70), None)]  # a hint past the end
+    with Video(path, backend=backend) as video:
+        assert video._worker is not None
+        for indices, ahead in asks:
+            np.testing.assert_array_equal(video.read(indices, ahead=ahead), reference[indices])
+
+
+def test_a_read_ahead_that_fails_fails_the_read_that_asks_for_those_frames(make_video, tmp_path):
+    full = make_video("full64.avi", num_frames=48, fourcc="FFV1").read_bytes()
+    cut = tmp_path / "cut64.avi"
+    cut.write_bytes(full[: len(full) // 2])  # decord counts a frame too many and fails on the tail
+    with Video(cut, backend="decord") as video:
+        tail = np.arange(video.num_frames - 4, video.num_frames)
+        first = video.read(np.arange(0, 4), ahead=tail)  # the tail fails in the worker, unasked
+        assert first.shape == (4, 64, 64, 3)
+        with pytest.raises(DecodeError, match="truncated or corrupt"):
+            video.read(tail)
+
+
+def test_a_prestarted_worker_decodes_the_next_video(make_video):
+    from sifa_cli.data import decode_worker
+
+    path = make_video("prestart.mp4", num_frames=8)
+    decode_worker.close_idle()
+    decode_worker.prestart()
+    (waiting,) = decode_worker._idle
+    decode_worker.prestart()  # one idle worker is enough
+    assert decode_worker._idle == [waiting] and waiting.alive
+    with Video(path) as video:
+        assert video._worker is waiting
+        assert video.read([0, 7]).shape == (2, 64, 64, 3)
+
+
 def test_read_sampled_resamples_when_the_count_shrinks(make_video, tmp_path):
     cut = truncated_ffv1(make_video, tmp_path, keep=0.9)
     counts = []

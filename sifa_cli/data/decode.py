@@ -159,8 +159,8 @@ class _RemoteBackend:
                 raise WorkerCrashed(self._worker.exit_description())
         return self._worker.call((op, self._handle, args), self._timeout())
 
-    def read_sorted(self, indices: np.ndarray) -> np.ndarray:
-        return self._call("read", (indices, self.num_frames))
+    def read_sorted(self, indices: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
+        return self._call("read", (indices, self.num_frames, ahead))
 
     def frame_times(self) -> np.ndarray:
         return self._call("times", self.num_frames)
@@ -286,9 +286,11 @@ class Video:
         b = self._backend
         return VideoInfo(self.path, b.num_frames, b.fps, b.width, b.height, b.name)
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read(self, indices: Sequence[int] | np.ndarray, ahead: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Frames at `indices` as uint8 RGB, shape (len(indices), H, W, 3).
 
+        `ahead`: the frames the next call will most likely ask for (sorted, unique); a decode worker
+        decodes them while the caller works on these. Only a hint: any next call is answered right.
         Raises FrameCountError when the file holds fewer frames than it claimed; `num_frames`
         is then corrected, so sampling again and retrying succeeds (see `read_sampled`).
         """
@@ -298,8 +300,11 @@ class Video:
         if wanted.min() < 0 or wanted.max() >= self.num_frames:
             raise ValueError(f"frame indices must lie in [0, {self.num_frames}), got {wanted.min()}..{wanted.max()}")
         unique, inverse = np.unique(wanted, return_inverse=True)
+        if ahead is not None:
+            ahead = np.unique(np.asarray(ahead, dtype=np.int64).reshape(-1))
+            ahead = ahead[(ahead >= 0) & (ahead < self.num_frames)]
         try:
-            frames = self._read_unique(unique)
+            frames = self._read_unique(unique, ahead if ahead is not None and ahead.size else None)
         except FrameCountError as exc:
             self._backend.num_frames = exc.available
             if exc.note:
@@ -329,9 +334,12 @@ class Video:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _read_unique(self, unique: np.ndarray) -> np.ndarray:
+    def _read_unique(self, unique: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
         def read() -> np.ndarray:
-            return self._bounded(lambda: self._backend.read_sorted(unique), f"decoding {len(unique)} frames")
+            backend = self._backend
+            if ahead is not None and isinstance(backend, _RemoteBackend):  # in-process reading has no one to read ahead
+                return self._bounded(lambda: backend.read_sorted(unique, ahead), f"decoding {len(unique)} frames")
+            return self._bounded(lambda: backend.read_sorted(unique), f"decoding {len(unique)} frames")
 
         try:
             return read()

@@ -464,7 +464,23 @@ class Predictor:
             made.options = options
             return made
 
-        return self._run((job(Path(p)) for p in paths), progress)
+        return self._beside_decoding(self._run((job(Path(p)) for p in paths), progress))
+
+    def _beside_decoding(self, results: Iterator[VideoResult]) -> Iterator[VideoResult]:
+        """A timeline on the CPU leaves one core to the decoder: it decodes every frame of a long
+        file, and torch's OpenMP threads wait at every barrier for a thread the decoder has pushed
+        off its core. On 2 cores beside a training job the model took 0.4 s of CPU for a 20 s 720p
+        timeline with 1 thread and 2.4-3.1 s with 2 (benchmarks/RESULTS.md). The thread count is
+        restored after the run."""
+        if self.device.type != "cpu":
+            yield from results
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - 1)))
+        try:
+            yield from results
+        finally:
+            torch.set_num_threads(before)
 
     def top(self, scores: Tensor) -> TopK:
         values, indices = scores.float().topk(self.top_k)

@@ -1,7 +1,8 @@
 """Shots in timelines: cut detection, windows that never cross a cut, and segments per shot.
 
 `ShotTimelineJob` reads a video once, forward, decoding every frame at the size the model takes
-(the timeline needed most of them anyway: a window's clip spans half of it or more). Each frame
+(the timeline needed most of them anyway: a window's clip spans half of it or more); the decode
+worker decodes each chunk of frames while the one before is scored. Each frame
 goes through PySceneDetect's `ContentDetector` (the HSV difference to the frame before, its
 `detect-content` command) as it is decoded. Windows are planned inside each shot as
 `plan_windows` plans them over a whole video: a window is scored as soon as its frames are decoded
@@ -104,8 +105,9 @@ class ShotTimelineJob(_TimelineJob):
 
         while decoded < video.num_frames:
             wanted = np.arange(decoded, min(decoded + DECODE_CHUNK, video.num_frames))
-            try:
-                frames = video.read(wanted)
+            following = np.arange(wanted[-1] + 1, min(wanted[-1] + 1 + DECODE_CHUNK, video.num_frames))
+            try:  # the worker decodes the following chunk while this one is scored
+                frames = video.read(wanted, ahead=following if following.size else None)
             except FrameCountError:  # the file holds fewer frames than it announced: num_frames is now right
                 if decoded >= video.num_frames:
                     break
