@@ -139,14 +139,15 @@ def _describe_failure(path: Path, reason: str) -> str:
 class _RemoteBackend:
     """A backend living in a decode worker process; same interface as the in-process ones."""
 
-    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float]):
+    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float],
+                 threads: int = DECODER_THREADS):
         self._worker = worker
         self._timeout = timeout
         self.name = name
         self._handle = worker.open_handle()
         self._generation = -1
         (self.width, self.height, self.fps, self.num_frames, self.reported_frames) = self._call(
-            "open", (name, str(path), short_side))
+            "open", (name, str(path), short_side, threads))
         self._generation = worker.generation  # the process that holds this decoder
 
     def _call(self, op: str, args):
@@ -211,7 +212,8 @@ class Video:
     (never up), which spares memory and time on large videos. timeout: seconds any single
     decoder call may take before the file is given up with a DecodeError. isolate: decode in a
     worker process, so that a decoder crashing on this file raises a DecodeError instead of
-    ending the program (default: where available).
+    ending the program (default: where available). threads: FFmpeg threads of this reader
+    (DECODER_THREADS unless it reads one long file forward).
     """
 
     def __init__(
@@ -221,11 +223,13 @@ class Video:
         short_side: int | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         isolate: bool = True,
+        threads: int = DECODER_THREADS,
     ):
         if backend not in BACKENDS:
             raise InputError(f"unknown decoder {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.path = Path(path)
         self.short_side = short_side
+        self.threads = threads
         self.timeout = timeout
         self.notes: list[str] = []  # things the user should know about how this file was read
         self._auto = backend == "auto"
@@ -261,8 +265,8 @@ class Video:
 
     def _new_backend(self, name: str):
         if self._worker is not None:
-            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout)
-        return BACKEND_CLASSES[name](self.path, self.short_side)
+            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout, self.threads)
+        return BACKEND_CLASSES[name](self.path, self.short_side, self.threads)
 
     def _release_worker(self) -> None:
         worker, self._worker = self._worker, None

@@ -314,12 +314,12 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                 pending.wait()  # whatever comes next, the backend is free first
             try:
                 if op == "open":
-                    name, path, short_side = args
+                    name, path, short_side, threads = args
                     if crash_on and crash_on in path:
                         import ctypes
 
                         ctypes.string_at(0)  # a real segmentation fault, as in a native decoder
-                    backend = shared.BACKEND_CLASSES[name](Path(path), short_side)
+                    backend = shared.BACKEND_CLASSES[name](Path(path), short_side, threads)
                     backends[handle] = backend
                     value: Any = (backend.width, backend.height, backend.fps, backend.num_frames,
                                   backend.reported_frames)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
 
 DECODE_CHUNK = 32  # frames per read from the decoder
+# FFmpeg threads for the one forward pass over the file (no seeks, so frame threading never restarts).
+TIMELINE_DECODER_THREADS = 2
 
 
 class CutDetector:
@@ -58,6 +60,9 @@ class ShotTimelineJob(_TimelineJob):
         self.options = options
         self.shots: list[tuple[int, int]] = []
         self.window_shots: list[int] = []
+
+    def open(self, threads: int = TIMELINE_DECODER_THREADS) -> Video:
+        return super().open(threads)
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
         times = self._times
