@@ -94,6 +94,8 @@ def main() -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     (result,) = list(predictor.timeline([video], 2.0, 1.0, options=TimelineOptions()))
     _add("the timeline run", time.perf_counter() - wall, time.process_time() - cpu)
+    if not result.ok:
+        raise SystemExit(result.error)
     worker_cpu = sum(process_cpu(worker._process.pid) for worker in decode_worker._idle if worker.alive)
 
     print(f"{'stage':52s} {'wall s':>7s} {'CPU s':>7s}")

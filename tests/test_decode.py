@@ -416,3 +416,18 @@ def test_native_decoder_chatter_stays_off_the_terminal(tmp_path):
     assert lines[1].startswith("error: ") and "bad.mp4" in lines[1]
     assert lines[2:] == ["after"]
     assert "native noise" not in result.stderr
+
+
+def test_the_decode_worker_imports_this_sifa_even_from_a_folder_holding_another(make_video, tmp_path, monkeypatch):
+    # `python -c` puts the working directory first on the path: another checkout there must not answer.
+    from sifa_cli.data import decode_worker
+
+    path = make_video("here.mp4", num_frames=6)
+    decoy = tmp_path / "elsewhere" / "sifa_cli"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the wrong sifa_cli')\n")
+    monkeypatch.chdir(decoy.parent)
+    decode_worker.close_idle()  # a fresh worker, started from this folder
+    with Video(path) as video:
+        assert video._worker is not None
+        assert video.read([0, 5]).shape == (2, 64, 64, 3)

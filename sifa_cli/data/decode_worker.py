@@ -35,9 +35,11 @@ import numpy as np
 
 import sifa_cli
 
+# The parent's sifa_cli first on the path: with `-c` the working directory comes first, and another
+# checkout there (or on PYTHONPATH before it) would otherwise answer a protocol it does not speak.
 _CHILD_CODE = (
     "import sys; root = sys.argv[1]\n"
-    "if root not in sys.path: sys.path.insert(0, root)\n"
+    "sys.path.insert(0, root)\n"
     "from sifa_cli.data.decode_worker import main; main(sys.argv[2:])"
 )
 AVAILABLE = os.name == "posix"  # socket pairs handed to a child by file descriptor
