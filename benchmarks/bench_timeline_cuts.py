@@ -1,8 +1,8 @@
 """Timeline speed with shot-cut detection against PySceneDetect's `detect-content` on HD H.264 files.
 
-    PYTHONPATH=. python benchmarks/bench_timeline_cuts.py --folder data/bench_hd --seconds 20 --rounds 2
+    PYTHONPATH=. python benchmarks/bench_timeline_cuts.py --folder data/bench_hd --seconds 20 120 --rounds 2
 
-Makes (once) a 1280x720 and a 1920x1080 H.264 file at 25 fps from real photographs (scikit-image's
+Makes (once) a 1280x720 and a 1920x1080 H.264 file at 25 fps of each length from real photographs (scikit-image's
 coffee cup, tests/fixtures/coffee.jpg, and matplotlib's sample portrait of Grace Hopper): a virtual
 camera (examples/camera/render.py) pans, tilts, zooms or holds over one photograph, then cuts to the
 other, every 2-5 s, encoded by FFmpeg's libx264 (`ffmpeg` on PATH; default GOP). Then, alternating in
@@ -100,24 +100,25 @@ def run_scenedetect(path: Path, out: Path) -> tuple[float, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=ROOT / "data" / "bench_hd")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[20.0], help="lengths of the files")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None or shutil.which("scenedetect") is None:
         raise SystemExit("needs ffmpeg (apt-get install ffmpeg) and scenedetect (pip install scenedetect-headless)")
     args.folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, (width, height) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
-        path = args.folder / f"edited_{name}_{args.seconds:g}s.mp4"
-        truth_file = path.with_suffix(".cuts.json")
-        if not path.exists() or not truth_file.exists():
-            truth_file.write_text(json.dumps(make_video(path, width, height, args.seconds)))
-        files[name] = (path, json.loads(truth_file.read_text()))
+    for seconds in args.seconds:
+        for size, (width, height) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
+            path = args.folder / f"edited_{size}_{seconds:g}s.mp4"
+            truth_file = path.with_suffix(".cuts.json")
+            if not path.exists() or not truth_file.exists():
+                truth_file.write_text(json.dumps(make_video(path, width, height, seconds)))
+            files[f"{size} {seconds:g} s"] = (path, json.loads(truth_file.read_text()), seconds)
     print(f"load average before: {os.getloadavg()[0]:.2f}; sgemm {sgemm_gmac_per_s():.1f} GMAC/s", flush=True)
     results: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
     cpu_used: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
     for round_number in range(args.rounds):
-        for name, (path, truth) in files.items():
+        for name, (path, truth, seconds) in files.items():
             order = ("sifa", "scenedetect") if round_number % 2 == 0 else ("scenedetect", "sifa")
             for tool in order:
                 cpu = children_cpu()
@@ -130,7 +131,7 @@ def main() -> None:
                 cpu_used[name][tool].append(cpu)
                 hits = sum(any(abs(c - t) <= 2 for c in cuts) for t in truth)
                 print(f"round {round_number + 1} {name} {tool}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
-                      f"{args.seconds / wall:.2f} s of "
+                      f"{seconds / wall:.2f} s of "
                       f"video/s; {hits}/{len(truth)} true cuts found within 2 frames, {len(cuts)} cuts in all",
                       flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}; sgemm {sgemm_gmac_per_s():.1f} GMAC/s")
@@ -140,7 +141,7 @@ def main() -> None:
     for name, walls in results.items():
         ratios = [b / a for a, b in zip(walls["sifa"], walls["scenedetect"])]
         cpu = cpu_used[name]
-        print(f"| {name} {args.seconds:g} s | {min(walls['sifa']):.1f} | {min(walls['scenedetect']):.1f} | "
+        print(f"| {name} | {min(walls['sifa']):.1f} | {min(walls['scenedetect']):.1f} | "
               f"{min(walls['scenedetect']) / min(walls['sifa']):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} | "
               f"{min(cpu['sifa']):.1f} / {min(cpu['scenedetect']):.1f} |")
 

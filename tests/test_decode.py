@@ -13,7 +13,7 @@ import pytest
 from conftest import make_variable_frame_rate, nearest_frame_index, pattern_frames
 
 from sifa_cli.data import decode_backends
-from sifa_cli.data.decode import Video, as_rgb_uint8, read_sampled, usable_frame_times
+from sifa_cli.data.decode import FrameCountError, Video, as_rgb_uint8, read_sampled, usable_frame_times
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.errors import DecodeError, InputError
 
@@ -73,6 +73,20 @@ def test_opencv_reader_decodes_with_one_thread(make_video):
         backend.close()
 
 
+@pytest.mark.parametrize("backend", ["decord", "opencv"])
+def test_a_reader_with_frame_threads_gives_the_same_frames(make_video, backend):
+    # A timeline with cuts reads one long file forward with 2 FFmpeg threads; decoding is exact either way.
+    path = make_video("threads2.mp4", num_frames=40)
+    with Video(path, backend=backend) as one, Video(path, backend=backend, threads=2) as two:
+        for indices in (np.arange(0, 20), np.arange(20, 40), np.array([1, 38])):
+            np.testing.assert_array_equal(two.read(indices), one.read(indices))
+    opened = decode_backends.OpenCVBackend(path, None, threads=2)
+    try:
+        assert opened._cap.get(cv2.CAP_PROP_N_THREADS) == 2
+    finally:
+        opened.close()
+
+
 def test_auto_prefers_decord_and_reports_geometry(make_video):
     path = make_video("geo.mp4", num_frames=30, width=96, height=64, fps=30)
     with Video(path) as video:
@@ -97,7 +111,7 @@ def test_auto_says_so_when_decord_cannot_open_the_file(make_video, monkeypatch):
 
     path = make_video("unopenable.mp4", num_frames=20)
 
-    def refuse(self, path, short_side):  # as decord does on a file whose stream it cannot set up
+    def refuse(self, path, short_side, threads=1):  # as decord does on a file whose stream it cannot set up
         raise decode_backends.BackendError("cannot find the video stream")
 
     monkeypatch.setattr(decode_backends.DecordBackend, "__init__", refuse)
@@ -165,6 +179,59 @@ def test_opencv_corrects_an_over_reported_frame_count(make_video, tmp_path):
         assert any("announces 48 frames" in note for note in video.notes)
         with pytest.raises(ValueError):
             video.read([video.num_frames])
+
+
+@pytest.mark.parametrize("backend", ["decord", "opencv"])
+def test_reading_ahead_gives_every_read_the_frames_a_plain_read_gives(make_video, backend):
+    """The decode worker decodes the hinted frames while the caller works; whatever is asked next
+    (the hinted frames, others, after a hint past the end) comes back as without hints."""
+    path = make_video("ahead.mp4", num_frames=70)
+    with Video(path, backend=backend, isolate=False) as plain:
+        reference = plain.read(np.arange(70))
+    asks = [(np.arange(0, 16), np.arange(16, 32)), (np.arange(16, 32), np.arange(32, 48)),  # hinted right
+            (np.arange(40, 50), np.arange(50, 60)), (np.array([3, 9, 9, 64]), np.arange(60, 70)),  # not as hinted
+            (np.arange(60, 70), np.arange(68, 90)), (np.arange(66, 70), None)]  # a hint past the end
+    with Video(path, backend=backend) as video:
+        assert video._worker is not None
+        for indices, ahead in asks:
+            np.testing.assert_array_equal(video.read(indices, ahead=ahead), reference[indices])
+
+
+def test_a_read_ahead_that_fails_fails_the_read_that_asks_for_those_frames(make_video):
+    from sifa_cli.data.decode_worker import _ReadAhead
+
+    path = make_video("short.mp4", num_frames=30)
+    backend = decode_backends.OpenCVBackend(path, None)
+    try:
+        backend.num_frames = 40  # as a header that over-reports: frames 30-39 are not there
+        failing = _ReadAhead(backend, np.arange(28, 36), 40)
+        failing.wait()
+        assert failing.result(np.arange(28, 36), 40) is failing
+        with pytest.raises(FrameCountError) as raised:
+            failing.frames()  # raised for the read that asks for these frames, and only then
+        assert raised.value.available == 30
+        assert failing.result(np.arange(20, 28), 40) is None  # another read is done afresh
+        assert failing.result(np.arange(28, 36), 30) is None  # so is one after the count was corrected
+        backend.num_frames = 30
+        good = _ReadAhead(backend, np.arange(20, 30), 30)
+        good.wait()
+        np.testing.assert_array_equal(good.frames(), _ReadAhead.now(backend, np.arange(20, 30)).frames())
+    finally:
+        backend.close()
+
+
+def test_a_prestarted_worker_decodes_the_next_video(make_video):
+    from sifa_cli.data import decode_worker
+
+    path = make_video("prestart.mp4", num_frames=8)
+    decode_worker.close_idle()
+    decode_worker.prestart()
+    (waiting,) = decode_worker._idle
+    decode_worker.prestart()  # one idle worker is enough
+    assert decode_worker._idle == [waiting] and waiting.alive
+    with Video(path) as video:
+        assert video._worker is waiting
+        assert video.read([0, 7]).shape == (2, 64, 64, 3)
 
 
 def test_read_sampled_resamples_when_the_count_shrinks(make_video, tmp_path):
@@ -349,3 +416,18 @@ def test_native_decoder_chatter_stays_off_the_terminal(tmp_path):
     assert lines[1].startswith("error: ") and "bad.mp4" in lines[1]
     assert lines[2:] == ["after"]
     assert "native noise" not in result.stderr
+
+
+def test_the_decode_worker_imports_this_sifa_even_from_a_folder_holding_another(make_video, tmp_path, monkeypatch):
+    # `python -c` puts the working directory first on the path: another checkout there must not answer.
+    from sifa_cli.data import decode_worker
+
+    path = make_video("here.mp4", num_frames=6)
+    decoy = tmp_path / "elsewhere" / "sifa_cli"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the wrong sifa_cli')\n")
+    monkeypatch.chdir(decoy.parent)
+    decode_worker.close_idle()  # a fresh worker, started from this folder
+    with Video(path) as video:
+        assert video._worker is not None
+        assert video.read([0, 5]).shape == (2, 64, 64, 3)

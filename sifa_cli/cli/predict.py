@@ -139,6 +139,9 @@ def predict(
     (each failure is also recorded in the output). Under torchrun the processes share the inputs
     and rank 0 writes all results.
     """
+    from sifa_cli.data import decode_worker
+
+    decode_worker.prestart()  # it starts on another core while torch and the model load
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views

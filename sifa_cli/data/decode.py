@@ -139,14 +139,15 @@ def _describe_failure(path: Path, reason: str) -> str:
 class _RemoteBackend:
     """A backend living in a decode worker process; same interface as the in-process ones."""
 
-    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float]):
+    def __init__(self, worker, name: str, path: Path, short_side: int | None, timeout: Callable[[], float],
+                 threads: int = DECODER_THREADS):
         self._worker = worker
         self._timeout = timeout
         self.name = name
         self._handle = worker.open_handle()
         self._generation = -1
         (self.width, self.height, self.fps, self.num_frames, self.reported_frames) = self._call(
-            "open", (name, str(path), short_side))
+            "open", (name, str(path), short_side, threads))
         self._generation = worker.generation  # the process that holds this decoder
 
     def _call(self, op: str, args):
@@ -159,8 +160,8 @@ class _RemoteBackend:
                 raise WorkerCrashed(self._worker.exit_description())
         return self._worker.call((op, self._handle, args), self._timeout())
 
-    def read_sorted(self, indices: np.ndarray) -> np.ndarray:
-        return self._call("read", (indices, self.num_frames))
+    def read_sorted(self, indices: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
+        return self._call("read", (indices, self.num_frames, ahead))
 
     def frame_times(self) -> np.ndarray:
         return self._call("times", self.num_frames)
@@ -211,7 +212,8 @@ class Video:
     (never up), which spares memory and time on large videos. timeout: seconds any single
     decoder call may take before the file is given up with a DecodeError. isolate: decode in a
     worker process, so that a decoder crashing on this file raises a DecodeError instead of
-    ending the program (default: where available).
+    ending the program (default: where available). threads: FFmpeg threads of this reader
+    (DECODER_THREADS unless it reads one long file forward).
     """
 
     def __init__(
@@ -221,11 +223,13 @@ class Video:
         short_side: int | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         isolate: bool = True,
+        threads: int = DECODER_THREADS,
     ):
         if backend not in BACKENDS:
             raise InputError(f"unknown decoder {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.path = Path(path)
         self.short_side = short_side
+        self.threads = threads
         self.timeout = timeout
         self.notes: list[str] = []  # things the user should know about how this file was read
         self._auto = backend == "auto"
@@ -261,8 +265,8 @@ class Video:
 
     def _new_backend(self, name: str):
         if self._worker is not None:
-            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout)
-        return BACKEND_CLASSES[name](self.path, self.short_side)
+            return _RemoteBackend(self._worker, name, self.path, self.short_side, lambda: self.timeout, self.threads)
+        return BACKEND_CLASSES[name](self.path, self.short_side, self.threads)
 
     def _release_worker(self) -> None:
         worker, self._worker = self._worker, None
@@ -286,9 +290,11 @@ class Video:
         b = self._backend
         return VideoInfo(self.path, b.num_frames, b.fps, b.width, b.height, b.name)
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read(self, indices: Sequence[int] | np.ndarray, ahead: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Frames at `indices` as uint8 RGB, shape (len(indices), H, W, 3).
 
+        `ahead`: the frames the next call will most likely ask for (sorted, unique); a decode worker
+        decodes them while the caller works on these. Only a hint: any next call is answered right.
         Raises FrameCountError when the file holds fewer frames than it claimed; `num_frames`
         is then corrected, so sampling again and retrying succeeds (see `read_sampled`).
         """
@@ -298,8 +304,11 @@ class Video:
         if wanted.min() < 0 or wanted.max() >= self.num_frames:
             raise ValueError(f"frame indices must lie in [0, {self.num_frames}), got {wanted.min()}..{wanted.max()}")
         unique, inverse = np.unique(wanted, return_inverse=True)
+        if ahead is not None:
+            ahead = np.unique(np.asarray(ahead, dtype=np.int64).reshape(-1))
+            ahead = ahead[(ahead >= 0) & (ahead < self.num_frames)]
         try:
-            frames = self._read_unique(unique)
+            frames = self._read_unique(unique, ahead if ahead is not None and ahead.size else None)
         except FrameCountError as exc:
             self._backend.num_frames = exc.available
             if exc.note:
@@ -329,9 +338,12 @@ class Video:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _read_unique(self, unique: np.ndarray) -> np.ndarray:
+    def _read_unique(self, unique: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
         def read() -> np.ndarray:
-            return self._bounded(lambda: self._backend.read_sorted(unique), f"decoding {len(unique)} frames")
+            backend = self._backend
+            if ahead is not None and isinstance(backend, _RemoteBackend):  # in-process reading has no one to read ahead
+                return self._bounded(lambda: backend.read_sorted(unique, ahead), f"decoding {len(unique)} frames")
+            return self._bounded(lambda: backend.read_sorted(unique), f"decoding {len(unique)} frames")
 
         try:
             return read()

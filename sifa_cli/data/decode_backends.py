@@ -33,6 +33,7 @@ OPENCV_SEEK_GAP = 96
 # reader per `--decoders` worker), and frame threading restarts its pipeline at every seek: with
 # 1 thread a 16-frame clip of a 640x360 video took a third less CPU and less wall time with either
 # decoder, and even one 1280x720 video read alone was no slower on 2 cores (benchmarks/RESULTS.md).
+# A reader opened for one long forward pass (a timeline with cuts) may ask for more.
 DECODER_THREADS = 1
 
 
@@ -232,7 +233,7 @@ class DecordBackend:
     reported_frames = None  # decord counts packets, so there is no header count to distrust
     _logging_quieted = False
 
-    def __init__(self, path: Path, short_side: int | None):
+    def __init__(self, path: Path, short_side: int | None, threads: int = DECODER_THREADS):
         try:
             import decord
         except ImportError as exc:
@@ -242,6 +243,7 @@ class DecordBackend:
             DecordBackend._logging_quieted = True
         self._decord = decord
         self._path = path
+        self._threads = threads
         reader = self._open(-1, -1)
         # decord exposes the size only through a decoded frame; the first one is cheap to get.
         first = reader.next().asnumpy()
@@ -261,7 +263,7 @@ class DecordBackend:
         decord = self._decord
         try:
             return decord.VideoReader(native_path(self._path), ctx=decord.cpu(0), width=width, height=height,
-                                      num_threads=DECODER_THREADS)
+                                      num_threads=self._threads)
         except (RuntimeError, AssertionError, decord.DECORDError) as exc:
             raise BackendError(clean_reason(str(exc))) from None
 
@@ -300,11 +302,12 @@ class DecordBackend:
 class OpenCVBackend:
     name = "opencv"
 
-    def __init__(self, path: Path, short_side: int | None):
+    def __init__(self, path: Path, short_side: int | None, threads: int = DECODER_THREADS):
         import cv2
 
         self._cv2 = cv2
         self._path = path
+        self._threads = threads
         self._short_side = short_side
         self._open()
         cap = self._cap
@@ -319,7 +322,7 @@ class OpenCVBackend:
 
     def _open(self) -> None:
         cv2 = self._cv2
-        cap = cv2.VideoCapture(native_path(self._path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODER_THREADS])
+        cap = cv2.VideoCapture(native_path(self._path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self._threads])
         if not cap.isOpened():
             raise BackendError("")
         self._cap = cap

@@ -4,7 +4,9 @@ or decord) or hangs on one file costs that file, not the whole run.
 Each open `Video` borrows a `DecodeWorker` from a small pool. The worker runs the same decoder
 backends as in-process decoding (`sifa_cli.data.decode_backends`, which both import), one request
 at a time over a socket pair (pickled requests and replies, `multiprocessing.connection`): open a
-file, read frames, frame times, close. Frames come back through memory shared with the worker (one copy on each side). The
+file, read frames, frame times, close. A read may name the frames the caller will ask for next: the
+worker decodes them while the caller works on the ones it got (a timeline reading a long file
+forward). Frames come back through memory shared with the worker (one copy on each side). The
 parent waits for each reply at most the decode time limit; a worker that dies is reported as a
 crash of the decoder on that file and a fresh one is started for the next request; one that takes
 too long is killed (a hung decoder thread, before, could only be abandoned).
@@ -33,9 +35,11 @@ import numpy as np
 
 import sifa_cli
 
+# The parent's sifa_cli first on the path: with `-c` the working directory comes first, and another
+# checkout there (or on PYTHONPATH before it) would otherwise answer a protocol it does not speak.
 _CHILD_CODE = (
     "import sys; root = sys.argv[1]\n"
-    "if root not in sys.path: sys.path.insert(0, root)\n"
+    "sys.path.insert(0, root)\n"
     "from sifa_cli.data.decode_worker import main; main(sys.argv[2:])"
 )
 AVAILABLE = os.name == "posix"  # socket pairs handed to a child by file descriptor
@@ -241,6 +245,23 @@ def acquire() -> DecodeWorker:
     return DecodeWorker()
 
 
+def prestart() -> None:
+    """Start a worker into the pool now, unless one is idle there: a command that is about to
+    import torch and load a model (seconds) lets the worker start (Python, numpy, OpenCV) meanwhile
+    on another core, instead of when the first video opens."""
+    if not AVAILABLE:
+        return
+    with _pool_lock:
+        if _idle:
+            return
+    worker = DecodeWorker()
+    try:
+        worker._start()
+    except WorkerCrashed:
+        return  # the first video says why, with its own message
+    release(worker)
+
+
 def release(worker: DecodeWorker) -> None:
     with _pool_lock:
         if worker.alive and len(_idle) < _MAX_IDLE:
@@ -281,6 +302,7 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
     from sifa_cli.errors import SifaError
 
     backends: dict[int, Any] = {}
+    ahead: dict[int, _ReadAhead] = {}  # per handle: frames being decoded before they are asked for
     # Tests need a decoder that really crashes on a chosen file; none of ours does on demand.
     crash_on = os.environ.get(CRASH_TEST_VARIABLE)
     with shared.capture_native_stderr():
@@ -289,22 +311,29 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                 op, handle, args = conn.recv()
             except (EOFError, OSError, KeyboardInterrupt):
                 return
+            pending = ahead.pop(handle, None)
+            if pending is not None:
+                pending.wait()  # whatever comes next, the backend is free first
             try:
                 if op == "open":
-                    name, path, short_side = args
+                    name, path, short_side, threads = args
                     if crash_on and crash_on in path:
                         import ctypes
 
                         ctypes.string_at(0)  # a real segmentation fault, as in a native decoder
-                    backend = shared.BACKEND_CLASSES[name](Path(path), short_side)
+                    backend = shared.BACKEND_CLASSES[name](Path(path), short_side, threads)
                     backends[handle] = backend
                     value: Any = (backend.width, backend.height, backend.fps, backend.num_frames,
                                   backend.reported_frames)
                 elif op == "read":
-                    indices, num_frames = args
+                    indices, num_frames, next_indices = args
                     backend = backends[handle]
+                    read = pending.result(indices, num_frames) if pending is not None else None
                     backend.num_frames = num_frames
-                    conn.send(("frames", frames.put(backend.read_sorted(indices)), shared.take_native_log()))
+                    got = (read or _ReadAhead.now(backend, indices)).frames()
+                    if next_indices is not None:  # decoded while the caller uses these
+                        ahead[handle] = _ReadAhead(backend, next_indices, num_frames)
+                    conn.send(("frames", frames.put(got), shared.take_native_log()))
                     continue
                 elif op == "times":
                     backend = backends[handle]
@@ -323,6 +352,48 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
             except Exception as exc:  # a decoder's own exception type: the parent sees a backend failure
                 reply = ("error", shared.BackendError(f"{type(exc).__name__}: {exc}".splitlines()[0]))
             conn.send(reply + (shared.take_native_log(),))
+
+
+class _ReadAhead:
+    """One read of sorted frame indices, done on a thread of its own (FFmpeg, decord and OpenCV
+    release the GIL while they decode) so that the worker decodes the next frames a caller will
+    want while the caller works on the last ones. `result` hands it over if it is what was asked for."""
+
+    def __init__(self, backend, indices: np.ndarray, num_frames: int, start: bool = True):
+        self._backend, self.indices, self.num_frames = backend, indices, num_frames
+        self._value: Optional[np.ndarray] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="sifa-read-ahead", daemon=True)
+        if start:
+            self._thread.start()
+
+    @classmethod
+    def now(cls, backend, indices: np.ndarray) -> "_ReadAhead":
+        read = cls(backend, indices, backend.num_frames, start=False)
+        read._run()
+        return read
+
+    def _run(self) -> None:
+        try:
+            self._value = self._backend.read_sorted(self.indices)
+        except BaseException as exc:  # raised where the caller asks for these frames
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def result(self, indices: np.ndarray, num_frames: int) -> Optional["_ReadAhead"]:
+        """Itself when it read `indices` for the same frame count, else None (its frames are
+        dropped; the read that was asked for is done afresh)."""
+        same = num_frames == self.num_frames and np.array_equal(indices, self.indices)
+        return self if same else None
+
+    def frames(self) -> np.ndarray:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def main(argv: list[str]) -> None:

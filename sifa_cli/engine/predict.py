@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from sifa_cli.data.dataset import STILL_IMAGE
-from sifa_cli.data.decode import DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled
+from sifa_cli.data.decode import DECODER_THREADS, DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled
 from sifa_cli.data.sampling import Views, parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views
@@ -224,10 +224,10 @@ class _Job:
         self.fps: Optional[float] = None  # the video's frame rate, which sets the clips' stride
         self.short: Optional[ShortClips] = None
 
-    def open(self) -> Video:
+    def open(self, threads: int = DECODER_THREADS) -> Video:
         p = self.predictor
         short_side = p.spec.resize if p.views.crops == 1 else p.spec.size
-        return Video(self.path, backend=p.decoder, short_side=short_side, timeout=p.decode_timeout)
+        return Video(self.path, backend=p.decoder, short_side=short_side, timeout=p.decode_timeout, threads=threads)
 
     def clip_views(self, frames: np.ndarray) -> Iterator[Tensor]:
         spec, views = self.predictor.spec, self.predictor.views
@@ -492,7 +492,23 @@ class Predictor:
             made.options = options
             return made
 
-        return self._run((job(Path(p)) for p in paths), progress)
+        return self._beside_decoding(self._run((job(Path(p)) for p in paths), progress))
+
+    def _beside_decoding(self, results: Iterator[VideoResult]) -> Iterator[VideoResult]:
+        """A timeline on the CPU leaves one core to the decoder: it decodes every frame of a long
+        file, and torch's OpenMP threads wait at every barrier for a thread the decoder has pushed
+        off its core. On 2 cores beside a training job the model took 0.4 s of CPU for a 20 s 720p
+        timeline with 1 thread and 2.4-3.1 s with 2 (benchmarks/RESULTS.md). The thread count is
+        restored after the run."""
+        if self.device.type != "cpu":
+            yield from results
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - 1)))
+        try:
+            yield from results
+        finally:
+            torch.set_num_threads(before)
 
     def top(self, scores: Tensor) -> TopK:
         values, indices = scores.float().topk(self.top_k)

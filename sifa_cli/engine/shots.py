@@ -1,7 +1,8 @@
 """Shots in timelines: cut detection, windows that never cross a cut, and segments per shot.
 
 `ShotTimelineJob` reads a video once, forward, decoding every frame at the size the model takes
-(the timeline needed most of them anyway: a window's clip spans half of it or more). Each frame
+(the timeline needed most of them anyway: a window's clip spans half of it or more); the decode
+worker decodes each chunk of frames while the one before is scored. Each frame
 goes through PySceneDetect's `ContentDetector` (the HSV difference to the frame before, its
 `detect-content` command) as it is decoded. Windows are planned inside each shot as
 `plan_windows` plans them over a whole video: a window is scored as soon as its frames are decoded
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
 
 DECODE_CHUNK = 32  # frames per read from the decoder
+# FFmpeg threads for the one forward pass over the file (no seeks, so frame threading never restarts).
+TIMELINE_DECODER_THREADS = 2
 
 
 class CutDetector:
@@ -58,6 +61,9 @@ class ShotTimelineJob(_TimelineJob):
         self.options = options
         self.shots: list[tuple[int, int]] = []
         self.window_shots: list[int] = []
+
+    def open(self, threads: int = TIMELINE_DECODER_THREADS) -> Video:
+        return super().open(threads)
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
         times = self._times
@@ -105,8 +111,9 @@ class ShotTimelineJob(_TimelineJob):
 
         while decoded < video.num_frames:
             wanted = np.arange(decoded, min(decoded + DECODE_CHUNK, video.num_frames))
-            try:
-                frames = video.read(wanted)
+            following = np.arange(wanted[-1] + 1, min(wanted[-1] + 1 + DECODE_CHUNK, video.num_frames))
+            try:  # the worker decodes the following chunk while this one is scored
+                frames = video.read(wanted, ahead=following if following.size else None)
             except FrameCountError:  # the file holds fewer frames than it announced: num_frames is now right
                 if decoded >= video.num_frames:
                     break
