@@ -10,9 +10,22 @@ import struct
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import os
+
 import cv2
 import numpy as np
 import pytest
+
+# rich fixes a console's width for good when COLUMNS is set as the console is made. The CLI's consoles
+# are made when their modules are first imported, which may happen inside a test that sets COLUMNS
+# (CliRunner's env=); make them now, without it, so every test's COLUMNS applies, whatever the order
+# tests run in (pytest-xdist hands each worker a different order).
+_columns = os.environ.pop("COLUMNS", None)
+import sifa_cli.cli.common  # noqa: E402,F401
+import sifa_cli.weights.download  # noqa: E402,F401
+
+if _columns is not None:
+    os.environ["COLUMNS"] = _columns
 
 # ----------------------------------------------------------------------------------------------
 # Videos (owner: predict)
