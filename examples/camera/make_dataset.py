@@ -116,14 +116,14 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     picked = [objects[i] for i in rng.choice(len(objects), size=min(3, len(objects)), replace=False)]
     object_pool = [o for o in (_load(p, render.load_object) for p in picked) if o is not None]
     plan = render.plan_clip(rng, label if task == "camera" else "static", frames, short_side)
+    main = None
     if task == "object":
         main = _main_object(rng, plan, label, object_pool[:1])
-        frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
-                                        object_scale=0.4)
     elif label == "static" and static_large and rng.random() < static_large:
         # A fixed shot with one large object crossing it fast (a hand swinging a cup): still `static`.
         direction = OBJECT_CLASSES[int(rng.integers(len(OBJECT_CLASSES)))]
         main = _main_object(rng, plan, direction, object_pool[:1], speeds=(0.01, 0.06), sizes=(0.3, 0.6))
+    if main is not None:
         frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
                                         object_scale=0.4)
     else:
