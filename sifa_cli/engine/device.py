@@ -1,9 +1,11 @@
-"""Which device runs the model (`--device`) and in which arithmetic (`--precision`)."""
+"""Which device runs the model (`--device`), in which arithmetic (`--precision`), and which of
+torchrun's processes this one is (`TorchrunRank`, shared by finetune and predict)."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
@@ -11,6 +13,23 @@ import torch
 from sifa_cli.errors import InputError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TorchrunRank:
+    """This process's place among torchrun's processes (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def resolve_device(name: str) -> torch.device:

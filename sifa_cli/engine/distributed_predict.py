@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import torch
 
-from sifa_cli.engine.device import resolve_device
+from sifa_cli.engine.device import TorchrunRank, resolve_device
 from sifa_cli.engine.predict import RunStats, VideoResult
 from sifa_cli.errors import InputError
 
@@ -65,12 +65,9 @@ def shard_of(videos: Sequence[Path], shard: Optional[tuple[int, int]]) -> list[P
 
 
 @dataclass
-class PredictGroup:
+class PredictGroup(TorchrunRank):
     """This process's part in a `sifa predict` run: world_size 1 without torchrun."""
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
     store: Any = None  # torch.distributed.Store shared by the processes (None for one process)
     videos_per_rank: Optional[list[int]] = None  # on rank 0 after a run of several processes
 
@@ -88,14 +85,6 @@ class PredictGroup:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         return cls(rank=rank, world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                    store=PrefixStore(f"sifa-predict/{attempt}/", store))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
     def device(self, requested: str) -> torch.device:
         """`--device`, except that each process takes the GPU of its LOCAL_RANK when cuda names none."""

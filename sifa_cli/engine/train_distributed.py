@@ -7,7 +7,6 @@ Without torchrun (WORLD_SIZE unset or 1) the same calls describe a single proces
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from sifa_cli.engine.device import resolve_device
+from sifa_cli.engine.device import TorchrunRank, resolve_device
 from sifa_cli.errors import InputError
 
 
-@dataclass
-class Distributed:
-    """This process's place among torchrun's processes (world_size 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+class Distributed(TorchrunRank):
+    """This process's rank, and the collective operations the training loop uses."""
 
     def barrier(self) -> None:
         if self.enabled:
