@@ -5,8 +5,9 @@
 # default model's).
 #
 #   bash examples/camera/reproduce_motion.sh [WORKDIR] [DEVICE] [TRAIN_PER_CLASS] [EPOCHS]
-#   defaults: data auto 150 10   (150 clips per class, 10 + 6 epochs, 2 CPU cores, ~25 + 12 min; then the
-#   registry's file: 400 clips per class with large objects crossing fixed shots, 8 epochs, ~40 min)
+#   defaults: data auto 150 10   (150 clips per class, 10 + 6 epochs, 2 CPU cores, ~25 + 12 min; then
+#   400 clips per class with large objects crossing fixed shots, 8 + 10 epochs, ~40 + 50 min: the
+#   registry's file; then the SIFA-off ablation of the second and third runs, ~10 + 40 min)
 set -euo pipefail
 WORK=${1:-data}
 DEVICE=${2:-auto}
@@ -33,7 +34,7 @@ $SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/
     --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs 6 --batch-size 8 \
     --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 1 --device "$DEVICE" \
     --out "$WORK/runs/motion_sifa_2"
-# The registry's file: a third run on 400 clips per class whose fixed shots are crossed fast by one large
+# A third run on 400 clips per class whose fixed shots are crossed fast by one large
 # object in 40 % of the static clips (the test split stays the corpus's), its offset convolutions at 4x
 # the learning rate (a config-file key).
 python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/camera2" --train 400 --val 20 --test 0 --only train val \
@@ -43,11 +44,25 @@ $SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/run
     --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
     --epochs 8 --batch-size 8 --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 2 \
     --device "$DEVICE" --out "$WORK/runs/motion_sifa_3"
-for run in motion_nosifa motion_sifa motion_sifa_2 motion_sifa_3; do
+# The registry's file: a fourth run from the third's best, 10 more epochs at lr 0.0007.
+$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_3/best.safetensors" \
+    --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
+    --epochs 10 --batch-size 8 --optimizer adamw --lr 0.0007 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 3 \
+    --device "$DEVICE" --out "$WORK/runs/motion_sifa_4"
+# The SIFA-off ablation of the second and third runs: same data, schedule and seeds, --no-sifa.
+$SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/motion_nosifa/best.safetensors" \
+    --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs 6 --batch-size 8 \
+    --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 1 --device "$DEVICE" --no-sifa \
+    --out "$WORK/runs/motion_nosifa_2"
+$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_nosifa_2/best.safetensors" \
+    --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
+    --epochs 8 --batch-size 8 --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 2 \
+    --device "$DEVICE" --no-sifa --out "$WORK/runs/motion_nosifa_3"
+for run in motion_nosifa motion_sifa motion_sifa_2 motion_sifa_3 motion_sifa_4 motion_nosifa_2 motion_nosifa_3; do
     $SIFA evaluate "$WORK/camera/test" --weights "$WORK/runs/$run/best.safetensors" --out "$WORK/runs/$run/eval_test"
 done
 # The motion block is the one whose displacements agree most on the validation split.
 PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
-    --weights "$WORK/runs/motion_sifa_3/best.safetensors" --json "$WORK/runs/motion_sifa_3/motion_val.json"
+    --weights "$WORK/runs/motion_sifa_4/best.safetensors" --json "$WORK/runs/motion_sifa_4/motion_val.json"
 python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/objects" --task object --train 0 --val 0 --test 40
-bash "$HERE/evaluate_motion.sh" "$WORK/runs/motion_sifa_3/best.safetensors" "$WORK/runs/motion_sifa_3/eval" "$WORK"
+bash "$HERE/evaluate_motion.sh" "$WORK/runs/motion_sifa_4/best.safetensors" "$WORK/runs/motion_sifa_4/eval" "$WORK"
