@@ -172,3 +172,21 @@ def test_shard_parsing_and_split():
     parts = [shard_of(videos, (k, 3)) for k in (1, 2, 3)]
     assert sorted(sum(parts, []), key=videos.index) == videos
     assert parts[1] == [Path("v1"), Path("v4")]
+
+
+def test_torchrun_rank_reads_the_environment_and_keeps_a_named_device(monkeypatch):
+    """finetune and predict find their place and device the same way (engine/device.TorchrunRank)."""
+    from sifa_cli.engine.device import TorchrunRank
+    from sifa_cli.engine.train_distributed import training_device
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    alone = TorchrunRank.from_environment()
+    assert (alone.rank, alone.world_size, alone.enabled, alone.is_main) == (0, 1, False, True)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    third = TorchrunRank.from_environment()
+    assert (third.rank, third.world_size, third.local_rank, third.enabled, third.is_main) == (3, 4, 1, True, False)
+    assert third.device("cpu").type == "cpu" and training_device("cpu").type == "cpu"

@@ -4,6 +4,7 @@ torchrun's processes this one is (`TorchrunRank`, shared by finetune and predict
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from typing import ContextManager
@@ -30,6 +31,20 @@ class TorchrunRank:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> "TorchrunRank":
+        """What torchrun's environment variables say (RANK, WORLD_SIZE, LOCAL_RANK), before joining any group."""
+        return TorchrunRank(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                            local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+    def device(self, requested: str) -> torch.device:
+        """`--device`, except that under torchrun each process takes the GPU of its LOCAL_RANK when
+        `cuda` (or `auto` finding CUDA) names none."""
+        device = resolve_device(requested)
+        if self.enabled and device.type == "cuda" and ":" not in requested:
+            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        return device
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import torch
 
-from sifa_cli.engine.device import TorchrunRank, resolve_device
+from sifa_cli.engine.device import TorchrunRank
 from sifa_cli.engine.predict import RunStats, VideoResult
 from sifa_cli.errors import InputError
 
@@ -85,13 +85,6 @@ class PredictGroup(TorchrunRank):
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         return cls(rank=rank, world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                    store=PrefixStore(f"sifa-predict/{attempt}/", store))
-
-    def device(self, requested: str) -> torch.device:
-        """`--device`, except that each process takes the GPU of its LOCAL_RANK when cuda names none."""
-        device = resolve_device(requested)
-        if self.enabled and device.type == "cuda" and ":" not in requested:
-            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
-        return device
 
     def describe(self, device: torch.device) -> str:
         if not self.enabled:

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from sifa_cli.engine.device import TorchrunRank, resolve_device
+from sifa_cli.engine.device import TorchrunRank
 from sifa_cli.errors import InputError
 
 
@@ -51,12 +51,10 @@ def start_distributed(device: torch.device) -> Distributed:
 
 
 def training_device(requested: str) -> torch.device:
-    """`--device` as `sifa predict` reads it, except that under torchrun each process takes the
-    GPU of its LOCAL_RANK unless a specific one was named."""
-    device = resolve_device(requested)
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and ":" not in requested:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    elif device.type == "cuda" and device.index is None:
+    """`--device` as `sifa predict` reads it under torchrun (`TorchrunRank.device`), with the GPU's index
+    always named."""
+    device = TorchrunRank.from_environment().device(requested)
+    if device.type == "cuda" and device.index is None:  # the one GPU this process uses, by number
         device = torch.device("cuda", torch.cuda.current_device())
     return device
 
