@@ -50,7 +50,7 @@ def test_table_for_a_folder(runner, app, weights, videos):
     assert f"videos in {videos}" in result.stdout
     assert "red" in rows["red.mp4"].split("│")[2]
     assert "blue" in rows[str(Path("nested") / "blue.avi")].split("│")[2]
-    assert "2 video(s) ok, 0 failed" in result.stderr and "clips/s" in result.stderr
+    assert "2 videos ok, 0 failed" in result.stderr and "clips/s" in result.stderr
 
 
 def test_jsonl_output_is_resumable(runner, app, weights, videos, tmp_path):
@@ -64,7 +64,7 @@ def test_jsonl_output_is_resumable(runner, app, weights, videos, tmp_path):
     records = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records[str(empty)]["error"].endswith("the file is empty (0 bytes)")
     assert records[str(videos / "red.mp4")]["top"][0]["label"] == "red"
-    assert "2 video(s) ok, 1 failed" in first.stderr
+    assert "2 videos ok, 1 failed" in first.stderr
 
     # An interrupted run leaves a cut-off last line; the next run ignores it and redoes that input.
     with out.open("a") as handle:
@@ -72,7 +72,7 @@ def test_jsonl_output_is_resumable(runner, app, weights, videos, tmp_path):
     write_colour_video(videos / "late.mp4", ["green"] * 20)
     second = runner.invoke(app, args, env=WIDE)
     assert second.exit_code == 1  # the empty file still fails
-    assert "2 skipped" in second.stderr and "1 video(s) ok, 1 failed" in second.stderr
+    assert "2 skipped" in second.stderr and "1 video ok, 1 failed" in second.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     paths = [r["path"] for r in lines]
     assert len(paths) == len(set(paths)) == 4
@@ -82,7 +82,7 @@ def test_jsonl_output_is_resumable(runner, app, weights, videos, tmp_path):
     write_colour_video(empty, ["blue"] * 20)
     third = runner.invoke(app, args, env=WIDE)
     assert third.exit_code == 0, third.output
-    assert "3 skipped" in third.stderr and "1 video(s) ok, 0 failed" in third.stderr
+    assert "3 skipped" in third.stderr and "1 video ok, 0 failed" in third.stderr
     final = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert len(final) == 4 and all("top" in r for r in final.values())
     assert final[str(empty)]["top"][0]["label"] == "blue"
@@ -195,7 +195,7 @@ def test_single_bad_video_is_one_line_and_fails(runner, app, weights, tmp_path):
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "truncated" in errors[0]
-    assert "0 video(s) ok, 1 failed" in result.stderr
+    assert "0 videos ok, 1 failed" in result.stderr
 
 
 def test_real_subprocess(weights, videos, tmp_path):
@@ -213,4 +213,4 @@ def test_real_subprocess(weights, videos, tmp_path):
     # stderr: the failure as one line and the summary; no traceback, no FFmpeg chatter
     stderr_lines = result.stderr.strip().splitlines()
     assert stderr_lines[0].startswith("error: ") and "broken.mkv" in stderr_lines[0]
-    assert stderr_lines[1].startswith("2 video(s) ok, 1 failed") and len(stderr_lines) == 2, result.stderr
+    assert stderr_lines[1].startswith("2 videos ok, 1 failed") and len(stderr_lines) == 2, result.stderr

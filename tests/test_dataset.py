@@ -173,7 +173,7 @@ def test_csv_listing_a_video_twice(tmp_path):
     notes: list[str] = []
     samples = read_csv_list(listing, notes.append)
     assert len(samples) == 10 and len({s.path for s in samples}) == 10
-    assert notes == [f"warning: {listing}: 2 row(s) repeat a video listed earlier with the same label; each video "
+    assert notes == [f"warning: {listing}: 2 rows repeat a video listed earlier with the same label; each video "
                      f"is used once (e.g. line 11 repeats line 1: {(root / 'left' / '000.mp4').resolve()})"]
     splits = prepare_dataset(listing, val_fraction=0.4, min_frames=8, scan_workers=2, log=notes.append)
     assert not {s.path for s in splits.train} & {s.path for s in splits.val}  # no leak into validation
@@ -203,5 +203,5 @@ def test_videos_outside_the_class_folders_are_named_not_dropped_silently(tmp_pat
     said: list[str] = []
     samples = find_labelled_videos(root, log=said.append)
     assert sorted(Path(s.path).name for s in samples) == ["000.mp4", "000.mp4"]
-    assert len(said) == 1 and "1 video(s) directly in it, outside any class folder" in said[0]
+    assert len(said) == 1 and "1 video directly in it, outside any class folder, is left out" in said[0]
     assert "stray.mp4" in said[0]

@@ -106,7 +106,7 @@ def test_shard_jobs_cover_the_inputs_once_resume_and_merge(setup, tmp_path, app)
     merged = tmp_path / "all.jsonl"
     result = runner.invoke(app, ["merge-results", str(merged), *map(str, parts)])
     assert result.exit_code == 0, result.output
-    assert "10 video(s) from 3 file(s)" in result.stderr and "1 of them failed" in result.stderr
+    assert "10 videos from 3 files" in result.stderr and "1 of them failed" in result.stderr
     by_path = {r["path"]: r for r in _records(merged)}
     assert _same([by_path[r["path"]] for r in reference], reference)
     # The merged file resumes like any output: only the failed video is tried again.
@@ -124,7 +124,7 @@ def test_shard_jobs_cover_the_inputs_once_resume_and_merge(setup, tmp_path, app)
                      f"{folder / 'clip_9_broken.mp4'},top,,,1,red,0.5,\n")
     merged_csv = tmp_path / "all.csv"
     result = runner.invoke(app, ["merge-results", str(merged_csv), *map(str, csv_parts), str(fixed)])
-    assert result.exit_code == 0 and "10 video(s) from 3 file(s)" in result.stderr, result.output
+    assert result.exit_code == 0 and "10 videos from 3 files" in result.stderr, result.output
     assert ",error," not in merged_csv.read_text().split("\n", 1)[1]  # no error row (the header names the column)
     refused = runner.invoke(app, ["merge-results", str(tmp_path / "all.json"), str(csv_parts[0])])
     assert refused.exit_code != 0 and "only be merged into a .csv" in refused.stderr
@@ -146,7 +146,7 @@ def test_shard_and_merge_refuse_bad_input(setup, tmp_path, app):
         assert job.exit_code == 0, job.output
     assert parts[1].read_text() == "" and "wrote an empty" in job.stderr
     merged = runner.invoke(app, ["merge-results", str(tmp_path / "m.jsonl"), *map(str, parts)])
-    assert merged.exit_code == 0 and "1 video(s) from 2 file(s)" in merged.stderr, merged.output
+    assert merged.exit_code == 0 and "1 video from 2 files" in merged.stderr, merged.output
     # Parts made with other settings would give a file that can never be resumed.
     other = tmp_path / "views.jsonl"
     assert runner.invoke(app, ["predict", str(folder / "clip_1.mp4"), "-w", str(weights), "--views", "2x1",

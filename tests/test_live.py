@@ -70,7 +70,7 @@ def test_a_video_served_over_http_is_labelled_window_by_window(server, weights, 
     # The table printed the same windows as they came, and a summary line ends the run.
     printed = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(printed) == 9 and printed[0].split()[2] == "red" and printed[-1].split()[2] == "blue"
-    assert "stream ended: 9 window(s) over 4.0 s of stream (40 frames" in " ".join(result.stderr.split())
+    assert "stream ended: 9 windows over 4.0 s of stream (40 frames" in " ".join(result.stderr.split())
 
 
 def test_a_stream_shorter_than_one_clip_gives_one_window_with_a_note(server, weights, tmp_path):

@@ -216,7 +216,7 @@ def test_resume_scores_a_replaced_video_again(tmp_path, weights, suffix):
     write_colour_video(other, ["green"] * 16)  # the same name, another video
     second = run_sifa("predict", tmp_path / "v", "-w", weights, "-o", out)
     assert second.returncode == 0, second.stderr
-    assert "1 video(s) changed since their results were written; scoring them again" in second.stderr
+    assert "1 video changed since its results were written; scoring it again" in second.stderr
     assert "1 skipped" in second.stderr
     assert labels() == ({"red.mp4": "red", "other.mp4": "green"}, 2)
 
@@ -249,10 +249,10 @@ def test_finetune_refuses_to_drop_a_class_silently(tmp_path):
     result = _finetune(data, tmp_path / "run", "--frames", "8")
     assert result.returncode == 2
     line = one_error(result)
-    assert "1 class(es) have no usable training videos: 'up' (3 video(s), e.g." in line
+    assert "1 class has no usable training videos: 'up' (3 videos, e.g." in line
     assert "--allow-missing-classes" in line
     allowed = _finetune(data, tmp_path / "run", "--frames", "8", "--allow-missing-classes")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
-    assert "WARNING: 1 class(es) have no usable training videos: 'up'" in allowed.stderr
+    assert "WARNING: 1 class has no usable training videos: 'up'" in allowed.stderr
     with safe_open(str(tmp_path / "run" / "best.safetensors"), framework="pt") as handle:
         assert json.loads(handle.metadata()["sifa"])["categories"] == ["left", "right"]

@@ -105,7 +105,7 @@ def test_results_from_before_settings_were_recorded_are_refused(app, weights, vi
     assert "no recorded settings" in line and "--overwrite" in line and out.read_text() == content
     fresh = run(app, videos, "-w", weights, "-o", out, "--overwrite")
     assert fresh.exit_code == 0, fresh.output
-    assert "2 video(s) ok" in fresh.stderr and "skipped" not in fresh.stderr
+    assert "2 videos ok" in fresh.stderr and "skipped" not in fresh.stderr
 
 
 def test_overwrite_never_replaces_a_file_that_is_not_results(app, weights, videos, tmp_path):

@@ -90,7 +90,7 @@ def test_a_decoder_crash_fails_that_file_only(weights, tmp_path):
     records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["1.mp4"]["top"][0]["label"] == "red" and records["3.mp4"]["top"][0]["label"] == "blue"
     assert "the decoder crashed: SIGSEGV" in records["2-crash.mp4"]["error"]
-    assert "2 video(s) ok, 1 failed" in result.stderr
+    assert "2 videos ok, 1 failed" in result.stderr
 
 
 @pytest.mark.parametrize("backend", ["decord", "auto"])
@@ -231,7 +231,7 @@ def test_a_symlinked_or_read_only_output_is_not_replaced(app, weights, tmp_path,
     ours = tmp_path / f"ours{suffix}"
     assert runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)]).exit_code == 0
     again = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)])
-    assert again.exit_code == 0 and "already have results" in again.stderr, again.output
+    assert again.exit_code == 0 and "all 1 video already has results" in again.stderr, again.output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_names_with_line_separators_resume(app, weights, tmp_path, suffix):
     first = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(out)])
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, ["predict", str(folder), "-w", str(weights), "-o", str(out)])
-    assert second.exit_code == 0 and f"all {len(names)} video(s) already have results" in second.stderr, second.output
+    assert second.exit_code == 0 and f"all {len(names)} videos already have results" in second.stderr, second.output
     text = out.read_text(encoding="utf-8")
     if suffix == ".jsonl":
         records = [json.loads(line) for line in text.split("\n") if line]

@@ -386,7 +386,7 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(tmp_path):
     trained = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
     assert trained.returncode == 0, trained.stderr[-3000:]
     line = one_error(run_sifa("finetune", "--resume", run, "--epochs", "2", env={"OMP_NUM_THREADS": "1"}))
-    assert "2 process(es)" in line and "--nproc_per_node 2" in line
+    assert "2 processes" in line and "--nproc_per_node 2" in line
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 

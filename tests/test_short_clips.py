@@ -67,8 +67,8 @@ def test_a_refused_run_counts_its_reasons_and_keeps_the_report(tmp_path):
     run = tmp_path / "run"
     result = run_sifa("finetune", data, *TINY, "--min-frames", "31", "--out", run)
     line = one_error(result, codes=(2,))
-    assert ("need videos of at least 2 classes to train a classifier, found 0 usable class(es); 7 of 7 videos "
-            "were left out: 6 video(s) with fewer frames than --min-frames asks for (e.g. 000.mp4: only 10 "
+    assert ("need videos of at least 2 classes to train a classifier, found 0 usable classes; 7 of 7 videos "
+            "were left out: 6 videos with fewer frames than --min-frames asks for (e.g. 000.mp4: only 10 "
             "frames; --min-frames asks for at least 31): lower --min-frames or leave it out") in line
     assert "; 1 unreadable (e.g. " in line and "broken.mp4" in line
     assert f"(every video left out, and why: {run / 'scan_report.csv'})" in line
@@ -193,15 +193,15 @@ def test_short_videos_get_one_summarised_note_in_predict_and_evaluate(tmp_path, 
     assert predicted.returncode == 0, predicted.stderr
     notes = [line for line in (predicted.stderr + predicted.stdout).splitlines() if "fewer frames" in line]
     assert len(notes) == 1, predicted.stderr
-    assert ("6 video(s) hold fewer frames than a 0.53 s clip spans (as few as 5 of 8, e.g. " in notes[0]
+    assert ("6 videos hold fewer frames than a 0.53 s clip spans (as few as 5 of 8, e.g. " in notes[0]
             and "each such clip's 8 frames were spread evenly over them (5 distinct at the fewest)" in notes[0])
     assert "looped" not in predicted.stderr + predicted.stdout
     evaluated = run_sifa("evaluate", tmp_path / "data", "--weights", step2_weights, "--out", tmp_path / "eval")
     assert evaluated.returncode == 0, evaluated.stderr
     notes = [line for line in evaluated.stderr.splitlines() if "fewer frames" in line]
-    assert len(notes) == 1 and notes[0].startswith("note: 6 video(s) hold fewer frames than a 0.53 s clip")
+    assert len(notes) == 1 and notes[0].startswith("note: 6 videos hold fewer frames than a 0.53 s clip")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["top1"] == 1.0 and metrics["short_clips"].startswith("6 video(s) hold fewer frames")
+    assert metrics["top1"] == 1.0 and metrics["short_clips"].startswith("6 videos hold fewer frames")
 
 
 def test_weights_info_does_not_credit_the_papers_authors(tmp_path):

@@ -64,7 +64,7 @@ def test_segments_end_at_every_cut_and_never_cross_one(edited, with_cuts):
         first, stop = shots[w["shot"] - 1]
         assert first / fps - 1e-3 <= w["start"] and w["end"] <= stop / fps + 1e-3, (w, first, stop)
     # the 20-frame shot is labelled from the frames it has, and a note says so
-    assert any("1 shot(s) shorter than a window (2 s), the shortest 20 frames" in note for note in record["notes"])
+    assert any("1 shot shorter than a window (2 s), the shortest 20 frames" in note for note in record["notes"])
 
 
 def test_shot_labels_are_as_good_as_with_the_shots_cut_apart(edited, with_cuts, tmp_path):

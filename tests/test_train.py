@@ -335,7 +335,7 @@ def test_resume_without_training_state_refuses_once_an_epoch_finished(tmp_path):
     assert resumed.returncode == 2, resumed.stderr
     line = _one_error(resumed)
     assert "train_state.pt is missing, so training cannot continue exactly" in line
-    assert "metrics.jsonl records 2 finished epoch(s)" in line
+    assert "metrics.jsonl records 2 finished epochs" in line
     assert f"--init {run / 'best.safetensors'} --out NEW_RUN" in line and str(data) in line
     assert {name: (run / name).read_bytes() for name in kept} == kept  # nothing of the finished epochs lost
     assert not (run / "train_state.pt").exists()

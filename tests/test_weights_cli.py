@@ -127,7 +127,7 @@ def test_user_errors_are_one_line(app, runner, team, tmp_path):
     bad_manifest = tmp_path / "bad.json"
     bad_manifest.write_text(json.dumps({"format": "sifa-manifest/1", "weights": {"x": {"arch": "a"}}}))
     broken = runner.invoke(app, ["weights", "list", "--manifest", str(bad_manifest)])
-    assert broken.exit_code == 1 and "entry 'x': missing field(s) file_name" in one_error_line(broken)
+    assert broken.exit_code == 1 and "entry 'x': missing field file_name" in one_error_line(broken)
 
 
 def test_import_writes_a_self_contained_checkpoint(app, runner, team, tmp_path):

@@ -25,6 +25,7 @@ from sifa_cli.cli.common import (
     hold,
     is_tty,
 )
+from sifa_cli.wording import counted, form
 
 
 @handle_errors
@@ -141,13 +142,14 @@ def _print_report(evaluation, predictor, settings) -> None:
     stats = predictor.stats
     extra = []
     if evaluation.failed:
-        extra.append(f"{len(evaluation.failed)} video(s) failed")
+        extra.append(f"{counted(len(evaluation.failed), 'video')} failed")
     if evaluation.unknown:
         labels = sorted({s.label for s in evaluation.unknown})
-        extra.append(f"{len(evaluation.unknown)} video(s) with labels the model does not know left out "
-                     f"({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''})")
-    line = (f"{settings['weights']} ({settings['views']} views) on {predictor.device}: {stats.inputs} clip(s) in "
-            f"{stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s")
+        left_out = len(evaluation.unknown)
+        extra.append(f"{counted(left_out, 'video')} with {form(left_out, 'a label', 'labels')} the model does not "
+                     f"know left out ({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''})")
+    line = (f"{settings['weights']} ({settings['views']} views) on {predictor.device}: "
+            f"{counted(stats.inputs, 'clip')} in {stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s")
     err_console.print(escape("; ".join([line, *extra])), highlight=False, soft_wrap=True,
                       style="red" if evaluation.failed else None)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sifa_cli.cli.common import OverwriteOpt, err_console, handle_errors
+from sifa_cli.wording import counted
 
 
 @handle_errors
@@ -31,7 +32,7 @@ def merge_results(
     check_output_file(output, "OUTPUT", parts, overwrite)
     check_writable(output, "OUTPUT", create_parents=False)
     written, failed = merge_outputs(parts, output)
-    err_console.print(f"{written} video(s) from {len(parts)} file(s) in {output}"
+    err_console.print(f"{counted(written, 'video')} from {counted(len(parts), 'file')} in {output}"
                       + (f", {failed} of them failed" if failed else ""), highlight=False, soft_wrap=True)
 
 

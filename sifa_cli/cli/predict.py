@@ -31,6 +31,7 @@ from sifa_cli.cli.common import (
 )
 from sifa_cli.engine.timeline_options import UNCERTAIN_BELOW, UNCERTAIN_MARGIN
 from sifa_cli.errors import InputError
+from sifa_cli.wording import counted, form
 
 
 class Backend(str, Enum):
@@ -248,8 +249,9 @@ def predict(
         check_resumable(kept, settings, output)
     current = [record for record in kept if still_current(record)]
     if len(current) < len(kept):
-        err_console.print(f"{len(kept) - len(current)} video(s) changed since their results were written; "
-                          "scoring them again", highlight=False)
+        changed = len(kept) - len(current)
+        err_console.print(f"{counted(changed, 'video')} changed since {form(changed, 'its', 'their')} results were "
+                          f"written; scoring {form(changed, 'it', 'them')} again", highlight=False)
         kept = current
     other_k = sorted({r["settings"].get("top_k") for r in kept} - {settings["top_k"]}, key=str)
     if other_k:
@@ -263,7 +265,8 @@ def predict(
     if not videos and not group.is_main:
         raise typer.Exit(0)
     if not videos:
-        err_console.print(f"all {skipped} video(s) already have results in {output}; nothing to do")
+        err_console.print(f"all {counted(skipped, 'video')} already {form(skipped, 'has', 'have')} results in "
+                          f"{output}; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
 
     view_text = str(predictor.views)
@@ -330,7 +333,7 @@ def predict(
         doc = TimelineDoc.from_result(results[0], predictor.categories, start_timecode)
         write_export(doc, output)
         flagged = sum(1 for segment in doc.segments if segment.uncertain)
-        err_console.print(f"timeline: {len(doc.segments)} segment(s), {flagged} uncertain, from "
+        err_console.print(f"timeline: {counted(len(doc.segments), 'segment')}, {flagged} uncertain, from "
                           f"{doc.timecode(0)} at {format_rate(doc.rate.rate)} fps"
                           f"{' drop-frame' if doc.rate.drop_frame else ''} -> {escape(str(output))}",
                           highlight=False, soft_wrap=True)
@@ -466,10 +469,11 @@ def _print_notes(results) -> None:
 
 
 def _print_summary(stats, failed: int, skipped: int, output: Optional[Path], device, views: str) -> None:
-    parts = [f"{stats.videos_ok} video(s) ok", f"{failed} failed"]
+    parts = [f"{counted(stats.videos_ok, 'video')} ok", f"{failed} failed"]
     if skipped:
         parts.append(f"{skipped} skipped (already in {output})")
-    speed = f"{stats.inputs} clip(s) ({views} views) in {stats.wall_seconds:.1f} s, {stats.inputs_per_second:.1f} clips/s on {device}"
+    speed = (f"{counted(stats.inputs, 'clip')} ({views} views) in {stats.wall_seconds:.1f} s, "
+             f"{stats.inputs_per_second:.1f} clips/s on {device}")
     line = ", ".join(parts) + " · " + speed
     if output is not None:
         line += f" · results in {output}"

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from sifa_cli.cli.common import console, err_console
 from sifa_cli.errors import DecodeError, InputError
+from sifa_cli.wording import counted, form
 
 
 def stream_source(paths: Sequence[str]):
@@ -102,8 +103,8 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
         how += f" ({stats.error})"
     size = f" {stats.width}x{stats.height}" if stats.width else ""
     dropped = f", {stats.dropped} skipped to keep up" if stats.dropped else ""
-    line = (f"{how}: {stats.windows} window(s) over {stats.stream_seconds:.1f} s of stream ({stats.frames} frames{size}"
-            f"{dropped}) in {stats.wall_seconds:.1f} s on {device_used}")
+    line = (f"{how}: {counted(stats.windows, 'window')} over {stats.stream_seconds:.1f} s of stream "
+            f"({stats.frames} frames{size}{dropped}) in {stats.wall_seconds:.1f} s on {device_used}")
     if output is not None:
         line += f" · results in {output}"
     colour = "yellow" if stats.ended == "interrupted" or stats.error else "green"
@@ -111,7 +112,8 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
     if stats.ended == "interrupted":
         raise typer.Exit(130)
     if stats.error:  # cut off or stalled mid-stream: not a normal end
-        raise DecodeError(f"{source}: {stats.error}; the {stats.windows} window(s) before it were scored")
+        raise DecodeError(f"{source}: {stats.error}; the {counted(stats.windows, 'window')} before it "
+                          f"{form(stats.windows, 'was', 'were')} scored")
 
 
 def _print_window(result) -> None:

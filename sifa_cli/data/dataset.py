@@ -35,6 +35,7 @@ from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views, to_model_input
 from sifa_cli.errors import DecodeError, InputError, SifaError
 from sifa_cli.fileio import atomic_write_path
+from sifa_cli.wording import counted, form
 
 CSV_HEADER_NAMES = {"path", "video", "file", "filename", "file_name"}
 SPLIT_FOLDERS = ("train", "val")
@@ -158,11 +159,12 @@ def skipped_summary(skipped: Sequence[Skipped]) -> str:
     parts = []
     if by_kind.get(SHORT):
         fewest = min(by_kind[SHORT], key=lambda item: item.problem)
-        parts.append(f"{len(by_kind[SHORT])} video(s) with fewer frames than --min-frames asks for (e.g. "
+        parts.append(f"{counted(len(by_kind[SHORT]), 'video')} with fewer frames than --min-frames asks for (e.g. "
                      f"{Path(fewest.path).name}: {fewest.problem}): lower --min-frames or leave it out, and every "
                      "video of 2 frames or more is used, a short one with its frames spread over the clip")
     if by_kind.get(STILL):
-        parts.append(f"{len(by_kind[STILL])} still image(s) or single-frame file(s) (e.g. "
+        stills = len(by_kind[STILL])
+        parts.append(f"{counted(stills, 'still image')} or single-frame {form(stills, 'file')} (e.g. "
                      f"{Path(by_kind[STILL][0].path).name}): training needs videos")
     if by_kind.get(UNREADABLE):
         first = by_kind[UNREADABLE][0]
@@ -178,8 +180,10 @@ def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) 
     loose = sorted(p.name for p in root.iterdir()
                    if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
     if loose:  # a video's class is its folder's name: these have none
-        (log or _stderr_log)(f"warning: {root}: {len(loose)} video(s) directly in it, outside any class folder, are left "
-                       f"out (e.g. {loose[0]}); move them into <class>/ folders to use them")
+        them = form(len(loose), "it", "them")
+        (log or _stderr_log)(f"warning: {root}: {counted(len(loose), 'video')} directly in it, outside any class "
+                             f"folder, {form(len(loose), 'is', 'are')} left out (e.g. {loose[0]}); move {them} into "
+                             f"<class>/ folders to use {them}")
     samples = []
     # A file reachable from two places (a symbolic link, a class folder linking to the root) is one
     # video: under two labels it would be trained on with a wrong one, and counted twice.
@@ -204,13 +208,15 @@ def read_class_folders(root: Path, log: Optional[Callable[[str], None]] = None) 
             samples.append(Sample(real, folder.name))
     if conflicts:
         label, found, other, video = conflicts[0]
-        raise InputError(f"{root}: {len(conflicts)} video(s) are reachable from two class folders, e.g. {found} "
+        raise InputError(f"{root}: {counted(len(conflicts), 'video')} {form(len(conflicts), 'is', 'are')} reachable "
+                         f"from two class folders, e.g. {found} "
                          f"('{label}') and {video} ('{other}') are the same file; give each video one label "
                          "(remove the link or the copy)")
     if repeats:
         video, found = repeats[0]
-        (log or _stderr_log)(f"warning: {root}: {len(repeats)} video(s) are reachable twice within their class "
-                             f"folder (e.g. {video} is {found}); each is used once")
+        (log or _stderr_log)(f"warning: {root}: {counted(len(repeats), 'video')} {form(len(repeats), 'is', 'are')} "
+                             f"reachable twice within {form(len(repeats), 'its', 'their')} class folder (e.g. {video} "
+                             f"is {found}); each is used once")
     if not samples:
         raise InputError(f"{root}: the class folders hold no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
     return samples
@@ -257,8 +263,9 @@ def read_csv_list(path: Path, log: Optional[Callable[[str], None]] = None) -> li
     _note_cwd_relative_paths(path, samples, log)
     if repeats:
         line, first_line, video = repeats[0]
-        (log or _stderr_log)(f"warning: {path}: {len(repeats)} row(s) repeat a video listed earlier with the same "
-                             f"label; each video is used once (e.g. line {line} repeats line {first_line}: {video})")
+        repeat = form(len(repeats), "repeats", "repeat")
+        (log or _stderr_log)(f"warning: {path}: {counted(len(repeats), 'row')} {repeat} a video listed earlier with the "
+                             f"same label; each video is used once (e.g. line {line} repeats line {first_line}: {video})")
     return samples
 
 
@@ -272,10 +279,12 @@ def _note_cwd_relative_paths(csv_path: Path, samples: Sequence[Sample], log: Opt
         return
     here = [p for p in missing if os.path.lexists(Path.cwd() / Path(p).relative_to(folder))]
     if here:
-        (log or _stderr_log)(f"warning: {csv_path}: {len(here)} relative path(s) do not exist in the CSV's folder "
-                             f"{folder}, against which relative paths are resolved, but do in the current folder "
-                             f"(e.g. {Path(here[0]).relative_to(folder)}); write them relative to {folder}, or as "
-                             "absolute paths")
+        does = form(len(here), "does", "do")
+        (log or _stderr_log)(f"warning: {csv_path}: {counted(len(here), 'relative path')} {does} not exist in the "
+                             f"CSV's folder {folder}, against which relative paths are resolved, but {does} in the "
+                             f"current folder (e.g. {Path(here[0]).relative_to(folder)}); write "
+                             f"{form(len(here), 'it', 'them')} relative to {folder}, or as "
+                             f"{form(len(here), 'an absolute path', 'absolute paths')}")
 
 
 def _stderr_log(message: str) -> None:
@@ -409,8 +418,8 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
         why = f": {skipped_summary(skipped)}" if skipped else ""
         raise DatasetRefused(
             f"{source}: need videos of at least 2 classes to train a classifier, found "
-            f"{len(categories)} usable class(es); {len(skipped)} of {len(train_items) + len(val_items)} videos "
-            f"were left out{why}", skipped)
+            f"{counted(len(categories), 'usable class', 'usable classes')}; {len(skipped)} of "
+            f"{len(train_items) + len(val_items)} videos were left out{why}", skipped)
     missing = sorted({s.label for s in train_items} - set(categories))
     if missing:
         first_problem = {}
@@ -418,14 +427,17 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
             first_problem.setdefault(item.label, item)
         counts = Counter(s.label for s in train_items)
         details = "; ".join(
-            f"'{label}' ({counts[label]} video(s), e.g. {first_problem[label].path}: {first_problem[label].problem})"
+            f"'{label}' ({counted(counts[label], 'video')}, e.g. {first_problem[label].path}: "
+            f"{first_problem[label].problem})"
             if label in first_problem else f"'{label}'" for label in missing)
-        what = f"{len(missing)} class(es) have no usable training videos: {details}"
+        what = (f"{counted(len(missing), 'class', 'classes')} {form(len(missing), 'has', 'have')} no usable "
+                f"training videos: {details}")
         if not allow_missing_classes:
-            raise DatasetRefused(f"{what}; fix or remove them, or pass --allow-missing-classes to train without "
-                                 "them", skipped)
+            them = form(len(missing), "it", "them")
+            raise DatasetRefused(f"{what}; fix or remove {them}, or pass --allow-missing-classes to train without "
+                                 f"{them}", skipped)
         if log is not None:
-            log(f"WARNING: {what}; the model will not know {'this class' if len(missing) == 1 else 'these classes'}")
+            log(f"WARNING: {what}; the model will not know {form(len(missing), 'this class', 'these classes')}")
     if val_source is None:
         train, val = stratified_split(train, val_fraction, seed)
     unknown = sorted({s.label for s in val} - set(categories))

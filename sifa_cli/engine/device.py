@@ -12,6 +12,7 @@ from typing import ContextManager
 import torch
 
 from sifa_cli.errors import InputError
+from sifa_cli.wording import counted
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -65,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
             raise InputError(f"--device {name}: no CUDA GPU is available (torch {torch.__version__}, {build})")
         index = int(match.group(1) or 0)
         if index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise InputError(f"--device {name}: only {counted(torch.cuda.device_count(), 'CUDA device')} here")
         return torch.device("cuda", index)
     if text == "mps":
         if not _mps_available():

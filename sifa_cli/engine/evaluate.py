@@ -23,6 +23,7 @@ from sifa_cli.engine.predict import Predictor, ProgressFn, summarise_short
 from sifa_cli.errors import InputError
 from sifa_cli.csvcells import neutralise_row
 from sifa_cli.fileio import atomic_write_path
+from sifa_cli.wording import counted
 
 TOP_K = 5
 REPORT_FORMAT = "sifa-evaluation/1"
@@ -61,7 +62,8 @@ def split_known(samples: Sequence[Sample], categories: Sequence[str], skip_unkno
         labels = sorted({s.label for s in unknown})
         shown = ", ".join(repr(label) for label in labels[:8]) + (", ..." if len(labels) > 8 else "")
         model_shown = ", ".join(repr(c) for c in list(categories)[:8]) + (", ..." if len(categories) > 8 else "")
-        raise InputError(f"{source}: {len(labels)} label(s) the model does not know ({shown}; it knows {model_shown}); "
+        raise InputError(f"{source}: {counted(len(labels), 'label')} the model does not know ({shown}; it knows "
+                         f"{model_shown}); "
                          "rename them to the model's labels, or pass --skip-unknown to leave those videos out")
     if not known:
         raise InputError(f"{source}: none of its videos has a label the model knows")

@@ -29,6 +29,7 @@ from sifa_cli.engine.device import autocast
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.models import predict_proba
 from sifa_cli.models.inference import prepare_for_inference
+from sifa_cli.wording import counted, form
 
 if TYPE_CHECKING:
     from sifa_cli.engine.timeline_options import TimelineOptions
@@ -122,8 +123,8 @@ def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional
         return None
     fewest = min(short, key=lambda r: r.short.frames)
     windows = sum(r.short.windows for r in short)
-    what = (f"{windows} timeline window(s) in {len(short)} video(s) hold" if windows
-            else f"{len(short)} video(s) hold")
+    what = (f"{counted(windows, 'timeline window')} in {counted(len(short), 'video')} {form(windows, 'holds', 'hold')}"
+            if windows else f"{counted(len(short), 'video')} {form(len(short), 'holds', 'hold')}")
     return (f"{what} fewer frames than a {spec.seconds:.2f} s clip spans (as few as {fewest.short.frames} of "
             f"{fewest.short.span}, e.g. {fewest.path}): each such clip's {spec.frames} frames were spread evenly "
             f"over them ({fewest.short.distinct} distinct at the fewest); the model saw less motion than in a "
@@ -244,7 +245,8 @@ class _Job:
         """Record that clips (all of them, or `windows` timeline windows) had only `frames` frames."""
         spec = self.predictor.spec
         span = spec.span_at(self.fps)
-        where = f"{windows} window(s) hold as few as {frames} frames" if windows else f"the video has {frames} frames"
+        where = (f"{counted(windows, 'window')} {form(windows, 'holds', 'hold')} as few as {frames} frames" if windows
+                 else f"the video has {frames} frames")
         rate = f" at {self.fps:.3g} fps" if self.fps else ""
         note = (f"{where}, fewer than the {span} a {spec.seconds:.2f} s clip spans{rate}: the clip's {spec.frames} "
                 f"frames were spread evenly over them ({distinct} distinct)")

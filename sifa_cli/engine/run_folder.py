@@ -26,6 +26,7 @@ import torch
 from sifa_cli.data.dataset import DatasetSplits
 from sifa_cli.errors import InputError
 from sifa_cli.fileio import atomic_write_path
+from sifa_cli.wording import counted
 
 STATE_FORMAT = "sifa-train-state/1"
 
@@ -75,7 +76,7 @@ class RunFolder:
         checkpoints = [path.name for path in (self.best, self.last) if path.exists()]
         if not epochs and not checkpoints:
             return
-        recorded = (f"{self.metrics.name} records {epochs} finished epoch(s)" if epochs
+        recorded = (f"{self.metrics.name} records {counted(epochs, 'finished epoch')}" if epochs
                     else f"it holds {' and '.join(checkpoints)}")
         weights = self.best if self.best.exists() else self.last if self.last.exists() else None
         advice = (f"to train on from its weights, start a new run: sifa finetune {data} "

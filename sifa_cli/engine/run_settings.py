@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import InputError
+from sifa_cli.wording import counted, form
 
 # The settings that change what a result means; device, precision, batch size and decoder do not,
 # and neither does top-k (how many of the ranked labels are kept: a re-run may list more or fewer).
@@ -98,8 +99,9 @@ def check_resumable(kept: list[dict], settings: Mapping[str, Any], output: Path)
     advice = f"write to another --output, or pass --overwrite to start {output} afresh"
     unknown = [r for r in kept if not isinstance(r.get("settings"), Mapping)]
     if unknown:
-        raise InputError(f"--output {output} holds {len(unknown)} result(s) with no recorded settings (written by an "
-                         f"older sifa), so they cannot be known to match this run; {advice}")
+        raise InputError(f"--output {output} holds {counted(len(unknown), 'result')} with no recorded settings "
+                         f"(written by an older sifa), so {form(len(unknown), 'it', 'they')} cannot be known to match "
+                         f"this run; {advice}")
     for record in kept:
         difference = describe_difference(record["settings"], settings)
         if difference:

@@ -24,6 +24,7 @@ from torch import Tensor
 from sifa_cli.data.decode import FrameCountError, Video
 from sifa_cli.engine.predict import Segment, VideoResult, Window, _TimelineJob, merge_segments, plan_windows, played_duration
 from sifa_cli.engine.timeline_options import CUT_THRESHOLD, MIN_SHOT_FRAMES, TimelineOptions, content_detector
+from sifa_cli.wording import counted
 
 if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
@@ -142,7 +143,7 @@ class ShotTimelineJob(_TimelineJob):
         yield from end_shot(decoded)
         self.frames = decoded
         if short_shots:
-            self.notes.append(f"{short_shots} shot(s) shorter than a window ({self.window:g} s), the shortest "
+            self.notes.append(f"{counted(short_shots, 'shot')} shorter than a window ({self.window:g} s), the shortest "
                               f"{shortest} frames: each is labelled from the frames it has")
         if short_windows:
             self.note_short(fewest, fewest_distinct, short_windows)

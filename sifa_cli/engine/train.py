@@ -88,6 +88,7 @@ from sifa_cli.engine.train_metrics import TOP_K, EpochMetrics, TrainResult, epoc
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.fileio import lock_output
 from sifa_cli.models import create_model, head_probabilities, predict_proba
+from sifa_cli.wording import counted
 
 Log = Callable[[str], None]
 
@@ -155,9 +156,9 @@ class Trainer:
             return
         how = (f"torchrun --nproc_per_node {recorded} -m sifa_cli.cli.main finetune --resume {self.run.root}"
                if recorded > 1 else f"sifa finetune --resume {self.run.root} (without torchrun)")
-        raise InputError(f"--resume {self.run.root}: this run trained on {recorded} process(es), this resume has "
-                         f"{self.dist.world_size}; its learning-rate schedule is planned in steps per epoch for "
-                         f"{recorded}, so resume it the same way: {how}")
+        raise InputError(f"--resume {self.run.root}: this run trained on {counted(recorded, 'process', 'processes')}, "
+                         f"this resume has {self.dist.world_size}; its learning-rate schedule is planned in steps per "
+                         f"epoch for {recorded}, so resume it the same way: {how}")
 
     def load_dataset(self) -> DatasetSplits:
         if self.resume:

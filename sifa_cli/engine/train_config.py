@@ -19,6 +19,7 @@ import yaml
 
 from sifa_cli.data.spec import SAMPLING_MODES
 from sifa_cli.errors import InputError
+from sifa_cli.wording import form
 
 DEFAULT_MODEL = "sifa_resnet_small"
 OPTIMIZERS = ("sgd", "adamw")
@@ -140,7 +141,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     options = {str(key).replace("-", "_"): value for key, value in doc.items()}
     unknown = sorted(set(options) - set(FIELD_NAMES))
     if unknown:
-        raise InputError(f"config file {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(FIELD_NAMES)}")
+        raise InputError(f"config file {path}: unknown {form(len(unknown), 'option')} {', '.join(unknown)}; "
+                         f"known: {', '.join(FIELD_NAMES)}")
     return {name: coerce_option(name, value, f"config file {path}") for name, value in options.items()}
 
 

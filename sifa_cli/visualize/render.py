@@ -17,6 +17,7 @@ from sifa_cli.errors import InputError
 from sifa_cli.visualize.capture import BlockCapture
 from sifa_cli.visualize.clip import MAX_PICTURE_SPAN, PreparedClip
 from sifa_cli.visualize.motion import arrow_field, mean_shift
+from sifa_cli.wording import counted
 
 # Layout, in display pixels.
 MAX_PANEL = 448
@@ -404,8 +405,8 @@ def choose_layout(blocks: int, views: int, panel: int | None = None,
     layout = Layout(rows, cols, panel - panel % 2)  # even sizes: H.264 needs them
     width, height = layout.size
     if max(width, height) > MAX_FRAME_SIDE:
-        raise InputError(f"--panel-size {panel} with {blocks} block(s) would make {width}x{height} frames, more than "
-                         f"{MAX_FRAME_SIDE} pixels a side; use a smaller --panel-size or fewer --block")
+        raise InputError(f"--panel-size {panel} with {counted(blocks, 'block')} would make {width}x{height} frames, "
+                         f"more than {MAX_FRAME_SIDE} pixels a side; use a smaller --panel-size or fewer --block")
     return layout
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from sifa_cli.errors import WeightsError
 from sifa_cli.resources import shipped_dir
+from sifa_cli.wording import form
 
 MANIFEST_FORMAT = "sifa-manifest/1"
 MANIFEST_ENV = "SIFA_MANIFEST"
@@ -192,10 +193,10 @@ def parse_entry(name: str, raw: Any, manifest: Path) -> WeightsEntry:
         raise WeightsError(f"{where}: an entry must be a JSON object")
     unknown = sorted(set(raw) - _ENTRY_KEYS)
     if unknown:
-        raise WeightsError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        raise WeightsError(f"{where}: unknown {form(len(unknown), 'field')} {', '.join(unknown)}")
     missing = [key for key in _REQUIRED_KEYS if not raw.get(key)]
     if missing:
-        raise WeightsError(f"{where}: missing field(s) {', '.join(missing)}")
+        raise WeightsError(f"{where}: missing {form(len(missing), 'field')} {', '.join(missing)}")
     for key, (kind, what) in _FIELD_TYPES.items():
         value = raw.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
