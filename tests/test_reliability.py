@@ -231,7 +231,7 @@ def test_a_symlinked_or_read_only_output_is_not_replaced(app, weights, tmp_path,
     ours = tmp_path / f"ours{suffix}"
     assert runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)]).exit_code == 0
     again = runner.invoke(app, ["predict", str(clip), "-w", str(weights), "-o", str(ours)])
-    assert again.exit_code == 0 and "all 1 video already has results" in again.stderr, again.output
+    assert again.exit_code == 0 and "the video already has results in" in again.stderr, again.output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -265,8 +265,8 @@ def predict(
     if not videos and not group.is_main:
         raise typer.Exit(0)
     if not videos:
-        err_console.print(f"all {counted(skipped, 'video')} already {form(skipped, 'has', 'have')} results in "
-                          f"{output}; nothing to do")
+        which = "the video already has" if skipped == 1 else f"all {counted(skipped, 'video')} already have"
+        err_console.print(f"{which} results in {output}; nothing to do")
         raise typer.Exit(1 if found.problems else 0)
 
     view_text = str(predictor.views)
