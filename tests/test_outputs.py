@@ -170,7 +170,14 @@ def test_overwrite_replaces_the_old_results_only_when_the_run_ends(weights, tmp_
 
     code, _ = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGKILL, new_results_written)
     assert code == -signal.SIGKILL and out.read_text() == old  # killed outright: the old file stands
-    code, stderr = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGINT, new_results_written)
+    for _ in range(3):
+        code, stderr = _signal_mid_run([folder, "-w", weights, "--overwrite"], out, signal.SIGINT, new_results_written)
+        if code != 0:
+            break
+        # On a loaded machine the interrupt can land after the last video was scored: the run then ends
+        # normally with all its results (not what this test is about); start again from the old file.
+        assert len(out.read_text().splitlines()) == 60, stderr
+        out.write_text(old)
     assert code == 130, stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert 1 <= len(records) < 60 and out.read_text() != old  # interrupted: what it finished replaces it
