@@ -36,8 +36,8 @@ class TorchrunRank:
     @classmethod
     def from_environment(cls) -> "TorchrunRank":
         """What torchrun's environment variables say (RANK, WORLD_SIZE, LOCAL_RANK), before joining any group."""
-        return TorchrunRank(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                            local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
     def device(self, requested: str) -> torch.device:
         """`--device`, except that under torchrun each process takes the GPU of its LOCAL_RANK when

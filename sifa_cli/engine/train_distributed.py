@@ -6,7 +6,6 @@ Without torchrun (WORLD_SIZE unset or 1) the same calls describe a single proces
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,13 @@ class Distributed(TorchrunRank):
 
 def start_distributed(device: torch.device) -> Distributed:
     """Join torchrun's process group when WORLD_SIZE > 1: NCCL for CUDA devices, gloo otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    place = Distributed.from_environment()
+    if not place.enabled:
+        return Distributed()  # one process: rank 0, whatever a stray RANK says
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank)
+        dist.init_process_group(backend=backend)  # env:// refuses a missing RANK
+    return place
 
 
 def training_device(requested: str) -> torch.device:
