@@ -80,8 +80,9 @@ def test_prepared_sifa_net_matches_plain(name, dtype, rel, monkeypatch):
 def test_prepared_any_clip_length_and_batch_of_one(frames, monkeypatch):
     model = randomise(create_model("sifa_resnet_tiny", num_classes=5, clip_length=frames), seed=2).double()
     x = torch.randn(1, 3, frames, 32, 32, dtype=torch.float64)
+    fast = prepare_for_inference(model)
     with torch.inference_mode():
-        got = prepare_for_inference(model)(x)
+        got = fast(x)
     assert_outputs_close(got, plain_outputs(model, x, monkeypatch), 1e-12)
 
 
@@ -176,3 +177,34 @@ def test_prepared_model_in_bf16_autocast_is_close_to_fp32():
             low = fast(x)[0]
     assert torch.isfinite(low).all()
     assert (low.float() - reference).abs().max() <= 0.1 * reference.abs().max()
+
+
+def test_per_stage_dilation_is_built_prepared_and_saved(tmp_path, monkeypatch):
+    """`dilation` of three numbers widens layer2's SIFA window only; the fast path and a saved checkpoint
+    follow it; anything but one or three positive whole numbers is refused in one line."""
+    from sifa_cli.errors import ModelError
+    from sifa_cli.weights.checkpoint import load_model, save_checkpoint
+
+    model = randomise(create_model("sifa_motion_tiny", num_classes=3, clip_length=8, dilation=[2, 1, 1]))
+    blocks = dict(model.sifa_blocks())
+    assert {name: b.dilation for name, b in blocks.items()} == {
+        "layer2.1": 2, "layer3.1": 1, "layer4.1": 1, "layer4_dual.1": 1}
+    x = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = model.to(torch.float64)
+    # A wider window samples elsewhere: the same weights at dilation 1 give other outputs.
+    narrow = create_model("sifa_motion_tiny", num_classes=3, clip_length=8).to(torch.float64)
+    narrow.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        assert (narrow.eval()(x)[0] - model.eval()(x)[0]).abs().max() > 1e-6
+    fast = prepare_for_inference(model)
+    with torch.inference_mode():
+        got = fast(x)
+    assert_outputs_close(got, plain_outputs(model, x, monkeypatch), 1e-12)
+    path = save_checkpoint(tmp_path / "wide.safetensors", model.float(), {
+        "arch": "sifa_motion_tiny", "arch_kwargs": {"clip_length": 8, "dilation": [2, 1, 1]},
+        "categories": ["a", "b", "c"], "input": {"frames": 8, "step": 4, "size": 64}})
+    loaded, _ = load_model(path, progress=False)
+    assert dict(loaded.sifa_blocks())["layer2.1"].dilation == 2
+    for bad in ([2, 1], [0, 1, 1], 0, [1.5, 1, 1]):
+        with pytest.raises(ModelError, match="dilation must be"):
+            create_model("sifa_motion_tiny", num_classes=3, clip_length=8, dilation=bad)

@@ -47,7 +47,7 @@ class SIFAResNet(SIFAModel):
         num_classes: int = 400,
         clip_length: int = 16,
         kernel_size: int = 3,
-        dilation: int = 1,
+        dilation: int | Sequence[int] = 1,
         dropout: float = 0.5,
         stem_frames: int = STEM_TEMPORAL_STRIDE,
         motion_readout: bool = False,
@@ -70,14 +70,19 @@ class SIFAResNet(SIFAModel):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
-        sifa_args = dict(kernel_size=kernel_size, dilation=dilation, motion_readout=motion_readout)
-        self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa=False, frames=frames, **sifa_args)
-        self.layer2 = _make_layer(widths[0] * expansion, widths[1], layers[1], 2, sifa=True, frames=frames, **sifa_args)
-        self.layer3 = _make_layer(widths[1] * expansion, widths[2], layers[2], 2, sifa=True, frames=frames, **sifa_args)
-        self.layer4 = _make_layer(widths[2] * expansion, widths[3], layers[3], 2, sifa=True, frames=frames, **sifa_args)
+        d2, d3, d4 = stage_dilations(dilation)
+        sifa_args = dict(kernel_size=kernel_size, motion_readout=motion_readout)
+        self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa=False, frames=frames, dilation=1,
+                                  **sifa_args)
+        self.layer2 = _make_layer(widths[0] * expansion, widths[1], layers[1], 2, sifa=True, frames=frames,
+                                  dilation=d2, **sifa_args)
+        self.layer3 = _make_layer(widths[1] * expansion, widths[2], layers[2], 2, sifa=True, frames=frames,
+                                  dilation=d3, **sifa_args)
+        self.layer4 = _make_layer(widths[2] * expansion, widths[3], layers[3], 2, sifa=True, frames=frames,
+                                  dilation=d4, **sifa_args)
         self.maxpool_dual = nn.MaxPool3d(kernel_size=(DUAL_TEMPORAL_POOL, 1, 1), stride=(DUAL_TEMPORAL_POOL, 1, 1))
         self.layer4_dual = _make_layer(widths[2] * expansion, widths[3], layers[3], 1, sifa=True,
-                                       frames=frames // DUAL_TEMPORAL_POOL, **sifa_args)
+                                       frames=frames // DUAL_TEMPORAL_POOL, dilation=d4, **sifa_args)
 
         self.num_features = widths[3] * expansion
         self.drop = nn.Dropout(dropout)
@@ -127,6 +132,16 @@ class SIFAResNet(SIFAModel):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.forward_head(self.forward_features(x))
+
+
+def stage_dilations(dilation: int | Sequence[int]) -> tuple[int, int, int]:
+    """The SIFA taps' dilation in layer2, layer3 and layer4 (layer4_dual too): one number for all, or
+    three (the compact models' finer layer2 maps can use a wider window than layer4's 4x4 cells)."""
+    values = (dilation,) * 3 if isinstance(dilation, int) else tuple(dilation)
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ModelError(f"dilation must be a positive whole number or three of them (layer2, layer3, layer4), "
+                         f"got {dilation!r}")
+    return values
 
 
 def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: bool, frames: int,
