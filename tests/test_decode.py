@@ -206,70 +206,18 @@ def test_a_read_ahead_that_fails_fails_the_read_that_asks_for_those_frames(make_
         backend.num_frames = 40  # as a header that over-reports: frames 30-39 are not there
         failing = _ReadAhead(backend, np.arange(28, 36), 40)
         failing.wait()
-        assert failing.take(np.arange(20, 28), 40) is None  # another read is done afresh
-        assert failing.take(np.arange(28, 36), 30) is None  # so is one after the count was corrected
+        assert failing.result(np.arange(28, 36), 40) is failing
         with pytest.raises(FrameCountError) as raised:
-            failing.take(np.arange(28, 36), 40)  # raised for the read that asks for these frames, and only then
+            failing.frames()  # raised for the read that asks for these frames, and only then
         assert raised.value.available == 30
-        assert not failing.extend(np.arange(28, 44), 40)  # nothing is added behind a failed piece
-        failing.stop()
+        assert failing.result(np.arange(20, 28), 40) is None  # another read is done afresh
+        assert failing.result(np.arange(28, 36), 30) is None  # so is one after the count was corrected
         backend.num_frames = 30
-        reference = backend.read_sorted(np.arange(30))
         good = _ReadAhead(backend, np.arange(20, 30), 30)
-        np.testing.assert_array_equal(good.take(np.arange(20, 24), 30), reference[20:24])
-        assert good.extend(np.arange(24, 27), 30)  # the first of the frames named already
-        assert not good.extend(np.arange(25, 30), 30)  # frame 24 comes first
-        np.testing.assert_array_equal(good.take(np.arange(24, 30), 30), reference[24:30])
-        good.stop()
+        good.wait()
+        np.testing.assert_array_equal(good.frames(), _ReadAhead.now(backend, np.arange(20, 30)).frames())
     finally:
         backend.close()
-
-
-def test_a_deep_read_ahead_hands_out_its_pieces_in_order_and_grows_behind_them(make_video):
-    """A timeline names several chunks ahead of each read: the read-ahead decodes them in pieces and
-    hands over any front part, split across pieces or not, and grows where the new hint goes further."""
-    from sifa_cli.data.decode_worker import READ_AHEAD_PIECE, _ReadAhead
-
-    path = make_video("deep.mp4", num_frames=100)
-    backend = decode_backends.DecordBackend(path, None)
-    try:
-        reference = backend.read_sorted(np.arange(100))
-        ahead = _ReadAhead(backend, np.arange(0, 3 * READ_AHEAD_PIECE), 100)
-        position = 0
-        for size in (10, 40, 1, 30):  # across piece boundaries
-            wanted = np.arange(position, position + size)
-            np.testing.assert_array_equal(ahead.take(wanted, 100), reference[wanted])
-            position += size
-            assert ahead.extend(np.arange(position, min(position + 3 * READ_AHEAD_PIECE, 100)), 100)
-        np.testing.assert_array_equal(ahead.take(np.arange(position, 100), 100), reference[position:])
-        assert ahead.take(np.arange(99, 100), 100) is None  # everything was handed out
-        ahead.stop()
-    finally:
-        backend.close()
-
-
-def test_a_video_opened_early_is_handed_to_the_reader_with_the_same_settings(make_video, tmp_path):
-    from sifa_cli.data import decode
-
-    path = make_video("early.mp4", num_frames=60)
-    with Video(path, backend="decord", isolate=False, short_side=32) as plain:
-        reference, times = plain.read(np.arange(60)), plain.frame_times()
-    decode.open_early(path, frames=40, backend="auto", short_side=32, threads=2)
-    assert decode.take_early(path, backend="auto", short_side=64, threads=2, timeout=5) is None  # other size
-    video = decode.take_early(path, backend="auto", short_side=32, threads=2, timeout=7)
-    assert video is not None and video.timeout == 7 and video._worker is not None
-    assert decode.take_early(path, backend="auto", short_side=32, threads=2, timeout=7) is None  # taken once
-    with video:
-        np.testing.assert_array_equal(video.frame_times(), times)
-        for first in range(0, 60, 16):  # the reads a timeline makes, the first 40 frames decoded early
-            wanted = np.arange(first, min(first + 16, 60))
-            np.testing.assert_array_equal(video.read(wanted, ahead=np.arange(wanted[-1] + 1, 60)), reference[wanted])
-    # A file that cannot be opened leaves nothing behind (the real open later says why).
-    decode.open_early(tmp_path / "missing.mp4", frames=10, short_side=32, threads=2)
-    assert decode.take_early(tmp_path / "missing.mp4", backend="auto", short_side=32, threads=2, timeout=5) is None
-    decode.open_early(path, frames=10, short_side=32, threads=2)
-    decode.close_early()
-    assert decode.take_early(path, backend="auto", short_side=32, threads=2, timeout=5) is None
 
 
 def test_a_prestarted_worker_decodes_the_next_video(make_video):

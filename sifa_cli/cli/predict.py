@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from enum import Enum
@@ -144,8 +143,6 @@ def predict(
     from sifa_cli.data import decode_worker
 
     decode_worker.prestart()  # it starts on another core while torch and the model load
-    if timeline and cuts and shard is None and "WORLD_SIZE" not in os.environ:
-        _decode_early(paths, weights, views, decoder.value)
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
@@ -351,42 +348,6 @@ def predict(
                           f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
-
-
-def _decode_early(paths: list[str], weights: Optional[str], views: Optional[str], decoder: str) -> None:
-    """A timeline with cuts reads its video from the first frame, at the size the model's input spec
-    gives: the decode worker starts on the first video's first frames now, while torch and the model
-    load (about 2 s of one core; `decode.open_early`). Only for a file named first, with weights whose
-    input spec is readable without torch (a registry entry or a .safetensors file); any doubt, and
-    the timeline simply opens the file itself."""
-    from sifa_cli.data.decode import open_early
-    from sifa_cli.data.sampling import parse_views
-    from sifa_cli.data.spec import InputSpec
-    from sifa_cli.engine.timeline_options import EARLY_FRAMES, TIMELINE_DECODER_THREADS
-
-    try:
-        first = Path(paths[0]).expanduser()
-        if not first.is_file():
-            return
-        spec = InputSpec.from_meta(_input_without_torch(weights))
-        crops = parse_views(views or spec.views).crops
-    except Exception:  # the real checks come later, with their own messages
-        return
-    open_early(first, frames=EARLY_FRAMES, backend=decoder, short_side=spec.resize if crops == 1 else spec.size,
-               threads=TIMELINE_DECODER_THREADS)
-
-
-def _input_without_torch(weights: Optional[str]) -> dict:
-    """The input spec of --weights from the registry's manifest or a .safetensors file's header."""
-    from sifa_cli.weights.manifest import load_registry
-
-    registry = load_registry()
-    if weights is None or weights in registry.entries:
-        return dict(registry.get(weights or registry.default).input)
-    from safetensors import safe_open
-
-    with safe_open(str(Path(weights).expanduser()), framework="numpy") as handle:
-        return dict(json.loads((handle.metadata() or {})["sifa"])["input"])  # checkpoint.META_KEY
 
 
 def _timeline_export(output: Optional[Path], output_format: Optional[OutputFormat], timeline: bool) -> Optional[str]:

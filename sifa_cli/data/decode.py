@@ -14,7 +14,6 @@ with an ASCII name, while messages and results keep the real name.
 
 from __future__ import annotations
 
-import atexit
 import os
 import struct
 import threading
@@ -164,9 +163,6 @@ class _RemoteBackend:
     def read_sorted(self, indices: np.ndarray, ahead: np.ndarray | None = None) -> np.ndarray:
         return self._call("read", (indices, self.num_frames, ahead))
 
-    def read_ahead(self, indices: np.ndarray) -> None:
-        self._call("ahead", (indices, self.num_frames))
-
     def frame_times(self) -> np.ndarray:
         return self._call("times", self.num_frames)
 
@@ -239,7 +235,6 @@ class Video:
         self._auto = backend == "auto"
         self._broken = False
         self._worker = None
-        self._times: tuple[int, np.ndarray] | None = None  # (frame count, frame_times) once read
         _check_file(self.path)
         _check_declared_size(self.path)
         if isolate:
@@ -327,22 +322,8 @@ class Video:
 
     def frame_times(self) -> np.ndarray:
         """Presentation time in seconds of every frame, from the first one; honours a variable
-        frame rate with decord, assumes a constant one with OpenCV. Read once per frame count (in a
-        worker, reading them would stop its read-ahead)."""
-        count = self._backend.num_frames
-        if self._times is None or self._times[0] != count:
-            self._times = (count, self._bounded(self._backend.frame_times, "reading frame times"))
-        return self._times[1].copy()
-
-    def read_ahead(self, indices: Sequence[int] | np.ndarray) -> None:
-        """Have the decode worker start on these frames (sorted, unique) before any read asks for
-        them; the reads that ask for them in order then take them. Only a hint: without a worker it
-        does nothing."""
-        backend = self._backend
-        wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
-        wanted = wanted[(wanted >= 0) & (wanted < self.num_frames)]
-        if wanted.size and isinstance(backend, _RemoteBackend):
-            self._bounded(lambda: backend.read_ahead(wanted), "reading ahead")
+        frame rate with decord, assumes a constant one with OpenCV."""
+        return self._bounded(self._backend.frame_times, "reading frame times")
 
     def close(self) -> None:
         if not self._broken:  # a hung decoder thread may still hold the handle
@@ -471,80 +452,3 @@ def read_sampled(
             continue
         return frames.reshape(*indices.shape, *frames.shape[1:]), indices
     raise DecodeError(f"{video.path}: the number of decodable frames keeps changing; the file is damaged")
-
-
-# -- a head start for the first video of a command ---------------------------------------------
-
-_early: dict[tuple, "_EarlyOpen"] = {}
-_early_lock = threading.Lock()
-
-
-def _early_key(path: str | os.PathLike, backend: str, short_side: int | None, threads: int) -> tuple:
-    return str(Path(path)), backend, short_side, threads
-
-
-class _EarlyOpen:
-    """A video being opened on a thread of its own, its frame times read and its first frames named to
-    the decode worker; `video` once done (None when anything went wrong)."""
-
-    def __init__(self, path, frames: int, backend: str, short_side: int | None, threads: int):
-        self.video: Video | None = None
-        self._thread = threading.Thread(target=self._open, args=(path, frames, backend, short_side, threads),
-                                        name="sifa-open-early", daemon=True)
-        self._thread.start()
-
-    def _open(self, path, frames: int, backend: str, short_side: int | None, threads: int) -> None:
-        try:
-            video = Video(path, backend=backend, short_side=short_side, threads=threads)
-        except Exception:
-            return
-        try:
-            video.frame_times()
-            video.read_ahead(np.arange(min(frames, video.num_frames)))
-        except Exception:
-            video.close()
-            return
-        self.video = video
-
-    def result(self) -> Video | None:
-        self._thread.join()
-        return self.video
-
-
-def open_early(path: str | os.PathLike, *, frames: int, backend: str = "auto", short_side: int | None = None,
-               threads: int = DECODER_THREADS) -> None:
-    """Start opening a video on a thread of its own (it waits for the decode worker to start), read its
-    frame times and have the worker start on its first `frames` frames, for the `Video` with the same
-    settings that `take_early` hands out later: a command that still has torch and a model to load
-    (seconds of one core) gets those frames decoded meanwhile on another. Only a head start: on any
-    trouble nothing is kept, and opening the file later says what is wrong with it."""
-    key = _early_key(path, backend, short_side, threads)
-    with _early_lock:
-        replaced = _early.pop(key, None)
-        _early[key] = _EarlyOpen(path, frames, backend, short_side, threads)
-    if replaced is not None and replaced.result() is not None:
-        replaced.video.close()
-
-
-def take_early(path: str | os.PathLike, *, backend: str, short_side: int | None, threads: int,
-               timeout: float) -> Video | None:
-    """The video `open_early` opened with these settings (once), or None."""
-    with _early_lock:
-        opening = _early.pop(_early_key(path, backend, short_side, threads), None)
-    video = opening.result() if opening is not None else None
-    if video is not None:
-        video.timeout = timeout
-    return video
-
-
-def close_early() -> None:
-    """Close the videos opened early that nobody took (their workers go back to the pool)."""
-    with _early_lock:
-        openings = list(_early.values())
-        _early.clear()
-    for opening in openings:
-        if opening.result() is not None:
-            opening.video.close()
-
-
-atexit.register(close_early)

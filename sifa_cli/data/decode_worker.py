@@ -6,8 +6,7 @@ backends as in-process decoding (`sifa_cli.data.decode_backends`, which both imp
 at a time over a socket pair (pickled requests and replies, `multiprocessing.connection`): open a
 file, read frames, frame times, close. A read may name the frames the caller will ask for next: the
 worker decodes them while the caller works on the ones it got (a timeline reading a long file
-forward keeps it several chunks ahead), and an "ahead" request starts on frames before any read asks
-(a command still loading its model). Frames come back through memory shared with the worker (one copy on each side). The
+forward). Frames come back through memory shared with the worker (one copy on each side). The
 parent waits for each reply at most the decode time limit; a worker that dies is reported as a
 crash of the decoder on that file and a fresh one is started for the next request; one that takes
 too long is killed (a hung decoder thread, before, could only be abandoned).
@@ -306,30 +305,17 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
     ahead: dict[int, _ReadAhead] = {}  # per handle: frames being decoded before they are asked for
     # Tests need a decoder that really crashes on a chosen file; none of ours does on demand.
     crash_on = os.environ.get(CRASH_TEST_VARIABLE)
-
-    def read_ahead(handle: int, indices: np.ndarray, num_frames: int) -> None:
-        """Have the frames `indices` decoded next, behind those already under way when they lead to them."""
-        pending = ahead.get(handle)
-        if pending is not None and pending.extend(indices, num_frames):
-            return
-        stop(handle)
-        backends[handle].num_frames = num_frames
-        ahead[handle] = _ReadAhead(backends[handle], indices, num_frames)
-
-    def stop(handle: int) -> None:
-        pending = ahead.pop(handle, None)
-        if pending is not None:
-            pending.stop()  # whatever comes next, the backend is free first
-
     with shared.capture_native_stderr():
         while True:
             try:
                 op, handle, args = conn.recv()
             except (EOFError, OSError, KeyboardInterrupt):
                 return
+            pending = ahead.pop(handle, None)
+            if pending is not None:
+                pending.wait()  # whatever comes next, the backend is free first
             try:
                 if op == "open":
-                    stop(handle)
                     name, path, short_side, threads = args
                     if crash_on and crash_on in path:
                         import ctypes
@@ -342,31 +328,18 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                 elif op == "read":
                     indices, num_frames, next_indices = args
                     backend = backends[handle]
-                    pending = ahead.get(handle)
-                    try:
-                        got = pending.take(indices, num_frames) if pending is not None else None
-                    except BaseException:
-                        stop(handle)
-                        raise
-                    if got is None:  # not what was read ahead (or nothing was): read it now
-                        stop(handle)
-                        backend.num_frames = num_frames
-                        got = backend.read_sorted(indices)
+                    read = pending.result(indices, num_frames) if pending is not None else None
+                    backend.num_frames = num_frames
+                    got = (read or _ReadAhead.now(backend, indices)).frames()
                     if next_indices is not None:  # decoded while the caller uses these
-                        read_ahead(handle, next_indices, num_frames)
+                        ahead[handle] = _ReadAhead(backend, next_indices, num_frames)
                     conn.send(("frames", frames.put(got), shared.take_native_log()))
                     continue
-                elif op == "ahead":  # start on frames no read has asked for yet
-                    indices, num_frames = args
-                    read_ahead(handle, indices, num_frames)
-                    value = None
                 elif op == "times":
-                    stop(handle)
                     backend = backends[handle]
                     backend.num_frames = args
                     value = backend.frame_times()
                 elif op == "close":
-                    stop(handle)
                     backend = backends.pop(handle, None)
                     if backend is not None:
                         backend.close()
@@ -381,114 +354,46 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
             conn.send(reply + (shared.take_native_log(),))
 
 
-READ_AHEAD_PIECE = 32  # frames a read-ahead decodes per backend call
-
-
 class _ReadAhead:
-    """Frames a caller will ask for next, decoded in order on a thread of their own (FFmpeg, decord and
-    OpenCV release the GIL while they decode), in pieces of at most READ_AHEAD_PIECE frames, while the
-    caller works on the last ones. `take` hands over the frames at the front when they are what a read
-    asks for; `extend` names more to decode behind the rest, so a caller reading a long file forward
-    keeps the worker as many frames ahead as it names. The backend is the read-ahead's until `stop`."""
+    """One read of sorted frame indices, done on a thread of its own (FFmpeg, decord and OpenCV
+    release the GIL while they decode) so that the worker decodes the next frames a caller will
+    want while the caller works on the last ones. `result` hands it over if it is what was asked for."""
 
-    def __init__(self, backend, indices: np.ndarray, num_frames: int):
-        self._backend, self.num_frames = backend, num_frames
-        self._cond = threading.Condition()
-        self._remaining = np.zeros(0, dtype=np.int64)  # every frame not taken yet, in order
-        self._todo: list[np.ndarray] = []  # pieces not started
-        self._done: list[tuple[np.ndarray, Any]] = []  # decoded pieces: (indices, frames or the exception)
-        self._running = False
-        self._stopped = False
-        self.extend(indices, num_frames)
+    def __init__(self, backend, indices: np.ndarray, num_frames: int, start: bool = True):
+        self._backend, self.indices, self.num_frames = backend, indices, num_frames
+        self._value: Optional[np.ndarray] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="sifa-read-ahead", daemon=True)
+        if start:
+            self._thread.start()
 
-    def extend(self, indices: np.ndarray, num_frames: int) -> bool:
-        """Decode `indices` after the frames not taken yet, where the two agree on the frames they share
-        (True: `indices` begin with those frames, or are the first of them); else False, and nothing
-        changes. Nothing is added behind a piece that failed."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        with self._cond:
-            held = len(self._remaining)
-            common = min(held, len(indices))
-            if (self._stopped or num_frames != self.num_frames
-                    or not np.array_equal(indices[:common], self._remaining[:common])
-                    or any(isinstance(value, BaseException) for _, value in self._done)):
-                return False
-            if len(indices) <= held:
-                return True  # already named
-            tail = indices[held:]
-            self._remaining = indices.copy()
-            self._todo += [tail[i:i + READ_AHEAD_PIECE] for i in range(0, len(tail), READ_AHEAD_PIECE)]
-            if self._todo and not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="sifa-read-ahead", daemon=True).start()
-            return True
+    @classmethod
+    def now(cls, backend, indices: np.ndarray) -> "_ReadAhead":
+        read = cls(backend, indices, backend.num_frames, start=False)
+        read._run()
+        return read
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped or not self._todo:
-                    self._running = False
-                    self._cond.notify_all()
-                    return
-                piece = self._todo.pop(0)
-            try:
-                value: Any = self._backend.read_sorted(piece)
-            except BaseException as exc:  # raised for the read that asks for these frames
-                value = exc
-            with self._cond:
-                self._done.append((piece, value))
-                if isinstance(value, BaseException):
-                    self._todo.clear()
-                self._cond.notify_all()
-
-    def take(self, indices: np.ndarray, num_frames: int) -> Optional[np.ndarray]:
-        """The frames `indices`, once decoded, when they are the next ones read ahead for the same frame
-        count; None otherwise (the caller reads them afresh). Raises what decoding them raised."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(indices)
-        with self._cond:
-            if (num_frames != self.num_frames or n == 0 or n > len(self._remaining)
-                    or not np.array_equal(self._remaining[:n], indices)):
-                return None
-            while True:
-                have = 0
-                for _, value in self._done:
-                    if isinstance(value, BaseException):
-                        raise value
-                    have += len(value)
-                    if have >= n:
-                        break
-                if have >= n:
-                    break
-                self._cond.wait()
-            parts, need = [], n
-            while need:
-                piece, value = self._done[0]
-                if len(value) <= need:
-                    self._done.pop(0)
-                    parts.append(value)
-                    need -= len(value)
-                else:
-                    self._done[0] = (piece[need:], value[need:])
-                    parts.append(value[:need])
-                    need = 0
-            self._remaining = self._remaining[n:]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def stop(self) -> None:
-        """Decode nothing more (the piece under way is finished) and drop what was not taken."""
-        with self._cond:
-            self._stopped = True
-            self._todo.clear()
-            while self._running:
-                self._cond.wait()
-            self._done.clear()
+        try:
+            self._value = self._backend.read_sorted(self.indices)
+        except BaseException as exc:  # raised where the caller asks for these frames
+            self._error = exc
 
     def wait(self) -> None:
-        """Until everything named so far is decoded (tests)."""
-        with self._cond:
-            while self._running:
-                self._cond.wait()
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def result(self, indices: np.ndarray, num_frames: int) -> Optional["_ReadAhead"]:
+        """Itself when it read `indices` for the same frame count, else None (its frames are
+        dropped; the read that was asked for is done afresh)."""
+        same = num_frames == self.num_frames and np.array_equal(indices, self.indices)
+        return self if same else None
+
+    def frames(self) -> np.ndarray:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def main(argv: list[str]) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from sifa_cli.data.dataset import STILL_IMAGE
-from sifa_cli.data.decode import DECODER_THREADS, DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled, take_early
+from sifa_cli.data.decode import DECODER_THREADS, DEFAULT_TIMEOUT_S, FrameCountError, Video, read_sampled
 from sifa_cli.data.sampling import Views, parse_views, sample_clips
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.data.transforms import evaluation_views
@@ -228,10 +228,7 @@ class _Job:
     def open(self, threads: int = DECODER_THREADS) -> Video:
         p = self.predictor
         short_side = p.spec.resize if p.views.crops == 1 else p.spec.size
-        early = take_early(self.path, backend=p.decoder, short_side=short_side, threads=threads,
-                           timeout=p.decode_timeout)
-        return early or Video(self.path, backend=p.decoder, short_side=short_side, timeout=p.decode_timeout,
-                              threads=threads)
+        return Video(self.path, backend=p.decoder, short_side=short_side, timeout=p.decode_timeout, threads=threads)
 
     def clip_views(self, frames: np.ndarray) -> Iterator[Tensor]:
         spec, views = self.predictor.spec, self.predictor.views

@@ -2,8 +2,7 @@
 
 `ShotTimelineJob` reads a video once, forward, decoding every frame at the size the model takes
 (the timeline needed most of them anyway: a window's clip spans half of it or more); the decode
-worker decodes the next chunks of frames while one is scored (and the first ones while the command
-still loads the model: `sifa_cli.data.decode.open_early`). Each frame
+worker decodes each chunk of frames while the one before is scored. Each frame
 goes through PySceneDetect's `ContentDetector` (the HSV difference to the frame before, its
 `detect-content` command) as it is decoded. Windows are planned inside each shot as
 `plan_windows` plans them over a whole video: a window is scored as soon as its frames are decoded
@@ -24,20 +23,15 @@ from torch import Tensor
 
 from sifa_cli.data.decode import FrameCountError, Video
 from sifa_cli.engine.predict import Segment, VideoResult, Window, _TimelineJob, merge_segments, plan_windows, played_duration
-from sifa_cli.engine.timeline_options import (
-    CUT_THRESHOLD,
-    DECODE_CHUNK,
-    MIN_SHOT_FRAMES,
-    READ_AHEAD_CHUNKS,
-    TIMELINE_DECODER_THREADS,
-    TimelineOptions,
-    content_detector,
-)
+from sifa_cli.engine.timeline_options import CUT_THRESHOLD, MIN_SHOT_FRAMES, TimelineOptions, content_detector
 from sifa_cli.wording import counted
 
 if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
 
+DECODE_CHUNK = 32  # frames per read from the decoder
+# FFmpeg threads for the one forward pass over the file (no seeks, so frame threading never restarts).
+TIMELINE_DECODER_THREADS = 2
 
 
 class CutDetector:
@@ -118,9 +112,8 @@ class ShotTimelineJob(_TimelineJob):
 
         while decoded < video.num_frames:
             wanted = np.arange(decoded, min(decoded + DECODE_CHUNK, video.num_frames))
-            following = np.arange(wanted[-1] + 1, min(wanted[-1] + 1 + READ_AHEAD_CHUNKS * DECODE_CHUNK,
-                                                      video.num_frames))
-            try:  # the worker decodes the following chunks while this one is scored
+            following = np.arange(wanted[-1] + 1, min(wanted[-1] + 1 + DECODE_CHUNK, video.num_frames))
+            try:  # the worker decodes the following chunk while this one is scored
                 frames = video.read(wanted, ahead=following if following.size else None)
             except FrameCountError:  # the file holds fewer frames than it announced: num_frames is now right
                 if decoded >= video.num_frames:

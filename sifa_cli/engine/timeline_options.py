@@ -18,15 +18,6 @@ MIN_SHOT_FRAMES = 15
 UNCERTAIN_BELOW = 0.6
 UNCERTAIN_MARGIN = 0.15
 
-# How a timeline with cuts reads its file (engine/shots.py): once, forward, DECODE_CHUNK frames a read,
-# the decode worker READ_AHEAD_CHUNKS chunks ahead of the reads, with FFmpeg threads of its own for the
-# one pass (no seeks, so frame threading never restarts). While the command is still loading torch and
-# the model, the worker starts on the first EARLY_FRAMES frames (cli/predict.py).
-DECODE_CHUNK = 32
-READ_AHEAD_CHUNKS = 8
-TIMELINE_DECODER_THREADS = 2
-EARLY_FRAMES = 750
-
 
 @dataclass(frozen=True)
 class TimelineOptions:
