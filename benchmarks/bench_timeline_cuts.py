@@ -71,8 +71,8 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_sifa(path: Path) -> tuple[float, list[int], int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_sifa(path: Path, root: Path = ROOT) -> tuple[float, list[int], int]:
+    env = {**os.environ, "PYTHONPATH": str(root)}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sifa_cli.cli.main", "predict", str(path), "--timeline", "--format",
                            "json", "--device", "cpu"], capture_output=True, text=True, env=env)
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=ROOT / "data" / "bench_hd")
     parser.add_argument("--seconds", type=float, nargs="+", default=[20.0], help="lengths of the files")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline", type=Path, help="another checkout of sifa (e.g. a clone at an older commit), "
+                        "run as a third tool, 'sifa-baseline', for a before/after in the same run")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None or shutil.which("scenedetect") is None:
         raise SystemExit("needs ffmpeg (apt-get install ffmpeg) and scenedetect (pip install scenedetect-headless)")
@@ -115,15 +117,18 @@ def main() -> None:
                 truth_file.write_text(json.dumps(make_video(path, width, height, seconds)))
             files[f"{size} {seconds:g} s"] = (path, json.loads(truth_file.read_text()), seconds)
     print(f"load average before: {os.getloadavg()[0]:.2f}; sgemm {sgemm_gmac_per_s():.1f} GMAC/s", flush=True)
-    results: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
-    cpu_used: dict[str, dict[str, list[float]]] = {name: {"sifa": [], "scenedetect": []} for name in files}
+    tools = ["sifa", "scenedetect"] + (["sifa-baseline"] if args.baseline else [])
+    results: dict[str, dict[str, list[float]]] = {name: {tool: [] for tool in tools} for name in files}
+    cpu_used: dict[str, dict[str, list[float]]] = {name: {tool: [] for tool in tools} for name in files}
     for round_number in range(args.rounds):
         for name, (path, truth, seconds) in files.items():
-            order = ("sifa", "scenedetect") if round_number % 2 == 0 else ("scenedetect", "sifa")
+            order = tools if round_number % 2 == 0 else tools[::-1]
             for tool in order:
                 cpu = children_cpu()
                 if tool == "sifa":
                     wall, cuts, frames = run_sifa(path)
+                elif tool == "sifa-baseline":
+                    wall, cuts, frames = run_sifa(path, args.baseline.resolve())
                 else:
                     wall, cuts = run_scenedetect(path, args.folder)
                 cpu = children_cpu() - cpu  # the subprocess and its children (sifa's decode worker)
@@ -144,6 +149,14 @@ def main() -> None:
         print(f"| {name} | {min(walls['sifa']):.1f} | {min(walls['scenedetect']):.1f} | "
               f"{min(walls['scenedetect']) / min(walls['sifa']):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} | "
               f"{min(cpu['sifa']):.1f} / {min(cpu['scenedetect']):.1f} |")
+    if args.baseline:
+        print("\n| file | sifa-baseline best wall s | CPU s (best) | ratio baseline/scenedetect (best) | "
+              "sifa / sifa-baseline wall (best) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, walls in results.items():
+            base = min(walls["sifa-baseline"])
+            print(f"| {name} | {base:.1f} | {min(cpu_used[name]['sifa-baseline']):.1f} | "
+                  f"{min(walls['scenedetect']) / base:.2f} | {min(walls['sifa']) / base:.2f} |")
 
 
 if __name__ == "__main__":
