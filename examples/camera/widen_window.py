@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sifa_cli.models import create_model  # noqa: E402
+from sifa_cli.models.sifa_resnet import stage_dilations  # noqa: E402
 from sifa_cli.weights.checkpoint import load_checkpoint, load_strict, save_checkpoint  # noqa: E402
 
 STAGES = ("layer2", "layer3", "layer4")
@@ -32,8 +33,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     state, meta = load_checkpoint(args.source)
-    old = meta.get("arch_kwargs", {}).get("dilation", 1)
-    old = [old] * 3 if isinstance(old, int) else list(old)
+    old = list(stage_dilations(meta.get("arch_kwargs", {}).get("dilation", 1)))
     widened = [stage for stage, before, after in zip(STAGES, old, args.dilation) if before != after]
     state = dict(state)
     for key in state:
