@@ -308,3 +308,57 @@ def test_auxiliary_loss_is_kept_in_training_only_and_read_once():
     plain = create_model("sifa_resnet_tiny", num_classes=3, clip_length=8).train()
     plain(x)
     assert plain.auxiliary_loss() is None  # the reference blocks keep none
+
+
+def _panning_clip(dy: float, dx: float, frames: int = 6, size: int = 64) -> torch.Tensor:
+    """A clip of a real photograph whose content moves (dy, dx) input pixels a frame: 1,3,T,H,W."""
+    import cv2
+    import numpy as np
+
+    photo = cv2.imread(str(Path(__file__).parent / "fixtures" / "coffee.jpg")).astype(np.float32) / 255
+    out = []
+    for t in range(frames):
+        shift = np.float32([[1, 0, dx * t - 60], [0, 1, dy * t - 50]])
+        out.append(cv2.warpAffine(photo, shift, (photo.shape[1], photo.shape[0]))[:size, :size])
+    return torch.from_numpy(np.stack(out)).permute(3, 0, 1, 2)[None]
+
+
+def test_global_shifts_measure_the_motion_of_a_real_picture_to_a_fraction_of_a_pixel():
+    from sifa_cli.models.motion_targets import global_shifts
+
+    for dy, dx in ((0.0, 3.0), (-2.0, 1.5), (2.5, -4.0), (0.0, 0.0)):
+        shifts = global_shifts(_panning_clip(dy, dx))
+        assert shifts.shape == (1, 2, 5)
+        assert torch.allclose(shifts[0, 0], torch.full((5,), dy), atol=0.5), (dy, shifts[0, 0])
+        assert torch.allclose(shifts[0, 1], torch.full((5,), dx), atol=0.5), (dx, shifts[0, 1])
+
+
+def test_block_targets_follow_the_block_grid_in_space_and_time():
+    from sifa_cli.models.motion_targets import block_targets
+
+    shifts = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [8.0] * 7]])  # 8 input frames, 64x64
+    same_time = block_targets(shifts, (8, 64, 64), (8, 8, 16))  # 8x8 cells across, 4x4 ... of input pixels
+    assert torch.allclose(same_time[0, 0], shifts[0, 0] / 8) and torch.allclose(same_time[0, 1], shifts[0, 1] / 4)
+    halved = block_targets(shifts, (8, 64, 64), (4, 16, 16))  # feature frame k holds input frames 2k, 2k+1
+    assert torch.allclose(halved[0, 0], torch.tensor([3.0, 7.0, 11.0]) / 4)
+
+
+def test_the_displacement_loss_teaches_the_offsets_only_on_translating_clips():
+    from sifa_cli.models.motion_targets import global_shifts
+
+    model = create_model("sifa_motion_tiny", num_classes=3, clip_length=8).train()
+    clips = torch.cat((_panning_clip(0.0, 3.0, frames=8), _panning_clip(0.0, -3.0, frames=8)))
+    shifts = global_shifts(clips)
+    model(clips)
+    base = model.auxiliary_loss()
+    model(clips)
+    with_target = model.auxiliary_loss(shifts, torch.tensor([True, True]), 1.0, tuple(clips.shape[2:]))
+    assert float(with_target) > float(base) + 1e-4  # untrained displacements are far from 3 px a frame
+    model.zero_grad()
+    with_target.backward()
+    offsets = [block.conv_offset.weight.grad for _, block in model.sifa_blocks()]
+    assert all(g is not None and g.abs().sum() > 0 for g in offsets)
+    model(clips)
+    none_translating = model.auxiliary_loss(shifts, torch.tensor([False, False]), 1.0, tuple(clips.shape[2:]))
+    model(clips)
+    assert torch.allclose(none_translating, model.auxiliary_loss(), atol=1e-6)

@@ -464,3 +464,30 @@ def test_offset_lr_scale_moves_the_offset_convolutions_that_many_times_faster(tm
     assert len(make_optimizer(model, TrainConfig(), lr=0.01, weight_decay=0.0).param_groups) == 2
     with pytest.raises(InputError, match="offset.lr.scale must be positive"):
         build_config({"offset_lr_scale": 0})
+
+
+def test_a_run_with_the_displacement_loss_trains_and_records_it(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=10, size=64)
+    config_file = _write(tmp_path / "c.yaml", "displacement_loss: 0.5\ntranslation_classes: left, right\n")
+    config = build_config(dict(data=str(data), out=str(tmp_path / "run"), model="sifa_motion_tiny", frames=8,
+                               size=64, workers=0, epochs=1, batch_size=3, seed=2), config_file)
+    assert (config.displacement_loss, config.translation_classes) == (0.5, "left, right")
+    torch.manual_seed(config.seed)
+    before = create_model("sifa_motion_tiny", num_classes=2, clip_length=8).state_dict()
+    Trainer(config, log=lambda message: None).fit()
+    after, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert meta["training"]["config"]["displacement_loss"] == 0.5
+    assert not torch.equal(after["layer2.1.conv_offset.weight"], before["layer2.1.conv_offset.weight"])
+
+
+def test_displacement_loss_settings_are_checked(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=10, size=32)
+    with pytest.raises(InputError, match="translation_classes must name the classes"):
+        build_config({}, _write(tmp_path / "a.yaml", "displacement_loss: 1\n"))
+    with pytest.raises(InputError, match="displacement_loss must not be negative"):
+        build_config({}, _write(tmp_path / "b.yaml", "displacement_loss: -1\ntranslation_classes: left\n"))
+    config = build_config(dict(data=str(data), out=str(tmp_path / "run"), model="sifa_motion_tiny", frames=8,
+                               size=32, workers=0, epochs=1, batch_size=2),
+                          _write(tmp_path / "c.yaml", "displacement_loss: 1\ntranslation_classes: left, up\n"))
+    with pytest.raises(InputError, match=r"translation_classes names 'up', not a class of the data \(left, right\)"):
+        Trainer(config, log=lambda message: None).fit()

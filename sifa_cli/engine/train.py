@@ -75,6 +75,7 @@ from sifa_cli.engine.train_config import (
     DEFAULT_MODEL,
     DEFAULT_WEIGHT_DECAY,
     TrainConfig,
+    translation_class_names,
     write_config_yaml,
 )
 from sifa_cli.engine.train_distributed import (
@@ -88,6 +89,7 @@ from sifa_cli.engine.train_metrics import TOP_K, EpochMetrics, TrainResult, epoc
 from sifa_cli.errors import InputError, ModelError, SifaError
 from sifa_cli.fileio import lock_output
 from sifa_cli.models import create_model, head_probabilities, predict_proba
+from sifa_cli.models.motion_targets import global_shifts
 from sifa_cli.wording import counted
 
 Log = Callable[[str], None]
@@ -107,6 +109,16 @@ def _single_threaded_worker(_worker_id: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def translation_labels(config: TrainConfig, categories: list[str], device: torch.device) -> torch.Tensor:
+    """(classes,) bool: which class's clips the displacement loss measures (`translation_classes`)."""
+    names = translation_class_names(config)
+    unknown = [name for name in names if name not in categories]
+    if unknown:
+        raise InputError(f"translation_classes names {', '.join(repr(n) for n in unknown)}, not a class of the "
+                         f"data ({', '.join(categories)})")
+    return torch.tensor([name in names for name in categories], dtype=torch.bool, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +272,7 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
+        translating = translation_labels(config, categories, self.device)
         augmentation = Augmentation(scale=(config.min_crop_area, 1.0), color_jitter=config.color_jitter,
                                     hflip=config.hflip)
         train_set = ClipDataset(splits.train, categories, spec, augmentation, seed=config.seed)
@@ -342,7 +355,13 @@ class Trainer:
                     with autocast(self.device, precision):
                         outputs = network(clips)
                     loss = classification_loss(outputs, labels, config.label_smoothing)
-                    auxiliary = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
+                    auxiliary = None
+                    if hasattr(model, "auxiliary_loss"):
+                        if config.displacement_loss > 0:  # models/motion_targets.py
+                            auxiliary = model.auxiliary_loss(global_shifts(clips), translating[labels],
+                                                             config.displacement_loss, tuple(clips.shape[2:]))
+                        else:
+                            auxiliary = model.auxiliary_loss()
                     if auxiliary is not None:  # the motion-readout SIFA blocks' alignment (models/blocks.py)
                         loss = loss + auxiliary
                     scaler.scale(loss / steps_in_this_group).backward()

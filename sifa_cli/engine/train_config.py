@@ -67,6 +67,10 @@ class TrainConfig:
     # Learning-rate multiplier for the SIFA offset convolutions (config file only): their outputs start
     # at zero and stay near it at the common rate.
     offset_lr_scale: float = 1.0
+    # A displacement loss for the motion-readout SIFA blocks (config file only; models/motion_targets.py):
+    # its weight, and the comma-separated classes whose clips are one translation of the scene (pans, tilts)
+    displacement_loss: float = 0.0
+    translation_classes: Optional[str] = None
     precision: str = "auto"
     freeze_backbone: bool = False
     # Augmentation
@@ -170,6 +174,11 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def translation_class_names(config: TrainConfig) -> list[str]:
+    """The classes of the `translation_classes` key, in its order."""
+    return [name.strip() for name in (config.translation_classes or "").split(",") if name.strip()]
+
+
 def check_config(config: TrainConfig, from_command_line: typing.Collection[str] = ()) -> None:
     """Reject values that cannot work, with one line naming the option: as `--batch-size` when the
     value came from the command line, as the config key `batch_size` when it came from a file."""
@@ -200,6 +209,9 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
     need(0 <= config.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {config.label_smoothing}")
     need(config.clip_grad >= 0, "clip_grad", "must not be negative (0 turns it off)")
     need(config.offset_lr_scale > 0, "offset_lr_scale", f"must be positive, got {config.offset_lr_scale}")
+    need(config.displacement_loss >= 0, "displacement_loss", f"must not be negative, got {config.displacement_loss}")
+    need(config.displacement_loss == 0 or bool(translation_class_names(config)), "translation_classes",
+         "must name the classes whose clips are one translation of the scene when displacement_loss is set")
     need(0 <= config.color_jitter < 1, "color_jitter", f"must be in [0, 1), got {config.color_jitter}")
     need(0 < config.min_crop_area <= 1, "min_crop_area", f"must be in (0, 1], got {config.min_crop_area}")
     need(0 < config.val_fraction < 1, "val_fraction", f"must be between 0 and 1, got {config.val_fraction}")

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sifa_cli.models.motion_targets import displacement_target_loss
 from sifa_cli.models.ops import FrozenCorrelationScale, SIFAAttention, sifa_padding
 
 
@@ -166,6 +167,7 @@ class SIFABottleneck(Bottleneck):
             self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
             self.motion = nn.Conv3d(kernel_size * kernel_size + 2, planes, kernel_size=1, bias=False)
         self.alignment: Tensor | None = None  # kept by a training forward pass with the motion readout
+        self.displacement: Tensor | None = None  # its displacements, for a loss against measured motion
         # Benchmarks switch this off to measure what the SIFA step costs; the block is then a bottleneck.
         self.sifa_enabled = True
 
@@ -186,6 +188,7 @@ class SIFABottleneck(Bottleneck):
             out = out + self.motion(shift_to_query_frame(torch.cat((correlation, moved), dim=1)))
             if self.training and torch.is_grad_enabled():
                 self.alignment = alignment_loss(features, moved)
+                self.displacement = moved
         return out
 
 
@@ -196,14 +199,21 @@ class SIFAModel(nn.Module):
         """(name, block) of every block that runs the SIFA step, in forward order."""
         return [(name, m) for name, m in self.named_modules() if getattr(m, "is_sifa_block", False)]
 
-    def auxiliary_loss(self) -> Tensor | None:
+    def auxiliary_loss(self, shifts: Tensor | None = None, translating: Tensor | None = None,
+                       weight: float = 0.0, input_size: tuple[int, int, int] | None = None) -> Tensor | None:
         """The alignment losses the motion-readout blocks kept in the last training forward pass (summed,
-        then forgotten), or None when no block kept one."""
+        then forgotten), or None when no block kept one. With `weight` > 0 it adds, per block, `weight`
+        times the displacement loss against `shifts` (`motion_targets.global_shifts` of the input clips,
+        whose size T,H,W is `input_size`) over the clips where `translating` is true."""
         losses = []
         for _, block in self.sifa_blocks():
             if getattr(block, "alignment", None) is not None:
                 losses.append(block.alignment)
+                if weight > 0 and shifts is not None and block.displacement is not None:
+                    losses.append(weight * displacement_target_loss(block.displacement, shifts, translating,
+                                                                    input_size))
                 block.alignment = None
+                block.displacement = None
         return torch.stack(losses).sum() if losses else None
 
     def set_sifa_enabled(self, enabled: bool) -> None:
