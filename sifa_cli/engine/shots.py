@@ -1,8 +1,9 @@
 """Shots in timelines: cut detection, windows that never cross a cut, and segments per shot.
 
 `ShotTimelineJob` reads a video once, forward, decoding every frame at the size the model takes
-(the timeline needed most of them anyway: a window's clip spans half of it or more); the decode
-worker decodes each chunk of frames while the one before is scored. Each frame
+(the timeline needed most of them anyway: a window's clip spans half of it or more), in chunks from
+`data/forward.py` (two decode workers on alternate key-frame chunks where the file allows it), each
+decoded while the one before is scored. Each frame
 goes through PySceneDetect's `ContentDetector` (the HSV difference to the frame before, its
 `detect-content` command) as it is decoded. Windows are planned inside each shot as
 `plan_windows` plans them over a whole video: a window is scored as soon as its frames are decoded
