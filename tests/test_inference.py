@@ -207,3 +207,33 @@ def test_per_stage_dilation_is_built_prepared_and_saved(tmp_path, monkeypatch):
     for bad in ([2, 1], [0, 1, 1], 0, [1.5, 1, 1]):
         with pytest.raises(ModelError, match="dilation must be"):
             create_model("sifa_motion_tiny", num_classes=3, clip_length=8, dilation=bad)
+
+
+def test_a_sifa_step_in_layer1_is_built_prepared_and_saved(tmp_path, monkeypatch):
+    """`sifa_layer1` (compact models): layer1's second block runs the SIFA step on layer1's finer cells;
+    the fast path and a saved checkpoint follow it; a layer1 of one block refuses it in one line."""
+    from sifa_cli.errors import ModelError
+    from sifa_cli.weights.checkpoint import load_model, save_checkpoint
+
+    model = randomise(create_model("sifa_motion_small", num_classes=3, clip_length=8, sifa_layer1=True))
+    blocks = dict(model.sifa_blocks())
+    assert list(blocks)[:2] == ["layer1.1", "layer2.1"] and type(model.layer1[0]).__name__ == "Bottleneck"
+    x = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = model.to(torch.float64)
+    with torch.inference_mode():
+        on = model.eval()(x)[0]
+        blocks["layer1.1"].sifa_enabled = False
+        off = model(x)[0]
+        blocks["layer1.1"].sifa_enabled = True
+    assert (on - off).abs().max() > 1e-6  # the new step changes the output
+    fast = prepare_for_inference(model)
+    with torch.inference_mode():
+        got = fast(x)
+    assert_outputs_close(got, plain_outputs(model, x, monkeypatch), 1e-12)
+    path = save_checkpoint(tmp_path / "fine.safetensors", model.float(), {
+        "arch": "sifa_motion_small", "arch_kwargs": {"clip_length": 8, "sifa_layer1": True},
+        "categories": ["a", "b", "c"], "input": {"frames": 8, "step": 4, "size": 64}})
+    loaded, _ = load_model(path, progress=False)
+    assert "layer1.1" in dict(loaded.sifa_blocks())
+    with pytest.raises(ModelError, match="sifa_layer1 turns layer1's second block into a SIFA block"):
+        create_model("sifa_motion_tiny", num_classes=3, clip_length=8, sifa_layer1=True)

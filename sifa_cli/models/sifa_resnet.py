@@ -15,7 +15,8 @@ What differs from the reference:
   readout of every SIFA block (blocks.SIFABottleneck). Without its SIFA steps such a model is blind to
   the order of frames: everything else is per frame or pooled symmetrically over time.
 
-Layout: stem (4x7x7 conv, temporal stride 4; 1x7x7 and stride 1 for `stem_frames=1`) -> layer1 (plain bottlenecks) -> layers 2-4 alternating
+Layout: stem (4x7x7 conv, temporal stride 4; 1x7x7 and stride 1 for `stem_frames=1`) -> layer1 (plain bottlenecks;
+with `sifa_layer1`, a compact-model option, its odd blocks are SIFA bottlenecks) -> layers 2-4 alternating
 global-context and SIFA bottlenecks. layer4 runs on layer3's output; layer4_dual (stride 1) runs on
 layer3's output max-pooled 2x in time. Each path has its own head; `forward` returns both logits.
 """
@@ -51,6 +52,7 @@ class SIFAResNet(SIFAModel):
         dropout: float = 0.5,
         stem_frames: int = STEM_TEMPORAL_STRIDE,
         motion_readout: bool = False,
+        sifa_layer1: bool = False,
     ):
         super().__init__()
         multiple = stem_frames * DUAL_TEMPORAL_POOL
@@ -70,10 +72,15 @@ class SIFAResNet(SIFAModel):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
+        if sifa_layer1 and layers[0] < 2:
+            raise ModelError(f"sifa_layer1 turns layer1's second block into a SIFA block; this SIFA-Net's layer1 "
+                             f"has {layers[0]}")
         d2, d3, d4 = stage_dilations(dilation)
         sifa_args = dict(kernel_size=kernel_size, motion_readout=motion_readout)
-        self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa=False, frames=frames, dilation=1,
-                                  **sifa_args)
+        # sifa_layer1 (compact models only): layer1's odd blocks run the SIFA step too, on cells of 4
+        # input pixels (layer2's are 8), for motion finer than layer2's taps resolve
+        self.layer1 = _make_layer(stem_width, widths[0], layers[0], 1, sifa="odd" if sifa_layer1 else False,
+                                  frames=frames, dilation=1, **sifa_args)
         self.layer2 = _make_layer(widths[0] * expansion, widths[1], layers[1], 2, sifa=True, frames=frames,
                                   dilation=d2, **sifa_args)
         self.layer3 = _make_layer(widths[1] * expansion, widths[2], layers[2], 2, sifa=True, frames=frames,
@@ -144,9 +151,10 @@ def stage_dilations(dilation: int | Sequence[int]) -> tuple[int, int, int]:
     return values
 
 
-def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: bool, frames: int,
+def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: bool | str, frames: int,
                 kernel_size: int, dilation: int, motion_readout: bool) -> nn.Sequential:
-    """A stage. With sifa=True blocks alternate global-context (even) and SIFA (odd) bottlenecks."""
+    """A stage. With sifa=True blocks alternate global-context (even) and SIFA (odd) bottlenecks; with
+    sifa="odd" the even ones stay plain bottlenecks."""
     out_planes = planes * Bottleneck.expansion
     layers: list[nn.Module] = []
     for i in range(blocks):
@@ -155,7 +163,7 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, *, sifa: b
         downsample = None
         if i == 0 and (stride != 1 or inplanes != out_planes):
             downsample = nn.Sequential(conv1x1x1(inplanes, out_planes, stride), nn.BatchNorm3d(out_planes))
-        if not sifa:
+        if not sifa or (sifa == "odd" and i % 2 == 0):
             layers.append(Bottleneck(block_in, planes, block_stride, downsample))
         elif i % 2 == 0:
             layers.append(GlobalContextBottleneck(block_in, planes, block_stride, downsample))

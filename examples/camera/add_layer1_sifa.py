@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""A motion checkpoint with a SIFA step in layer1 too: every trained tensor carried over, layer1's odd
+blocks turned into SIFA bottlenecks (the `sifa_layer1` model option).
+
+    python examples/camera/add_layer1_sifa.py IN.safetensors OUT.safetensors
+
+Why (README, experiment E15): layer2's cells are 8 input pixels; a slow pan moves about 1.5 input
+pixels a feature step (0.2 of a cell), which falls between layer2's taps, and `static` is the motion
+model's weakest class, with slow pans and zooms read as still. layer1's cells are 4 pixels. The new
+block keeps the weights of the plain bottleneck it replaces (same convolutions and normalisations);
+its offset convolution starts at zero (the regular grid), and its motion readout's projection starts at
+zero, so at first it adds only what its SIFA step aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from sifa_cli.models import create_model  # noqa: E402
+from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source")
+    parser.add_argument("out")
+    args = parser.parse_args(argv)
+
+    state, meta = load_checkpoint(args.source)
+    arch_kwargs = {**meta.get("arch_kwargs", {}), "sifa_layer1": True}
+    model = create_model(meta["arch"], num_classes=len(meta["categories"]), **arch_kwargs)
+    new_state = model.state_dict()
+    missing = [key for key in state if key not in new_state]
+    if missing:
+        raise SystemExit(f"{args.source}: tensors the new model does not have: {', '.join(missing[:5])}")
+    fresh = sorted(key for key in new_state if key not in state)
+    with torch.no_grad():  # state_dict's tensors are the model's own: copying into them loads the model
+        for key, value in state.items():
+            new_state[key].copy_(value)
+        for name, block in model.sifa_blocks():
+            if name.startswith("layer1.") and getattr(block, "motion_readout", False):
+                block.motion.weight.zero_()
+    out_meta = {key: meta[key] for key in ("arch", "categories", "input") if key in meta}
+    out_meta.update(arch_kwargs=arch_kwargs,
+                    source=f"{Path(args.source).name} with SIFA in layer1 (new: {', '.join(fresh)}) "
+                           f"by examples/camera/add_layer1_sifa.py")
+    save_checkpoint(args.out, model, out_meta)
+    print(f"wrote {args.out}: layer1 SIFA blocks {[n for n, _ in model.sifa_blocks() if n.startswith('layer1.')]}, "
+          f"new tensors: {', '.join(fresh)}")
+
+
+if __name__ == "__main__":
+    main()
