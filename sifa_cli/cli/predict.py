@@ -142,8 +142,7 @@ def predict(
     """
     from sifa_cli.data import decode_worker
 
-    # they start on another core while torch and the model load; a timeline with cuts reads with two
-    decode_worker.prestart(2 if timeline and cuts else 1)
+    decode_worker.prestart()  # it starts on another core while torch and the model load
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views

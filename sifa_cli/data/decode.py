@@ -166,9 +166,6 @@ class _RemoteBackend:
     def frame_times(self) -> np.ndarray:
         return self._call("times", self.num_frames)
 
-    def key_frames(self) -> np.ndarray | None:
-        return self._call("keys", None)
-
     def close(self) -> None:
         if self._worker.alive and self._worker.generation == self._generation:
             try:
@@ -327,14 +324,6 @@ class Video:
         """Presentation time in seconds of every frame, from the first one; honours a variable
         frame rate with decord, assumes a constant one with OpenCV."""
         return self._bounded(self._backend.frame_times, "reading frame times")
-
-    def key_frames(self) -> np.ndarray | None:
-        """Sorted indices of the frames decoding can start from (key frames), or None where the
-        decoder does not say (OpenCV) or could not tell."""
-        try:
-            return self._bounded(self._backend.key_frames, "reading its key frames")
-        except (BackendError, DecodeError):
-            return None
 
     def close(self) -> None:
         if not self._broken:  # a hung decoder thread may still hold the handle

@@ -295,14 +295,6 @@ class DecordBackend:
         starts = self._reader.get_frame_timestamp(np.arange(self.num_frames))[:, 0]
         return usable_frame_times(starts, self.fps, self._path)
 
-    def key_frames(self) -> np.ndarray | None:
-        """Indices of the frames decoding can start from (sorted), from the container's index."""
-        try:
-            keys = np.asarray(self._reader.get_key_indices(), dtype=np.int64).reshape(-1)
-        except (RuntimeError, self._decord.DECORDError):
-            return None
-        return np.unique(keys[(keys >= 0) & (keys < self.num_frames)])
-
     def close(self) -> None:
         self._reader = None
 
@@ -386,9 +378,6 @@ class OpenCVBackend:
     def _short_read(self) -> FrameCountError:
         note = f"only {self._position} of the {self.num_frames} frames it announces could be decoded"
         return FrameCountError(f"{self._path}: {note}", self._position, note)
-
-    def key_frames(self) -> np.ndarray | None:
-        return None  # OpenCV does not say; its seeks are not frame-exact anyway
 
     def frame_times(self) -> np.ndarray:
         if self.fps <= 0:

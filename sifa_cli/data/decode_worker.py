@@ -245,21 +245,21 @@ def acquire() -> DecodeWorker:
     return DecodeWorker()
 
 
-def prestart(count: int = 1) -> None:
-    """Start workers into the pool now, up to `count` idle there: a command that is about to
-    import torch and load a model (seconds) lets the workers start (Python, numpy, OpenCV) meanwhile
-    on another core, instead of when the first video opens (a timeline reads with two)."""
+def prestart() -> None:
+    """Start a worker into the pool now, unless one is idle there: a command that is about to
+    import torch and load a model (seconds) lets the worker start (Python, numpy, OpenCV) meanwhile
+    on another core, instead of when the first video opens."""
     if not AVAILABLE:
         return
     with _pool_lock:
-        missing = count - len(_idle)
-    for _ in range(missing):
-        worker = DecodeWorker()
-        try:
-            worker._start()
-        except WorkerCrashed:
-            return  # the first video says why, with its own message
-        release(worker)
+        if _idle:
+            return
+    worker = DecodeWorker()
+    try:
+        worker._start()
+    except WorkerCrashed:
+        return  # the first video says why, with its own message
+    release(worker)
 
 
 def release(worker: DecodeWorker) -> None:
@@ -339,8 +339,6 @@ def _serve(conn: Connection, frames: _SharedBuffer) -> None:
                     backend = backends[handle]
                     backend.num_frames = args
                     value = backend.frame_times()
-                elif op == "keys":
-                    value = backends[handle].key_frames()
                 elif op == "close":
                     backend = backends.pop(handle, None)
                     if backend is not None:

@@ -1,9 +1,8 @@
 """Shots in timelines: cut detection, windows that never cross a cut, and segments per shot.
 
 `ShotTimelineJob` reads a video once, forward, decoding every frame at the size the model takes
-(the timeline needed most of them anyway: a window's clip spans half of it or more), in chunks from
-`data/forward.py` (two decode workers on alternate key-frame chunks where the file allows it), each
-decoded while the one before is scored. Each frame
+(the timeline needed most of them anyway: a window's clip spans half of it or more); the decode
+worker decodes each chunk of frames while the one before is scored. Each frame
 goes through PySceneDetect's `ContentDetector` (the HSV difference to the frame before, its
 `detect-content` command) as it is decoded. Windows are planned inside each shot as
 `plan_windows` plans them over a whole video: a window is scored as soon as its frames are decoded
@@ -22,8 +21,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import numpy as np
 from torch import Tensor
 
-from sifa_cli.data.decode import DECODER_THREADS, FrameCountError, Video
-from sifa_cli.data.forward import ForwardFrames
+from sifa_cli.data.decode import FrameCountError, Video
 from sifa_cli.engine.predict import Segment, VideoResult, Window, _TimelineJob, merge_segments, plan_windows, played_duration
 from sifa_cli.engine.timeline_options import CUT_THRESHOLD, MIN_SHOT_FRAMES, TimelineOptions, content_detector
 from sifa_cli.wording import counted
@@ -31,6 +29,9 @@ from sifa_cli.wording import counted
 if TYPE_CHECKING:
     from sifa_cli.engine.predict import Predictor
 
+DECODE_CHUNK = 32  # frames per read from the decoder
+# FFmpeg threads for the one forward pass over the file (no seeks, so frame threading never restarts).
+TIMELINE_DECODER_THREADS = 2
 
 
 class CutDetector:
@@ -62,15 +63,8 @@ class ShotTimelineJob(_TimelineJob):
         self.shots: list[tuple[int, int]] = []
         self.window_shots: list[int] = []
 
-    def open(self, threads: int = DECODER_THREADS) -> Video:
+    def open(self, threads: int = TIMELINE_DECODER_THREADS) -> Video:
         return super().open(threads)
-
-    def open_other(self) -> Video:
-        """A second reader of the same file, decord only, in a decode worker of its own (ForwardFrames)."""
-        p = self.predictor
-        short_side = p.spec.resize if p.views.crops == 1 else p.spec.size
-        return Video(self.path, backend="decord", short_side=short_side, timeout=p.decode_timeout,
-                     threads=DECODER_THREADS)
 
     def inputs(self, video: Video) -> Iterator[Tensor]:
         times = self._times
@@ -116,46 +110,44 @@ class ShotTimelineJob(_TimelineJob):
             self.shots.append((shot_first, stop))
             shot_first, done = stop, 0
 
-        reader = ForwardFrames(video, self.open_other)
-        try:
-            while decoded < video.num_frames:
-                try:  # the decode workers decode the following chunks while this one is scored
-                    wanted, frames = reader.read(decoded)
-                except FrameCountError:  # the file holds fewer frames than it announced: num_frames is now right
-                    if decoded >= video.num_frames:
-                        break
-                    continue
-                for index, frame in zip(wanted.tolist(), frames):
-                    held[index] = frame
-                    for cut in detector.feed(index, frame):
-                        if cut > shot_first:
-                            yield from end_shot(cut)
-                decoded = int(wanted[-1]) + 1
-                # Windows of the current shot that lie wholly in decoded frames: no cut can fall in them now.
-                start = float(times[shot_first])
-                last_time = float(times[decoded - 1])
-                while start + done * self.stride + self.window <= last_time + 1e-9:
-                    s = start + done * self.stride
-                    yield from score(s, s + self.window, decoded)
-                    done += 1
-                # Frames before the earliest a window still to come can use are let go.
-                earliest = min(start + done * self.stride, last_time - self.window - self.stride) - 1e-3
-                keep_from = max(shot_first, int(np.searchsorted(times, earliest)))
-                for index in [i for i in held if i < keep_from]:
-                    del held[index]
-            if decoded == 0:
-                return
-            self.duration = played_duration(times[:decoded], video.info.fps)
-            yield from end_shot(decoded)
-            self.frames = decoded
-            if short_shots:
-                self.notes.append(f"{counted(short_shots, 'shot')} shorter than a window ({self.window:g} s), the shortest "
-                                  f"{shortest} frames: each is labelled from the frames it has")
-            if short_windows:
-                self.note_short(fewest, fewest_distinct, short_windows)
+        while decoded < video.num_frames:
+            wanted = np.arange(decoded, min(decoded + DECODE_CHUNK, video.num_frames))
+            following = np.arange(wanted[-1] + 1, min(wanted[-1] + 1 + DECODE_CHUNK, video.num_frames))
+            try:  # the worker decodes the following chunk while this one is scored
+                frames = video.read(wanted, ahead=following if following.size else None)
+            except FrameCountError:  # the file holds fewer frames than it announced: num_frames is now right
+                if decoded >= video.num_frames:
+                    break
+                continue
+            for index, frame in zip(wanted.tolist(), frames):
+                held[index] = frame
+                for cut in detector.feed(index, frame):
+                    if cut > shot_first:
+                        yield from end_shot(cut)
+            decoded = int(wanted[-1]) + 1
+            # Windows of the current shot that lie wholly in decoded frames: no cut can fall in them now.
+            start = float(times[shot_first])
+            last_time = float(times[decoded - 1])
+            while start + done * self.stride + self.window <= last_time + 1e-9:
+                s = start + done * self.stride
+                yield from score(s, s + self.window, decoded)
+                done += 1
+            # Frames before the earliest a window still to come can use are let go.
+            earliest = min(start + done * self.stride, last_time - self.window - self.stride) - 1e-3
+            keep_from = max(shot_first, int(np.searchsorted(times, earliest)))
+            for index in [i for i in held if i < keep_from]:
+                del held[index]
+        if decoded == 0:
+            return
+        self.duration = played_duration(times[:decoded], video.info.fps)
+        yield from end_shot(decoded)
+        self.frames = decoded
+        if short_shots:
+            self.notes.append(f"{counted(short_shots, 'shot')} shorter than a window ({self.window:g} s), the shortest "
+                              f"{shortest} frames: each is labelled from the frames it has")
+        if short_windows:
+            self.note_short(fewest, fewest_distinct, short_windows)
 
-        finally:
-            reader.close()
 
 def finish_timeline(job: _TimelineJob, scores: Tensor) -> VideoResult:
     """The result of a timeline job: windows, overall top-k, and segments with frames, shots,
