@@ -198,7 +198,7 @@ def test_folders_that_cannot_be_read(tmp_path, weights, video):
 def test_resume_scores_a_replaced_video_again(tmp_path, weights, suffix):
     import csv
 
-    red = write_colour_video(tmp_path / "v" / "red.mp4", ["red"] * 12)
+    write_colour_video(tmp_path / "v" / "red.mp4", ["red"] * 12)  # stays as it was
     other = write_colour_video(tmp_path / "v" / "other.mp4", ["blue"] * 12)
     out = tmp_path / f"r{suffix}"
 

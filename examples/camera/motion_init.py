@@ -20,8 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sifa_cli.models import create_model  # noqa: E402
 from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
