@@ -34,14 +34,11 @@ def main(argv=None) -> None:
     state, meta = load_checkpoint(args.source)
     arch_kwargs = {**meta.get("arch_kwargs", {}), "sifa_layer1": True}
     model = create_model(meta["arch"], num_classes=len(meta["categories"]), **arch_kwargs)
-    new_state = model.state_dict()
-    missing = [key for key in state if key not in new_state]
-    if missing:
-        raise SystemExit(f"{args.source}: tensors the new model does not have: {', '.join(missing[:5])}")
-    fresh = sorted(key for key in new_state if key not in state)
-    with torch.no_grad():  # state_dict's tensors are the model's own: copying into them loads the model
-        for key, value in state.items():
-            new_state[key].copy_(value)
+    loaded = model.load_state_dict(state, strict=False)  # the new block's own tensors stay as built
+    if loaded.unexpected_keys:
+        raise SystemExit(f"{args.source}: tensors the new model does not have: {', '.join(loaded.unexpected_keys[:5])}")
+    fresh = sorted(loaded.missing_keys)
+    with torch.no_grad():
         for name, block in model.sifa_blocks():
             if name.startswith("layer1.") and getattr(block, "motion_readout", False):
                 block.motion.weight.zero_()

@@ -212,7 +212,8 @@ EPILOG = (
     "More options, left off this screen: --sampling, --resize, --min-frames, --scan-workers, "
     "--allow-missing-classes, --min-lr, --momentum, --weight-decay, --warmup-epochs, --label-smoothing, "
     "--clip-grad, --no-sifa, --color-jitter, --min-crop-area, --min-delta, --log-every, --license. "
-    "--config FILE takes every option as a key (`batch_size: 4`), and `offset_lr_scale`, `displacement_loss` and `translation_classes` besides; "
+    "--config FILE takes every option as a key (`batch_size: 4`), and `offset_lr_scale`, `displacement_loss` "
+    "and `translation_classes` besides; "
     "README.md, \"Every finetune option\", describes them all."
 )
 

@@ -356,12 +356,10 @@ class Trainer:
                         outputs = network(clips)
                     loss = classification_loss(outputs, labels, config.label_smoothing)
                     auxiliary = None
-                    if hasattr(model, "auxiliary_loss"):
-                        if config.displacement_loss > 0:  # models/motion_targets.py
-                            auxiliary = model.auxiliary_loss(global_shifts(clips), translating[labels],
-                                                             config.displacement_loss, tuple(clips.shape[2:]))
-                        else:
-                            auxiliary = model.auxiliary_loss()
+                    if hasattr(model, "auxiliary_loss"):  # the displacement loss: models/motion_targets.py
+                        shifts = global_shifts(clips) if config.displacement_loss > 0 else None
+                        auxiliary = model.auxiliary_loss(shifts, translating[labels], config.displacement_loss,
+                                                         tuple(clips.shape[2:]))
                     if auxiliary is not None:  # the motion-readout SIFA blocks' alignment (models/blocks.py)
                         loss = loss + auxiliary
                     scaler.scale(loss / steps_in_this_group).backward()
