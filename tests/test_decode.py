@@ -163,8 +163,11 @@ def test_auto_falls_back_to_opencv_when_decord_fails_on_the_file(make_video, tmp
         assert frames.shape == (8, 64, 96, 3)
         assert any("OpenCV" in note for note in video.notes)
     assert claimed >= video.num_frames
-    with Video(cut, backend="decord") as video, pytest.raises(DecodeError, match="truncated or corrupt"):
-        video.read(np.arange(video.num_frames - 4, video.num_frames))
+    # decord alone refuses the file: at open ("damaged or unsupported") or, mostly, at the read of the
+    # missing frames ("truncated or corrupt"); which of the two depends on how far its index scan got
+    with pytest.raises(DecodeError, match="truncated or corrupt|damaged or unsupported"):
+        with Video(cut, backend="decord") as video:
+            video.read(np.arange(video.num_frames - 4, video.num_frames))
 
 
 def test_opencv_corrects_an_over_reported_frame_count(make_video, tmp_path):
