@@ -30,8 +30,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with Video(args.video, backend="decord", isolate=False) as video:
-        frames, keys = video.num_frames, video._backend._keys
+    import decord
+
+    reader = decord.VideoReader(args.video)
+    frames, keys = len(reader), reader.get_key_indices()
+    del reader
     starts = np.random.default_rng(0).integers(0, frames - 32, args.clips).tolist()
     planned = backends.decord_read_plan
     extra = sum(len(planned(list(range(s, s + 32, 2)), keys, None)[0]) - 16 for s in starts)
