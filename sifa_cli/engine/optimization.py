@@ -19,7 +19,7 @@ from sifa_cli.engine.train_config import TrainConfig
 from sifa_cli.errors import ModelError
 
 # Parameters of these modules form the classifier; --freeze-backbone trains only them.
-HEAD_MODULES = ("fc", "fc_dual")
+HEAD_MODULES = ("fc", "fc_dual", "motion_head")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,6 +168,10 @@ class SIFABottleneck(Bottleneck):
             self.motion = nn.Conv3d(kernel_size * kernel_size + 2, planes, kernel_size=1, bias=False)
         self.alignment: Tensor | None = None  # kept by a training forward pass with the motion readout
         self.displacement: Tensor | None = None  # its displacements, for a loss against measured motion
+        # Set by a model with a global-motion head: every forward pass keeps its displacements in
+        # `kept_motion` for the head (global_motion.py) to read.
+        self.keep_motion = False
+        self.kept_motion: Tensor | None = None
         # Benchmarks switch this off to measure what the SIFA step costs; the block is then a bottleneck.
         self.sifa_enabled = True
 
@@ -186,6 +190,8 @@ class SIFABottleneck(Bottleneck):
             moved = attention_displacement(correlation, offsets, self.kernel_size, self.dilation,
                                            self.log_temperature.exp())
             out = out + self.motion(shift_to_query_frame(torch.cat((correlation, moved), dim=1)))
+            if self.keep_motion:
+                self.kept_motion = moved
             if self.training and torch.is_grad_enabled():
                 self.alignment = alignment_loss(features, moved)
                 self.displacement = moved
@@ -215,6 +221,15 @@ class SIFAModel(nn.Module):
                 block.alignment = None
                 block.displacement = None
         return torch.stack(losses).sum() if losses else None
+
+    def kept_motions(self) -> list[Tensor | None]:
+        """The displacements each SIFA block kept in the last forward pass (None for a block whose SIFA
+        step is off), in forward order, then forgotten."""
+        kept = []
+        for _, block in self.sifa_blocks():
+            kept.append(block.kept_motion if block.sifa_enabled else None)
+            block.kept_motion = None
+        return kept
 
     def set_sifa_enabled(self, enabled: bool) -> None:
         """Switch the SIFA step of every block on or off (benchmarks measure its cost this way)."""

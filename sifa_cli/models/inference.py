@@ -156,6 +156,8 @@ class InferenceSIFABottleneck(InferenceBottleneck):
         if self.motion_readout:
             self.log_temperature = nn.Parameter(block.log_temperature.detach().clone(), requires_grad=False)
             self.motion = fold_conv_bn(block.motion, None)
+        self.keep_motion = block.keep_motion
+        self.kept_motion = None
 
     def readout_temperature(self) -> float:
         return float(self.log_temperature.exp()) if self.motion_readout else 1.0
@@ -188,6 +190,8 @@ class InferenceSIFABottleneck(InferenceBottleneck):
         aggregated, correlation = self.sifa(clip, clip_of(offsets, t))
         moved = attention_displacement(correlation, clip_of(offsets, t), self.sifa.kernel_size, self.sifa.dilation,
                                        self.log_temperature.exp())
+        if self.keep_motion:
+            self.kept_motion = moved
         result = out.clone(memory_format=CHANNELS_LAST)
         if t > 1:
             clip_of(result, t)[:, :, :-1] += aggregated[:, :, 1:]
@@ -284,6 +288,7 @@ class InferenceSIFAResNet(SIFAResNet):
         self.layer4_dual = _convert_layer(model.layer4_dual)
         self.fc = copy.deepcopy(model.fc)
         self.fc_dual = copy.deepcopy(model.fc_dual)
+        self.motion_head = copy.deepcopy(model.motion_head) if model.motion_head is not None else None
         self.drop = nn.Identity()
         self.drop_dual = nn.Identity()
         self.requires_grad_(False)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from sifa_cli.data.spec import MAX_CLIP_FRAMES
 from sifa_cli.errors import ModelError
 from sifa_cli.models.blocks import Bottleneck, GlobalContextBottleneck, SIFABottleneck, SIFAModel, conv1x1x1
+from sifa_cli.models.global_motion import GlobalMotionHead
 from sifa_cli.models.registry import register_model
 
 STEM_TEMPORAL_STRIDE = 4  # the reference stem's temporal kernel and stride
@@ -53,6 +54,7 @@ class SIFAResNet(SIFAModel):
         stem_frames: int = STEM_TEMPORAL_STRIDE,
         motion_readout: bool = False,
         sifa_layer1: bool = False,
+        global_motion: bool = False,
     ):
         super().__init__()
         multiple = stem_frames * DUAL_TEMPORAL_POOL
@@ -97,6 +99,17 @@ class SIFAResNet(SIFAModel):
         self.fc = nn.Linear(self.num_features, num_classes)
         self.fc_dual = nn.Linear(self.num_features, num_classes)
         self._init_weights()
+        # global_motion (compact motion models only): class scores from a similarity-motion fit to every
+        # SIFA block's displacement field (global_motion.py), added to both heads' logits
+        self.motion_head: GlobalMotionHead | None = None
+        if global_motion:
+            if not motion_readout:
+                raise ModelError("global_motion reads the displacements of the SIFA motion readout; "
+                                 "it needs motion_readout")
+            blocks = self.sifa_blocks()
+            for _, block in blocks:
+                block.keep_motion = True
+            self.motion_head = GlobalMotionHead(len(blocks), num_classes)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -115,6 +128,8 @@ class SIFAResNet(SIFAModel):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         self.fc_dual = nn.Linear(self.num_features, num_classes)
+        if self.motion_head is not None:
+            self.motion_head.reset_classifier(num_classes)
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != 3:
@@ -138,7 +153,11 @@ class SIFAResNet(SIFAModel):
         return self.fc(self.drop(main)), self.fc_dual(self.drop_dual(dual))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.forward_head(self.forward_features(x))
+        main, dual = self.forward_head(self.forward_features(x))
+        if self.motion_head is None:
+            return main, dual
+        motion = self.motion_head(self.kept_motions(), main)
+        return main + motion.to(main.dtype), dual + motion.to(dual.dtype)
 
 
 def stage_dilations(dilation: int | Sequence[int]) -> tuple[int, int, int]:
