@@ -430,6 +430,31 @@ def test_json_has_the_numbers_per_block_and_step(tiny_model, make_video):
         np.testing.assert_allclose(step["offset"]["cells"], [0.25, -0.5], atol=1e-4)
 
 
+def test_whole_picture_fit_reads_a_zoom_and_tells_a_camera_move_from_one_moving_part():
+    """The similarity fit in the numbers and the caption: a field that grows by 2 % of the frame per
+    feature step is a zoom in of 2 %/step, wholly explained; one patch moving alone is explained badly."""
+    from sifa_cli.visualize.capture import BlockCapture
+    from sifa_cli.visualize.motion import ClipScale, block_motion, motion_summary
+
+    frames, h, w, kk = 3, 6, 8, 9
+    ys = ((np.arange(h) + 0.5) * 2 / h - 1)[:, None] * np.ones((1, w))
+    xs = ((np.arange(w) + 0.5) * 2 / w - 1)[None, :] * np.ones((h, 1))
+    offsets = np.zeros((frames, kk, 2, h, w), np.float32)
+    offsets[:, :, 0] = 0.02 * ys * h / 2  # in cells: 2 % of each place's distance from the centre
+    offsets[:, :, 1] = 0.02 * xs * w / 2
+    # equal correlations: every tap weighs the same, so the displacement is the mean offset (taps cancel)
+    zoom = BlockCapture("layer3.1", offsets, np.zeros((frames, kk, h, w), np.float32), 3, 1, 8, 10.0)
+    scale = ClipScale((10.0, 10.0), 2.0)  # 2 video frames per feature step
+    fit = block_motion(zoom, scale)["whole_picture"]
+    assert fit["zoom_percent_per_frame"] == pytest.approx(1.0, abs=1e-3)  # 2 % a step, 1 % a frame
+    assert fit["rotation_degrees_per_frame"] == pytest.approx(0.0, abs=1e-3) and fit["explained"] > 0.99
+    assert "zoom +1.0 %/frame" in motion_summary(zoom, scale) and "explains 100 %" in motion_summary(zoom, scale)
+    patch = np.zeros_like(offsets)
+    patch[:, :, 1, 1:4, 1:4] = 2.0  # a few places move 2 cells right, the rest stay
+    part = dataclasses.replace(zoom, offsets=patch)
+    assert block_motion(part, scale)["whole_picture"]["explained"] < 0.5
+
+
 def test_cli_json_is_written_beside_the_video_and_never_replaced_silently(cli, checkpoint, make_video, tmp_path):
     video = make_video("clip.mp4", num_frames=24, width=80, height=64)
     numbers = tmp_path / "numbers.json"

@@ -31,6 +31,7 @@ from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import ModelError
 from sifa_cli.models import predict_proba
 from sifa_cli.models.blocks import attention_displacement
+from sifa_cli.models.global_motion import STEP_STATISTICS, motion_statistics
 from sifa_cli.visualize.capture import BlockCapture, capture_sifa
 from sifa_cli.visualize.clip import load_model_clip
 
@@ -129,6 +130,14 @@ class ClipScale:
                 cells[1] * self.cell_pixels[1] / self.frames_per_step)
 
 
+def similarity_fit(capture: BlockCapture) -> np.ndarray:
+    """(steps, len(STEP_STATISTICS)): per feature step, the similarity motion fitted to the block's
+    displacement field and how well it fits (`models.global_motion.motion_statistics`: translation in
+    half frames, scale and rotation per step, the share of the field the fit explains, ...)."""
+    moved = torch.from_numpy(displacement(capture, slice(None))).permute(1, 0, 2, 3)[None]  # 1,2,F,h,w
+    return motion_statistics(moved)[0].T.numpy()
+
+
 def block_motion(capture: BlockCapture, scale: ClipScale) -> dict:
     """The numbers behind a block's picture: per feature step, the mean window shift and the mean
     displacement, (dy, dx) in feature cells and in frame pixels per frame; and their clip means."""
@@ -137,11 +146,13 @@ def block_motion(capture: BlockCapture, scale: ClipScale) -> dict:
         cells = [round(float(v), 4) for v in cells]
         return {"cells": cells, "pixels_per_frame": [round(v, 3) for v in scale.pixels_per_frame(cells)]}
 
+    fits = similarity_fit(capture)
     steps = []
     for t in range(1, capture.frames):
         shift, moved = window_shift(capture, t), displacement(capture, t)
         steps.append({"step": [t - 1, t], "offset": both(shift.reshape(2, -1).mean(axis=1)),
-                      "displacement": both(moved.reshape(2, -1).mean(axis=1))})
+                      "displacement": both(moved.reshape(2, -1).mean(axis=1)),
+                      "whole_picture": whole_picture(fits[t - 1:t], scale)})
     return {
         "grid": [capture.height, capture.width],
         "frame_pixels_per_cell": [round(v, 3) for v in scale.cell_pixels],
@@ -149,14 +160,31 @@ def block_motion(capture: BlockCapture, scale: ClipScale) -> dict:
         "temperature": round(capture.temperature, 4),
         "offset": both(mean_shift(capture)),
         "displacement": both(mean_displacement(capture)),
+        "whole_picture": whole_picture(fits, scale),
         "steps": steps,
     }
+
+
+def whole_picture(fits: np.ndarray, scale: ClipScale) -> dict:
+    """The similarity fit of some steps (their mean), per video frame: zoom in percent of the frame's size
+    per frame (> 0: the picture grows, a zoom in), rotation in degrees per frame (> 0: clockwise on the
+    screen, y pointing down), and the share of the
+    displacement field one such motion of the whole picture explains (near 1 for a camera move, low
+    when parts of the picture move on their own)."""
+    if fits.size == 0:
+        return {"zoom_percent_per_frame": 0.0, "rotation_degrees_per_frame": 0.0, "explained": 0.0}
+    column = {name: float(fits[:, i].mean()) for i, name in enumerate(STEP_STATISTICS)}
+    return {"zoom_percent_per_frame": round(100.0 * column["scale"] / scale.frames_per_step, 3),
+            "rotation_degrees_per_frame": round(math.degrees(column["rotation"]) / scale.frames_per_step, 3),
+            "explained": round(column["explained"], 3)}
 
 
 def motion_summary(capture: BlockCapture, scale: ClipScale) -> str:
     """One line for a caption: the block's mean displacement in frame pixels per frame, as a direction."""
     dy, dx = scale.pixels_per_frame(mean_displacement(capture))
-    return f"scene moves x {dx:+.1f}, y {dy:+.1f} px/frame"
+    fit = whole_picture(similarity_fit(capture), scale)
+    return (f"scene moves x {dx:+.1f}, y {dy:+.1f} px/frame, zoom {fit['zoom_percent_per_frame']:+.1f} %/frame; "
+            f"one motion explains {100 * fit['explained']:.0f} %")
 
 
 # ---------------------------------------------------------------------------------------------
