@@ -106,8 +106,26 @@ def _main_object(rng, plan, label, pool, speeds=(0.008, 0.04), sizes=(0.3, 0.5))
     return make
 
 
+def _swinging(rng, plan, straight):
+    """The large object of a static clip made to swing back and forth around the middle of the view,
+    growing and shrinking as it nears and leaves the lens (a hand waving a cup): one or two swings a
+    second at most, over 15-40 % of the view, and larger than a crossing object."""
+
+    def make(window, view_centre):
+        main = straight(window, view_centre)
+        main.start = view_centre + window * rng.uniform(-0.15, 0.15, 2) * np.array([1.0, plan.height / plan.width])
+        period = plan.fps * rng.uniform(0.6, 2.0)
+        main.swing = (window * rng.uniform(0.15, 0.4), period, rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.3),
+                      rng.uniform(0, 2 * math.pi))
+        main.spin = rng.uniform(-3, 3)
+        main.size *= rng.uniform(1.2, 1.6)  # close to the lens
+        return main
+
+    return make
+
+
 def make_one(job: tuple) -> tuple[str, str, dict]:
-    root, out, task, split, index, label, seed, frames, short_side, static_large = job
+    root, out, task, split, index, label, seed, frames, short_side, static_large, swinging = job
     rng = np.random.default_rng([seed, SPLITS[split], index, 1 if task == "object" else 0])
     images, videos, objects = _pools(Path(root), split)
     use_video = videos and rng.random() < 0.2
@@ -116,13 +134,15 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     picked = [objects[i] for i in rng.choice(len(objects), size=min(3, len(objects)), replace=False)]
     object_pool = [o for o in (_load(p, render.load_object) for p in picked) if o is not None]
     plan = render.plan_clip(rng, label if task == "camera" else "static", frames, short_side)
-    main = None
+    main, swung = None, False
     if task == "object":
         main = _main_object(rng, plan, label, object_pool[:1])
     elif label == "static" and static_large and rng.random() < static_large:
         # A fixed shot with one large object crossing it fast (a hand swinging a cup): still `static`.
         direction = OBJECT_CLASSES[int(rng.integers(len(OBJECT_CLASSES)))]
         main = _main_object(rng, plan, direction, object_pool[:1], speeds=(0.01, 0.06), sizes=(0.3, 0.6))
+        if swinging and rng.random() < swinging:
+            main, swung = _swinging(rng, plan, main), True
     if main is not None:
         frames_out = render.render_clip(rng, plan, background, object_pool[1:], int(rng.integers(0, 2)), main,
                                         object_scale=0.4)
@@ -137,6 +157,8 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     info = {"source": source_path.name, "objects": [p.name for p in picked], "fps": plan.fps,
             "size": [plan.width, plan.height], "speed": round(plan.speed, 5), "profile": plan.profile,
             "shake": round(plan.shake, 5)}
+    if swung:
+        info["swinging_object"] = True
     return str(path.relative_to(out)), label, info
 
 
@@ -149,9 +171,11 @@ def cmd_make(args) -> None:
         if args.only and split not in args.only:
             continue
         for c, label in enumerate(classes):
+            if args.classes and label not in args.classes:
+                continue
             for i in range(per_class):
                 jobs.append((str(root), str(out), args.task, split, c * 100_000 + i, label, args.seed, args.frames,
-                             args.short_side, args.static_large_objects))
+                             args.short_side, args.static_large_objects, args.swinging))
     out.mkdir(parents=True, exist_ok=True)
     records = []
     workers = args.workers or os.cpu_count() or 1
@@ -200,6 +224,11 @@ def main(argv=None) -> None:
     make.add_argument("--static-large-objects", type=float, default=0.0, metavar="P",
                       help="camera task: the fraction of static clips in which one large object crosses the "
                            "fixed shot fast (0 keeps the corpus as before, bit for bit)")
+    make.add_argument("--swinging", type=float, default=0.0, metavar="Q",
+                      help="camera task: the fraction of those large objects that swing back and forth near "
+                           "the lens instead of crossing (0 keeps the corpus as before, bit for bit)")
+    make.add_argument("--classes", nargs="*", metavar="CLASS",
+                      help="render only these classes (a clip's content does not depend on which others are made)")
     args = parser.parse_args(argv)
     cmd_fetch(args) if args.command == "fetch" else cmd_make(args)
 

@@ -134,6 +134,23 @@ class MovingObject:
     velocity: np.ndarray  # source px per frame (the object's own motion)
     size: float           # world size of its longer side, source px
     spin: float           # degrees per frame
+    # A swinging object (a hand waving a cup close to the lens) instead of a straight crossing: it goes
+    # back and forth around `start` along `velocity`'s direction, `swing` = (amplitude in source px,
+    # period in frames, phase, size change as a fraction, phase of the size change); None: straight.
+    swing: Optional[tuple[float, float, float, float, float]] = None
+
+    def at(self, t: int) -> tuple[np.ndarray, float, float]:
+        """Position (world px), size (world px) and angle (degrees) at frame t."""
+        if self.swing is None:
+            return self.start + self.velocity * t, self.size, self.spin * t
+        amplitude, period, phase, grow, grow_phase = self.swing
+        norm = float(np.hypot(*self.velocity)) or 1.0
+        direction = self.velocity / norm
+        angle = 2 * math.pi * t / period + phase
+        # a pendulum: along the direction, with a small arc across it
+        offset = amplitude * (math.sin(angle) * direction + 0.2 * math.cos(2 * angle) * direction[::-1])
+        size = self.size * (1 + grow * math.sin(angle + grow_phase))
+        return self.start + offset, size, self.spin * math.sin(angle) * period / (2 * math.pi)
 
 
 def make_objects(rng: np.random.Generator, pool: Sequence[np.ndarray], count: int, window: float,
@@ -155,9 +172,9 @@ def make_objects(rng: np.random.Generator, pool: Sequence[np.ndarray], count: in
 def _paste(frame: np.ndarray, obj: MovingObject, world_to_screen: np.ndarray, t: int) -> None:
     """Alpha-composite the object at its world position for frame t (in place, float32 BGR)."""
     oh, ow = obj.rgba.shape[:2]
-    scale = obj.size / max(oh, ow)
-    position = obj.start + obj.velocity * t
-    rot = cv2.getRotationMatrix2D((ow / 2, oh / 2), obj.spin * t, scale)
+    position, size, angle = obj.at(t)
+    scale = size / max(oh, ow)
+    rot = cv2.getRotationMatrix2D((ow / 2, oh / 2), angle, scale)
     rot[:, 2] += position - np.array([ow / 2, oh / 2])  # object px -> world px
     full = world_to_screen @ np.vstack([rot, [0, 0, 1]])
     h, w = frame.shape[:2]
