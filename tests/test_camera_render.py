@@ -57,3 +57,18 @@ def test_a_static_clip_with_a_swinging_object_keeps_the_background_still():
     still = ~np.logical_or.reduce(red)
     still = cv2.erode(still.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     assert np.abs(frames[0].astype(float) - frames[-1].astype(float))[still].mean() < 2.0
+
+
+def test_a_low_texture_background_keeps_the_colour_and_loses_most_of_the_texture():
+    import make_dataset
+
+    photo = render.load_background(PHOTO)
+    flat = make_dataset.low_texture_background(np.random.default_rng(0), photo)
+    assert flat.shape == photo.shape and flat.dtype == np.uint8
+    np.testing.assert_allclose(flat.reshape(-1, 3).mean(0), photo.reshape(-1, 3).mean(0), atol=3.0)
+
+    def texture(image):  # mean gradient magnitude of the grey image
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float(np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)).mean())
+
+    assert texture(flat) < 0.15 * texture(photo)

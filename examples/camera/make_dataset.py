@@ -28,6 +28,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -106,6 +107,16 @@ def _main_object(rng, plan, label, pool, speeds=(0.008, 0.04), sizes=(0.3, 0.5))
     return make
 
 
+def low_texture_background(rng, image: np.ndarray) -> np.ndarray:
+    """A photograph made to look like a plain wall or an out-of-focus backdrop: heavily blurred, its
+    contrast lowered to a fifth to a half. Little texture is left for any matcher to find motion in."""
+    sigma = rng.uniform(0.01, 0.03) * max(image.shape[:2])
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma).astype(np.float32)
+    mean = blurred.mean(axis=(0, 1), keepdims=True)
+    flat = mean + (blurred - mean) * rng.uniform(0.2, 0.5)
+    return np.clip(flat, 0, 255).astype(np.uint8)
+
+
 def _swinging(rng, plan, straight):
     """The large object of a static clip made to swing back and forth around the middle of the view,
     growing and shrinking as it nears and leaves the lens (a hand waving a cup): one or two swings a
@@ -125,12 +136,15 @@ def _swinging(rng, plan, straight):
 
 
 def make_one(job: tuple) -> tuple[str, str, dict]:
-    root, out, task, split, index, label, seed, frames, short_side, static_large, swinging = job
+    root, out, task, split, index, label, seed, frames, short_side, static_large, swinging, low_texture = job
     rng = np.random.default_rng([seed, SPLITS[split], index, 1 if task == "object" else 0])
     images, videos, objects = _pools(Path(root), split)
     use_video = videos and rng.random() < 0.2
     source_path = videos[rng.integers(len(videos))] if use_video else images[rng.integers(len(images))]
     background = _load(source_path, render.load_background)
+    flattened = False
+    if low_texture and not use_video and rng.random() < low_texture:
+        background, flattened = low_texture_background(rng, background), True
     picked = [objects[i] for i in rng.choice(len(objects), size=min(3, len(objects)), replace=False)]
     object_pool = [o for o in (_load(p, render.load_object) for p in picked) if o is not None]
     plan = render.plan_clip(rng, label if task == "camera" else "static", frames, short_side)
@@ -159,6 +173,8 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
             "shake": round(plan.shake, 5)}
     if swung:
         info["swinging_object"] = True
+    if flattened:
+        info["low_texture"] = True
     return str(path.relative_to(out)), label, info
 
 
@@ -174,8 +190,9 @@ def cmd_make(args) -> None:
             if args.classes and label not in args.classes:
                 continue
             for i in range(per_class):
-                jobs.append((str(root), str(out), args.task, split, c * 100_000 + i, label, args.seed, args.frames,
-                             args.short_side, args.static_large_objects, args.swinging))
+                jobs.append((str(root), str(out), args.task, split, c * 100_000 + args.first_index + i, label,
+                             args.seed, args.frames, args.short_side, args.static_large_objects, args.swinging,
+                             args.low_texture))
     out.mkdir(parents=True, exist_ok=True)
     records = []
     workers = args.workers or os.cpu_count() or 1
@@ -227,6 +244,11 @@ def main(argv=None) -> None:
     make.add_argument("--swinging", type=float, default=0.0, metavar="Q",
                       help="camera task: the fraction of those large objects that swing back and forth near "
                            "the lens instead of crossing (0 keeps the corpus as before, bit for bit)")
+    make.add_argument("--low-texture", type=float, default=0.0, metavar="R",
+                      help="the fraction of clips over a photograph whose photograph is blurred and its contrast "
+                           "lowered (a plain wall, an out-of-focus backdrop; 0 keeps the corpus as before, bit for bit)")
+    make.add_argument("--first-index", type=int, default=0,
+                      help="number clips from here (more clips of the same splits, none made before)")
     make.add_argument("--classes", nargs="*", metavar="CLASS",
                       help="render only these classes (a clip's content does not depend on which others are made)")
     args = parser.parse_args(argv)
