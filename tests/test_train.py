@@ -491,3 +491,22 @@ def test_displacement_loss_settings_are_checked(tmp_path):
                           _write(tmp_path / "c.yaml", "displacement_loss: 1\ntranslation_classes: left, up\n"))
     with pytest.raises(InputError, match=r"translation_classes names 'up', not a class of the data \(left, right\)"):
         Trainer(config, log=lambda message: None).fit()
+
+
+def test_the_init_checkpoints_motion_block_is_kept_unless_sifa_is_off(tmp_path):
+    """`sifa visualize` shows a checkpoint's `motion_block` by default; a model fine-tuned from a motion
+    model keeps it (same blocks, same start), one trained with --no-sifa does not."""
+    data = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=10, size=32)
+    torch.manual_seed(0)
+    meta = {"arch": "sifa_motion_tiny", "categories": ["a", "b", "c"], "arch_kwargs": {"clip_length": 8},
+            "input": {"frames": 8, "step": 1, "size": 32, "resize": 32}, "motion_block": "layer3.1"}
+    init = save_checkpoint(tmp_path / "init.safetensors", create_model("sifa_motion_tiny", num_classes=3,
+                                                                       clip_length=8), meta)
+    for sifa, expected in ((True, "layer3.1"), (False, None)):
+        out = tmp_path / f"run_{sifa}"
+        config = build_config(dict(data=str(data), out=str(out), init=str(init), frames=8, size=32, workers=0,
+                                   epochs=1, batch_size=2, seed=1, sifa=sifa))
+        Trainer(config, log=lambda message: None).fit()
+        _, saved = load_checkpoint(out / "last.safetensors")
+        assert saved.get("motion_block") == expected
+        assert load_training_state(out / "train_state.pt")["motion_block"] == expected  # for --resume

@@ -27,6 +27,9 @@ class StartingPoint:
     arch: str
     arch_kwargs: dict
     description: str  # what the weights started from, for the checkpoint's "source"
+    # the SIFA block the init checkpoint names as carrying the motion (`sifa visualize` shows it by default);
+    # kept for the fine-tuned model, whose blocks start from the same weights
+    motion_block: str | None = None
 
 
 def checkpoint_arch_kwargs(arch: str, base: dict, frames: int, size: int) -> dict:
@@ -142,4 +145,7 @@ def build_starting_model(config: TrainConfig, categories: list[str], spec: Input
             f"{num_classes}, so the classifier starts afresh")
     else:
         log(f"initialised from {what} (same classes: the classifier is kept)")
-    return StartingPoint(model, arch, kwargs, f"checkpoint {what}")
+    block = meta.get("motion_block")
+    sifa_blocks = dict(model.sifa_blocks()) if hasattr(model, "sifa_blocks") else {}
+    motion_block = block if config.sifa and isinstance(block, str) and block in sifa_blocks else None
+    return StartingPoint(model, arch, kwargs, f"checkpoint {what}", motion_block)

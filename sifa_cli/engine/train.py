@@ -254,7 +254,8 @@ class Trainer:
         if state is not None:
             model = create_model(state["arch"], num_classes=len(categories), **state["arch_kwargs"])
             model.load_state_dict(state["model"])
-            start = StartingPoint(model, state["arch"], state["arch_kwargs"], state["init_description"])
+            start = StartingPoint(model, state["arch"], state["arch_kwargs"], state["init_description"],
+                                  state.get("motion_block"))
         else:  # a new run, or one killed during its first epoch: start from the same init
             start = build_starting_model(config, categories, spec, self.log)
         model = start.model.to(self.device)
@@ -303,6 +304,7 @@ class Trainer:
 
         def checkpoint_meta(metrics: dict) -> dict:
             return {
+                **({"motion_block": start.motion_block} if start.motion_block else {}),
                 "arch": start.arch,
                 "arch_kwargs": start.arch_kwargs,
                 "categories": categories,
@@ -431,6 +433,7 @@ class Trainer:
                     "arch": start.arch,
                     "arch_kwargs": start.arch_kwargs,
                     "init_description": start.description,
+                    "motion_block": start.motion_block,
                     "input": spec.to_meta(),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
