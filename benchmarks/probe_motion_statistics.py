@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_sifa_motion import camera_clips  # noqa: E402
-from sifa_cli.models.global_motion import STATISTICS_PER_BLOCK, pooled_statistics  # noqa: E402
 from sifa_cli.data.spec import InputSpec  # noqa: E402
+from sifa_cli.models import head_probabilities  # noqa: E402
+from sifa_cli.models.global_motion import STATISTICS_PER_BLOCK, pooled_statistics  # noqa: E402
 from sifa_cli.visualize.clip import load_model_clip  # noqa: E402
 from sifa_cli.weights.checkpoint import load_model  # noqa: E402
 
@@ -31,12 +32,8 @@ def statistics(model, spec, clips, categories):
     rows, labels, right = [], [], 0
     for clip in clips:
         x = load_model_clip(clip.path, spec).model_input
-        main, dual = model.forward_head(model.forward_features(x))
-        kept = model.kept_motions()
-        if getattr(model, "motion_head", None) is not None:
-            motion = model.motion_head(kept, main)
-            main, dual = main + motion, dual + motion
-        right += categories[int((main.softmax(-1) + dual.softmax(-1)).argmax())] == clip.label
+        outputs, kept = model.forward_with_motions(x)
+        right += categories[int(head_probabilities(outputs).argmax())] == clip.label
         rows.append(torch.cat([pooled_statistics(k) for k in kept], dim=1)[0])
         labels.append(categories.index(clip.label))
     return torch.stack(rows), torch.tensor(labels), right / len(clips)

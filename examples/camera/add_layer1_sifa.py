@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from sifa_cli.models import create_model  # noqa: E402
-from sifa_cli.weights.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkpoint_variant import read_variant, write_variant  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -31,9 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("out")
     args = parser.parse_args(argv)
 
-    state, meta = load_checkpoint(args.source)
-    arch_kwargs = {**meta.get("arch_kwargs", {}), "sifa_layer1": True}
-    model = create_model(meta["arch"], num_classes=len(meta["categories"]), **arch_kwargs)
+    state, meta, arch_kwargs, model = read_variant(args.source, sifa_layer1=True)
     loaded = model.load_state_dict(state, strict=False)  # the new block's own tensors stay as built
     if loaded.unexpected_keys:
         raise SystemExit(f"{args.source}: tensors the new model does not have: {', '.join(loaded.unexpected_keys[:5])}")
@@ -42,11 +39,8 @@ def main(argv=None) -> None:
         for name, block in model.sifa_blocks():
             if name.startswith("layer1.") and getattr(block, "motion_readout", False):
                 block.motion.weight.zero_()
-    out_meta = {key: meta[key] for key in ("arch", "categories", "input") if key in meta}
-    out_meta.update(arch_kwargs=arch_kwargs,
-                    source=f"{Path(args.source).name} with SIFA in layer1 (new: {', '.join(fresh)}) "
-                           f"by examples/camera/add_layer1_sifa.py")
-    save_checkpoint(args.out, model, out_meta)
+    write_variant(args.out, model, meta, arch_kwargs, args.source, f"with SIFA in layer1 (new: {', '.join(fresh)})",
+                  "add_layer1_sifa.py")
     print(f"wrote {args.out}: layer1 SIFA blocks {[n for n, _ in model.sifa_blocks() if n.startswith('layer1.')]}, "
           f"new tensors: {', '.join(fresh)}")
 

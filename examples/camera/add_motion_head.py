@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from sifa_cli.models import create_model  # noqa: E402
-from sifa_cli.weights.checkpoint import load_checkpoint, load_strict, save_checkpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkpoint_variant import read_variant, write_variant  # noqa: E402
+from sifa_cli.weights.checkpoint import load_strict  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -27,16 +27,11 @@ def main(argv=None) -> None:
     parser.add_argument("out")
     args = parser.parse_args(argv)
 
-    state, meta = load_checkpoint(args.source)
-    arch_kwargs = {**meta.get("arch_kwargs", {}), "global_motion": True}
-    model = create_model(meta["arch"], num_classes=len(meta["categories"]), **arch_kwargs)
+    state, meta, arch_kwargs, model = read_variant(args.source, global_motion=True)
     state = {**model.motion_head.state_dict(prefix="motion_head."), **state}
     load_strict(model, state, args.source, meta["arch"])
-    out_meta = {key: meta[key] for key in ("arch", "categories", "input") if key in meta}
-    out_meta.update(arch_kwargs=arch_kwargs,
-                    source=f"{Path(args.source).name} with an untrained global-motion head "
-                           f"by examples/camera/add_motion_head.py")
-    save_checkpoint(args.out, model, out_meta)
+    write_variant(args.out, model, meta, arch_kwargs, args.source, "with an untrained global-motion head",
+                  "add_motion_head.py")
     print(f"wrote {args.out}: {meta['arch']} with a global-motion head over {model.motion_head.blocks} SIFA blocks")
 
 

@@ -17,10 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from sifa_cli.models import create_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkpoint_variant import read_variant, write_variant  # noqa: E402
 from sifa_cli.models.sifa_resnet import stage_dilations  # noqa: E402
-from sifa_cli.weights.checkpoint import load_checkpoint, load_strict, save_checkpoint  # noqa: E402
+from sifa_cli.weights.checkpoint import load_strict  # noqa: E402
 
 STAGES = ("layer2", "layer3", "layer4")
 
@@ -32,22 +32,16 @@ def main(argv=None) -> None:
     parser.add_argument("--dilation", type=int, nargs=3, default=[2, 1, 1], metavar=("LAYER2", "LAYER3", "LAYER4"))
     args = parser.parse_args(argv)
 
-    state, meta = load_checkpoint(args.source)
+    state, meta, arch_kwargs, model = read_variant(args.source, dilation=list(args.dilation))
     old = list(stage_dilations(meta.get("arch_kwargs", {}).get("dilation", 1)))
     widened = [stage for stage, before, after in zip(STAGES, old, args.dilation) if before != after]
-    state = dict(state)
     for key in state:
         if key.endswith("conv_offset.weight") and key.split(".")[0].removesuffix("_dual") in widened:
             state[key] = state[key].new_zeros(state[key].shape)
-    arch_kwargs = {**meta.get("arch_kwargs", {}), "dilation": list(args.dilation)}
-    model = create_model(meta["arch"], num_classes=len(meta["categories"]), **arch_kwargs)
     load_strict(model, state, args.source, meta["arch"])
-    out_meta = {key: meta[key] for key in ("arch", "categories", "input") if key in meta}
-    out_meta.update(arch_kwargs=arch_kwargs,
-                    source=f"{Path(args.source).name} with SIFA dilation {args.dilation} "
-                           f"(layer2/3/4; offsets of {', '.join(widened) or 'no stage'} reset to zero) "
-                           f"by examples/camera/widen_window.py")
-    save_checkpoint(args.out, model, out_meta)
+    write_variant(args.out, model, meta, arch_kwargs, args.source,
+                  f"with SIFA dilation {args.dilation} (layer2/3/4; offsets of {', '.join(widened) or 'no stage'} "
+                  f"reset to zero)", "widen_window.py")
     print(f"wrote {args.out}: dilation {old} -> {args.dilation}, offsets reset in {', '.join(widened) or 'none'}")
 
 

@@ -90,12 +90,11 @@ class GlobalMotionHead(nn.Module):
         self.norm = nn.BatchNorm1d(features)
         self.hidden = nn.Linear(features, hidden)
         self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, num_classes)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.reset_classifier(num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.out = nn.Linear(self.out.in_features, num_classes)
+        """A last layer for `num_classes`, at zero: the head adds nothing until it is trained."""
+        self.out = nn.Linear(self.hidden.out_features, num_classes)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

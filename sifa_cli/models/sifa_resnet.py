@@ -153,11 +153,19 @@ class SIFAResNet(SIFAModel):
         return self.fc(self.drop(main)), self.fc_dual(self.drop_dual(dual))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        main, dual = self.forward_head(self.forward_features(x))
         if self.motion_head is None:
-            return main, dual
-        motion = self.motion_head(self.kept_motions(), main)
-        return main + motion.to(main.dtype), dual + motion.to(dual.dtype)
+            return self.forward_head(self.forward_features(x))
+        return self.forward_with_motions(x)[0]
+
+    def forward_with_motions(self, x: Tensor) -> tuple[tuple[Tensor, Tensor], list[Tensor | None]]:
+        """The logits of `forward` and the displacements the SIFA blocks kept on the way (those with
+        `keep_motion` set; None for the others), which a global-motion head reads."""
+        main, dual = self.forward_head(self.forward_features(x))
+        kept = self.kept_motions()
+        if self.motion_head is not None:
+            motion = self.motion_head(kept, main)
+            main, dual = main + motion.to(main.dtype), dual + motion.to(dual.dtype)
+        return (main, dual), kept
 
 
 def stage_dilations(dilation: int | Sequence[int]) -> tuple[int, int, int]:

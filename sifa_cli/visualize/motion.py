@@ -130,11 +130,12 @@ class ClipScale:
                 cells[1] * self.cell_pixels[1] / self.frames_per_step)
 
 
-def similarity_fit(capture: BlockCapture) -> np.ndarray:
-    """(steps, len(STEP_STATISTICS)): per feature step, the similarity motion fitted to the block's
-    displacement field and how well it fits (`models.global_motion.motion_statistics`: translation in
-    half frames, scale and rotation per step, the share of the field the fit explains, ...)."""
-    moved = torch.from_numpy(displacement(capture, slice(None))).permute(1, 0, 2, 3)[None]  # 1,2,F,h,w
+def similarity_fit(field: np.ndarray) -> np.ndarray:
+    """(steps, len(STEP_STATISTICS)): per feature step, the similarity motion fitted to a block's
+    displacement field (F, 2, h, w) as `displacement(capture, slice(None))` gives it, and how well it fits
+    (`models.global_motion.motion_statistics`: translation in half frames, scale and rotation per step,
+    the share of the field the fit explains, ...)."""
+    moved = torch.from_numpy(field).permute(1, 0, 2, 3)[None]  # 1,2,F,h,w
     return motion_statistics(moved)[0].T.numpy()
 
 
@@ -146,12 +147,13 @@ def block_motion(capture: BlockCapture, scale: ClipScale) -> dict:
         cells = [round(float(v), 4) for v in cells]
         return {"cells": cells, "pixels_per_frame": [round(v, 3) for v in scale.pixels_per_frame(cells)]}
 
-    fits = similarity_fit(capture)
+    field = displacement(capture, slice(None))  # every step at once, for the steps and the fit
+    fits = similarity_fit(field)
     steps = []
     for t in range(1, capture.frames):
-        shift, moved = window_shift(capture, t), displacement(capture, t)
+        shift = window_shift(capture, t)
         steps.append({"step": [t - 1, t], "offset": both(shift.reshape(2, -1).mean(axis=1)),
-                      "displacement": both(moved.reshape(2, -1).mean(axis=1)),
+                      "displacement": both(field[t].reshape(2, -1).mean(axis=1)),
                       "whole_picture": whole_picture(fits[t - 1:t], scale)})
     return {
         "grid": [capture.height, capture.width],
@@ -182,7 +184,7 @@ def whole_picture(fits: np.ndarray, scale: ClipScale) -> dict:
 def motion_summary(capture: BlockCapture, scale: ClipScale) -> str:
     """One line for a caption: the block's mean displacement in frame pixels per frame, as a direction."""
     dy, dx = scale.pixels_per_frame(mean_displacement(capture))
-    fit = whole_picture(similarity_fit(capture), scale)
+    fit = whole_picture(similarity_fit(displacement(capture, slice(None))), scale)
     return (f"scene moves x {dx:+.1f}, y {dy:+.1f} px/frame, zoom {fit['zoom_percent_per_frame']:+.1f} %/frame; "
             f"one motion explains {100 * fit['explained']:.0f} %")
 
