@@ -27,6 +27,16 @@ import sifa_cli.weights.download  # noqa: E402,F401
 if _columns is not None:
     os.environ["COLUMNS"] = _columns
 
+# Under pytest-xdist every worker shares the machine's cores with the other workers and with the
+# `sifa` processes the tests start. Torch's default, one thread per core in each of them,
+# oversubscribes the cores; one thread per worker and per child (OMP_NUM_THREADS is inherited)
+# shares them.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # ----------------------------------------------------------------------------------------------
 # Videos (owner: predict)
 

@@ -151,14 +151,14 @@ def test_predict_backend_onnxruntime_matches_torch_and_caches_the_export(app, we
     assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
     import json
 
-    # A damaged cached file (a disk that filled up, a stray copy) is exported again, not a traceback.
+    # A damaged cached file (here cut to nothing, as by a disk that filled up) is exported again, not a
+    # traceback. (Once: every damage onnxruntime refuses takes the same path, and each export costs seconds.)
     cached = next((tmp_path / "home" / "onnx").glob("*.onnx"))
-    for damage in (b"garbage\n", b""):
-        cached.write_bytes(damage)
-        again = CliRunner().invoke(app, ["predict", str(folder), "-w", str(weights), "--format", "json",
-                                         "--backend", "onnxruntime", "-k", "3"])
-        assert again.exit_code == 0 and "cannot be used" in again.stderr, again.output
-        assert json.loads(again.stdout) == json.loads(second.stdout)
+    cached.write_bytes(b"")
+    again = CliRunner().invoke(app, ["predict", str(folder), "-w", str(weights), "--format", "json",
+                                     "--backend", "onnxruntime", "-k", "3"])
+    assert again.exit_code == 0 and "cannot be used" in again.stderr, again.output
+    assert json.loads(again.stdout) == json.loads(second.stdout)
 
     def scores(result):
         return {Path(r["path"]).name: {t["label"]: t["score"] for t in r["top"]} for r in json.loads(result.stdout)}
