@@ -21,6 +21,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from sifa_cli import visualize as vis
+from sifa_cli.visualize import render as render_module
 from sifa_cli.cli import visualize as visualize_cli
 from sifa_cli.data.spec import InputSpec
 from sifa_cli.errors import InputError
@@ -280,6 +281,25 @@ def test_the_sheet_has_one_column_per_step_and_captions_in_seconds(tiny_model, m
     captions = [caption for caption, _ in rendering.rendered.panels[picks[0]]]
     # The clip is the middle 16 frames (12..27) of 40 at 20 fps; feature frames are 4 clip frames each.
     assert captions[0].endswith(f"{13.5 / 20:.2f} s to {17.5 / 20:.2f} s"), captions[0]
+
+
+def test_a_sheet_of_many_steps_wraps_into_bands_in_time_order(tiny_model, make_video, tmp_path, monkeypatch):
+    video = make_video("clip.mp4", num_frames=40, width=64, height=64, fps=20)
+    rendering = vis.render_visualization(video, tiny_model, tiny_meta(), panel_size=128)
+    picks = vis.sheet_frames(16, rendering.captures.values())
+    rows = len(rendering.rendered.panels[0])
+    monkeypatch.setattr(render_module, "SHEET_MAX_COLUMNS", 2)  # 3 steps: a band of 2, then a band of 1
+    sheet = vis.contact_sheet(rendering.rendered, rendering.layout, picks)
+    cell_w, cell_h = 128 + vis.GAP, vis.CAPTION_HEIGHT + 128 + vis.GAP
+    assert sheet.shape[1] == 2 * cell_w - vis.GAP and sheet.shape[0] == vis.HEADER_HEIGHT + 2 * rows * cell_h - vis.GAP
+    whole = vis.contact_sheet(rendering.rendered, rendering.layout, picks[:2])  # the first band alone
+    band = slice(vis.HEADER_HEIGHT, vis.HEADER_HEIGHT + rows * cell_h - vis.GAP)
+    assert np.array_equal(sheet[band], whole[band])
+    # the third step starts the second band, under the first; the place beside it stays empty
+    third = vis.contact_sheet(rendering.rendered, rendering.layout, picks[2:])
+    top = vis.HEADER_HEIGHT + rows * cell_h
+    assert np.array_equal(sheet[top:top + rows * cell_h - vis.GAP, :128], third[vis.HEADER_HEIGHT:, :128])
+    assert (sheet[top + vis.CAPTION_HEIGHT:top + cell_h - vis.GAP, cell_w:] == render_module.BACKGROUND).all()
 
 
 def test_a_block_with_a_single_feature_frame_has_nothing_to_show(tiny_model, make_video, tmp_path):

@@ -31,6 +31,7 @@ HEADER_HEIGHT = 52
 CAPTION_HEIGHT = 20
 MIN_ARROW_SPACING = 28  # between arrow bases, so neighbouring arrows stay apart
 SHEET_MAX_WIDTH = 2400
+SHEET_MAX_COLUMNS = 6  # more steps wrap into further bands of rows: 12 steps across 2400 px are unreadable
 
 # Colours are BGR: everything is drawn with OpenCV.
 ARROW_COLOUR = (0, 255, 255)  # yellow
@@ -584,12 +585,18 @@ def render_clip(
 
 def contact_sheet(rendered: RenderedClip, layout: Layout, picks: Sequence[int]) -> np.ndarray:
     """Every panel at the picked clip frames: one row per block and view, one column per step between
-    feature frames, left to right in time; scaled down to at most SHEET_MAX_WIDTH wide."""
+    feature frames, left to right in time; past SHEET_MAX_COLUMNS steps the next ones start a new band
+    of rows below. Scaled down to at most SHEET_MAX_WIDTH wide."""
     rows = len(rendered.panels[0])
-    grid = Layout(rows, len(picks), layout.panel, layout.picture, layout.inset)
-    cells = [rendered.panels[pick][row] for row in range(rows) for pick in picks]
-    header = ("one column per step between feature frames, left to right in time (seconds into the video)",
-              rendered.header)
+    cols = min(len(picks), SHEET_MAX_COLUMNS)
+    bands = [picks[start:start + cols] for start in range(0, len(picks), cols)]
+    grid = Layout(rows * len(bands), cols, layout.panel, layout.picture, layout.inset)
+    width, height = grid.picture_size
+    blank = ("", np.full((height, width, 3), BACKGROUND, np.uint8))
+    cells = [rendered.panels[band[col]][row] if col < len(band) else blank
+             for band in bands for row in range(rows) for col in range(cols)]
+    header = ("one column per step between feature frames, left to right in time (seconds into the video)"
+              + (f", {cols} steps a band" if len(bands) > 1 else ""), rendered.header)
     sheet = compose(cells, grid, header, colour_bar=rendered.colour_bar)
     if sheet.shape[1] > SHEET_MAX_WIDTH:
         scale = SHEET_MAX_WIDTH / sheet.shape[1]
