@@ -75,7 +75,11 @@ def mean_shift(capture: BlockCapture) -> tuple[float, float]:
 
 def mean_displacement(capture: BlockCapture) -> tuple[float, float]:
     """(dy, dx) in feature cells: the displacement averaged over every place and step of the clip."""
-    moved = displacement(capture, slice(1, None))
+    return steps_mean(displacement(capture, slice(1, None)))
+
+
+def steps_mean(moved: np.ndarray) -> tuple[float, float]:
+    """(dy, dx): the mean of a displacement field (steps, 2, h, w) over its places and steps."""
     if moved.size == 0:
         return 0.0, 0.0
     return float(moved[:, 0].mean()), float(moved[:, 1].mean())
@@ -161,7 +165,7 @@ def block_motion(capture: BlockCapture, scale: ClipScale) -> dict:
         "video_frames_per_step": round(scale.frames_per_step, 3),
         "temperature": round(capture.temperature, 4),
         "offset": both(mean_shift(capture)),
-        "displacement": both(mean_displacement(capture)),
+        "displacement": both(steps_mean(field[1:])),
         "whole_picture": whole_picture(fits, scale),
         "steps": steps,
     }
@@ -183,8 +187,9 @@ def whole_picture(fits: np.ndarray, scale: ClipScale) -> dict:
 
 def motion_summary(capture: BlockCapture, scale: ClipScale) -> str:
     """One line for a caption: the block's mean displacement in frame pixels per frame, as a direction."""
-    dy, dx = scale.pixels_per_frame(mean_displacement(capture))
-    fit = whole_picture(similarity_fit(displacement(capture, slice(None))), scale)
+    field = displacement(capture, slice(None))  # once, for the mean and the fit
+    dy, dx = scale.pixels_per_frame(steps_mean(field[1:]))
+    fit = whole_picture(similarity_fit(field), scale)
     return (f"scene moves x {dx:+.1f}, y {dy:+.1f} px/frame, zoom {fit['zoom_percent_per_frame']:+.1f} %/frame; "
             f"one motion explains {100 * fit['explained']:.0f} %")
 
