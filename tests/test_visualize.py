@@ -468,7 +468,11 @@ def test_whole_picture_fit_reads_a_zoom_and_tells_a_camera_move_from_one_moving_
     fit = block_motion(zoom, scale)["whole_picture"]
     assert fit["zoom_percent_per_frame"] == pytest.approx(1.0, abs=1e-3)  # 2 % a step, 1 % a frame
     assert fit["rotation_degrees_per_frame"] == pytest.approx(0.0, abs=1e-3) and fit["explained"] > 0.99
-    assert "zoom +1.0 %/frame" in motion_summary(zoom, scale) and "explains 100 %" in motion_summary(zoom, scale)
+    summary = motion_summary(zoom, scale)
+    assert "zoom +1.0 %/frame" in summary and "explains 100 %" in summary
+    assert "x +0.0, y +0.0 px/frame" in summary  # a pure zoom moves the picture nowhere on average, never "-0.0"
+    flat = dataclasses.replace(zoom, offsets=np.full_like(offsets, -0.001))  # a hair up and left: rounds to zero
+    assert motion_summary(flat, scale).startswith("scene moves x +0.0, y +0.0 px/frame")
     patch = np.zeros_like(offsets)
     patch[:, :, 1, 1:4, 1:4] = 2.0  # a few places move 2 cells right, the rest stay
     part = dataclasses.replace(zoom, offsets=patch)

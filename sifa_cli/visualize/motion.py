@@ -190,8 +190,14 @@ def motion_summary(capture: BlockCapture, scale: ClipScale) -> str:
     field = displacement(capture, slice(None))  # once, for the mean and the fit
     dy, dx = scale.pixels_per_frame(steps_mean(field[1:]))
     fit = whole_picture(similarity_fit(field), scale)
-    return (f"scene moves x {dx:+.1f}, y {dy:+.1f} px/frame, zoom {fit['zoom_percent_per_frame']:+.1f} %/frame; "
-            f"one motion explains {100 * fit['explained']:.0f} %")
+    return (f"scene moves x {_signed(dx)}, y {_signed(dy)} px/frame, zoom {_signed(fit['zoom_percent_per_frame'])} "
+            f"%/frame; one motion explains {100 * fit['explained']:.0f} %")
+
+
+def _signed(value: float) -> str:
+    """One decimal with its sign, and no "-0.0" for a value that rounds to zero."""
+    rounded = round(float(value), 1)
+    return f"{rounded + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
 
 
 # ---------------------------------------------------------------------------------------------
