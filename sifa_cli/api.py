@@ -67,7 +67,8 @@ def predict(paths: Union[PathLike, Iterable[PathLike]], weights: Optional[PathLi
     of the model covers at each video's frame rate, every half of that)."""
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
-    from sifa_cli.engine.predict import Predictor, check_counts, check_window_options
+    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.engine.records import check_counts, check_window_options
     from sifa_cli.engine.resume import file_identity
     from sifa_cli.engine.results import result_record
     from sifa_cli.engine.run_settings import prediction_settings, weights_file

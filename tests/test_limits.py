@@ -6,8 +6,7 @@ import pytest
 
 from cli_run import one_error, run_sifa
 from predict_helpers import colour_checkpoint, write_colour_video
-from sifa_cli.engine import predict as engine
-from sifa_cli.engine.predict import plan_windows
+from sifa_cli.engine.records import MAX_TIMELINE_WINDOWS, plan_windows
 from sifa_cli.errors import InputError
 
 GIB = 1 << 30
@@ -34,11 +33,11 @@ def test_timeline_window_count_is_capped_with_the_stride_to_use():
     with pytest.raises(InputError) as info:
         plan_windows(100.0, 0.002, 0.001)
     message = str(info.value)
-    assert f"more than the {engine.MAX_TIMELINE_WINDOWS} allowed per video" in message
+    assert f"more than the {MAX_TIMELINE_WINDOWS} allowed per video" in message
     suggested = float(message.rsplit("at least ", 1)[1].split()[0])
     # The stride it suggests really fits under the cap, and is not much more than needed.
-    assert len(plan_windows(100.0, 0.002, suggested)) <= engine.MAX_TIMELINE_WINDOWS
-    assert suggested < 1.05 * 100.0 / engine.MAX_TIMELINE_WINDOWS
+    assert len(plan_windows(100.0, 0.002, suggested)) <= MAX_TIMELINE_WINDOWS
+    assert suggested < 1.05 * 100.0 / MAX_TIMELINE_WINDOWS
 
 
 @pytest.mark.parametrize("value", ["nan"])

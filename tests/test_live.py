@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from predict_helpers import colour_frames, write_colour_video
-from weights_http import FileServer
 from conftest import write_video
-from sifa_cli.engine.live import LiveScorer, open_stream, parse_source
+from predict_helpers import colour_frames, write_colour_video
+from typer.testing import CliRunner
+from weights_http import FileServer
+
+from sifa_cli.data.inputs import parse_source
+from sifa_cli.engine.live import LiveScorer, open_stream
 from sifa_cli.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]

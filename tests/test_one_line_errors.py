@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cli_run import error_lines, one_error, run_sifa
+from cli_run import ROOT, error_lines, one_error, run_sifa
 from crafted_media import audio_only_avi, audio_only_wav
 from predict_helpers import colour_checkpoint, write_colour_video
 
@@ -26,6 +28,34 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     return write_colour_video(tmp_path_factory.mktemp("clip") / "red.mp4", ["red"] * 12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mistakes said at once
+
+
+def test_predict_mistakes_are_said_before_torch_loads(tmp_path, video):
+    """A mistyped option or a missing file is reported before torch is imported (seconds of import), by
+    the real CLI in a child process that says at exit whether torch was loaded."""
+    driver = ("import atexit, sys\n"
+              "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr))\n"
+              "from sifa_cli.cli.main import main\n"
+              "sys.argv[0] = 'sifa'\n"
+              "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    for args, expected in [(["missing.mp4"], "missing.mp4: no such file or folder"),
+                           ([video, "-o", "x.edl"], "is a timeline export: add --timeline"),
+                           ([video, "--top-k", "0"], "--top-k must be at least 1, got 0"),
+                           ([video, "--window", "2"], "--window applies to --timeline"),
+                           ([video, "--views", "2y3"], "--views")]:
+        result = subprocess.run([sys.executable, "-c", driver, "predict", *map(str, args)], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert expected in one_error(result), result.stderr
+        assert "torch loaded: False" in result.stderr, (args, result.stderr)
+    # the same driver does report torch once a run gets as far as the model: the probe can fail
+    result = subprocess.run([sys.executable, "-c", driver, "predict", str(video), "-w", "no_such_model"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "torch loaded: True" in result.stderr, result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import torch
 
 from predict_helpers import CATEGORIES, colour_checkpoint, write_colour_video
 from sifa_cli.data.transforms import evaluation_views
-from sifa_cli.engine.predict import Predictor, Window, _TimelineJob, merge_segments, plan_windows
+from sifa_cli.engine.predict import Predictor, _TimelineJob
+from sifa_cli.engine.records import Window, merge_segments, plan_windows
 from sifa_cli.engine.results import ResultWriter, csv_rows, read_finished, result_record
 from sifa_cli.errors import InputError, ModelError
 from sifa_cli.weights.checkpoint import load_model

@@ -64,7 +64,8 @@ def evaluate(
     from sifa_cli.data.sampling import parse_views
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.evaluate import REPORT_FILES, TOP_K, evaluate as run_evaluation, load_labelled, split_known, write_report
-    from sifa_cli.engine.predict import Predictor, check_counts
+    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.engine.records import check_counts
     from sifa_cli.engine.run_settings import prediction_settings, weights_file
     from sifa_cli.errors import InputError
     from sifa_cli.fileio import check_output_file, lock_output

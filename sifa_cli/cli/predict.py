@@ -143,25 +143,21 @@ def predict(
     from sifa_cli.data import decode_worker
 
     decode_worker.prestart()  # it starts on another core while torch and the model load
+    # Everything a user can get wrong is checked before the model loads, and what the options need is
+    # checked before torch is imported (a few seconds), so a mistyped option is reported at once.
     from sifa_cli.data.decode import capture_native_stderr
     from sifa_cli.data.inputs import find_videos
     from sifa_cli.data.sampling import parse_views
-    from sifa_cli.engine.device import slow_precision_note
-    from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
-    from sifa_cli.engine.memory import check_batch_size
-    from sifa_cli.engine.predict import Predictor, check_counts, check_window_options, summarise_short
+    from sifa_cli.engine.records import check_counts, check_window_options, summarise_short
     from sifa_cli.engine.resume import file_identity, still_current
     from sifa_cli.engine.results import ResultWriter, output_format as pick_format, path_key, read_finished, result_record
     from sifa_cli.engine.results import lock_results
     from sifa_cli.engine.run_settings import check_resumable, prediction_settings, weights_file
     from sifa_cli.engine.timecode import format_rate
-    from sifa_cli.fileio import refuse_input_as_output
-    from sifa_cli.weights.checkpoint import load_model
-    from sifa_cli.writable import check_writable
-
-    # Everything a user can get wrong is checked before the model loads.
     from sifa_cli.engine.timeline_export import check_export_tools
     from sifa_cli.engine.timeline_options import TimelineOptions
+    from sifa_cli.fileio import refuse_input_as_output
+    from sifa_cli.writable import check_writable
 
     export = _timeline_export(output, output_format, timeline)
     fmt = "table" if export else pick_format(output, output_format.value if output_format else None)
@@ -195,11 +191,20 @@ def predict(
         flag = {"cuts": "--cuts/--no-cuts"}.get(given[0], "--" + given[0].replace("_", "-"))
         raise InputError(f"{flag} applies to --timeline{' (or a stream)' if given[0] in ('window', 'stride') else ''}; "
                          "add --timeline, or leave it out")
+    found = find_videos(paths)
+    if not found.videos and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        _print_problems(found.problems)  # nothing to do, said before torch loads
+        raise typer.Exit(2)
+    from sifa_cli.engine.device import slow_precision_note
+    from sifa_cli.engine.distributed_predict import PredictGroup, parse_shard, shard_of
+    from sifa_cli.engine.memory import check_batch_size
+    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.weights.checkpoint import load_model
+
     part = parse_shard(shard)
     group = PredictGroup.from_env()  # the processes torchrun started, or this one alone
-    found = find_videos(paths)
-    for _, problem in found.problems if group.is_main else []:
-        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if group.is_main:
+        _print_problems(found.problems)
     if not found.videos:
         raise typer.Exit(2)
     if annotate is not None:
@@ -348,6 +353,12 @@ def predict(
                           f"{drawn.height}, {drawn.fps:.3g} fps, {drawn.codec})", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_problems(problems) -> None:
+    """One error line per input that is not a video we can read (find_videos's problems)."""
+    for _, problem in problems:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def _timeline_export(output: Optional[Path], output_format: Optional[OutputFormat], timeline: bool) -> Optional[str]:

@@ -22,7 +22,7 @@ from sifa_cli.wording import counted, form
 
 def stream_source(paths: Sequence[str]):
     """The stream among PATHs (camera:N or a stream URL), or None when all are files, folders or globs."""
-    from sifa_cli.engine.live import parse_source
+    from sifa_cli.data.inputs import parse_source
 
     sources = [source for source in map(parse_source, paths) if source is not None]
     if not sources:
@@ -40,7 +40,8 @@ def predict_live(source, *, weights: Optional[str], top_k: int, views, device: s
     from sifa_cli.data.spec import InputSpec
     from sifa_cli.engine.device import resolve_device, slow_precision_note
     from sifa_cli.engine.live import LiveScorer, open_stream
-    from sifa_cli.engine.predict import Predictor, check_window_options
+    from sifa_cli.engine.predict import Predictor
+    from sifa_cli.engine.records import check_window_options
     from sifa_cli.engine.results import ResultWriter
     from sifa_cli.weights.checkpoint import load_model
 

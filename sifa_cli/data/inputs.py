@@ -1,15 +1,18 @@
-"""Turn the paths, folders and glob patterns a user typed into a list of video files."""
+"""Turn the paths, folders and glob patterns a user typed into a list of video files, and tell a
+stream (camera:N, a stream URL) from them: engine/live.py reads streams."""
 
 from __future__ import annotations
 
 import errno
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from sifa_cli.data.decode import VIDEO_EXTENSIONS
+from sifa_cli.errors import InputError
 
 _GLOB_CHARS = set("*?[")
 
@@ -111,3 +114,37 @@ def _pattern_names_suffix(pattern: str) -> bool:
     """A pattern such as *.dat chooses its own extension; *, ** or dir/* keep to video names."""
     name = Path(pattern).name
     return "." in name and not name.endswith(".*")
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "mms", "rtp")
+CAMERA_PREFIX = "camera:"
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """Where frames come from: `camera` (a device index) or `url`. `text` is what the user typed."""
+
+    text: str
+    camera: Optional[int] = None
+    url: Optional[str] = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_source(text: str) -> Optional[StreamSource]:
+    """camera:N, or a URL whose scheme names a stream protocol; None for anything else (a path)."""
+    text = str(text).strip()
+    if text.lower().startswith(CAMERA_PREFIX):
+        index = text[len(CAMERA_PREFIX):]
+        if not index.isdigit():
+            raise InputError(f"{text}: a camera is camera:N with N the device number, e.g. camera:0")
+        return StreamSource(text, camera=int(index))
+    match = _URL.match(text)
+    if match is None:
+        return None
+    if match.group(1).lower() not in STREAM_SCHEMES:
+        raise InputError(f"{text}: unsupported stream scheme {match.group(1)!r}; use one of "
+                         + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " or camera:N")
+    return StreamSource(text, url=text)

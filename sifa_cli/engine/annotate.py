@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from sifa_cli.data.decode import native_path
-from sifa_cli.engine.predict import Segment, TopK, VideoResult
+from sifa_cli.engine.records import Segment, TopK, VideoResult
 from sifa_cli.errors import DecodeError, InputError
 from sifa_cli.fileio import check_output_file
 from sifa_cli.visualize import VIDEO_SUFFIX, check_output_path, fit_text, put_text, write_video

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import torch
 
 from sifa_cli.engine.device import TorchrunRank
-from sifa_cli.engine.predict import RunStats, VideoResult
+from sifa_cli.engine.records import RunStats, VideoResult
 from sifa_cli.errors import InputError
 
 RunFn = Callable[[Iterable[Path]], Iterator[VideoResult]]  # Predictor.predict or .timeline over some paths

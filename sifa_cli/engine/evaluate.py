@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from sifa_cli.data.dataset import Sample, find_labelled_videos, has_split_folders
-from sifa_cli.engine.predict import Predictor, ProgressFn, summarise_short
+from sifa_cli.engine.predict import Predictor
+from sifa_cli.engine.records import ProgressFn, summarise_short
 from sifa_cli.errors import InputError
 from sifa_cli.csvcells import neutralise_row
 from sifa_cli.fileio import atomic_write_path

@@ -13,60 +13,28 @@ falls behind, the oldest queued frames are dropped and counted, so the label sta
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator
 
 import cv2
 import numpy as np
 import torch
 
 from sifa_cli.data.decode_backends import as_rgb_uint8, clean_reason, take_native_log
+from sifa_cli.data.inputs import StreamSource
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.transforms import evaluation_views, resize_short_side
-from sifa_cli.engine.predict import Predictor, TopK
+from sifa_cli.engine.predict import Predictor
+from sifa_cli.engine.records import TopK
 from sifa_cli.errors import DecodeError, InputError
 
-STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "mms", "rtp")
-CAMERA_PREFIX = "camera:"
 OPEN_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 15.0
 QUEUE_FRAMES = 32
 FALLBACK_FPS = 25.0
-
-_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-
-
-@dataclass(frozen=True)
-class StreamSource:
-    """Where frames come from: `camera` (a device index) or `url`. `text` is what the user typed."""
-
-    text: str
-    camera: Optional[int] = None
-    url: Optional[str] = None
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_source(text: str) -> Optional[StreamSource]:
-    """camera:N, or a URL whose scheme names a stream protocol; None for anything else (a path)."""
-    text = str(text).strip()
-    if text.lower().startswith(CAMERA_PREFIX):
-        index = text[len(CAMERA_PREFIX):]
-        if not index.isdigit():
-            raise InputError(f"{text}: a camera is camera:N with N the device number, e.g. camera:0")
-        return StreamSource(text, camera=int(index))
-    match = _URL.match(text)
-    if match is None:
-        return None
-    if match.group(1).lower() not in STREAM_SCHEMES:
-        raise InputError(f"{text}: unsupported stream scheme {match.group(1)!r}; use one of "
-                         + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " or camera:N")
-    return StreamSource(text, url=text)
 
 
 @dataclass

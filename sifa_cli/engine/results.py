@@ -20,7 +20,7 @@ from typing import IO, Any, Iterable, Optional
 
 from sifa_cli.csvcells import neutralise_row, restore
 from sifa_cli.fileio import atomic_write_path, hidden_prefix, lock_output, refuse_unsafe_output_file, writes_utf8
-from sifa_cli.engine.predict import VideoResult
+from sifa_cli.engine.records import VideoResult
 from sifa_cli.errors import InputError
 
 MACHINE_FORMATS = ("json", "jsonl", "csv")

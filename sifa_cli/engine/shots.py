@@ -22,7 +22,8 @@ import numpy as np
 from torch import Tensor
 
 from sifa_cli.data.decode import FrameCountError, Video
-from sifa_cli.engine.predict import Segment, VideoResult, Window, _TimelineJob, merge_segments, plan_windows, played_duration
+from sifa_cli.engine.predict import _TimelineJob, played_duration
+from sifa_cli.engine.records import Segment, VideoResult, Window, merge_segments, plan_windows
 from sifa_cli.engine.timeline_options import CUT_THRESHOLD, MIN_SHOT_FRAMES, TimelineOptions, content_detector
 from sifa_cli.wording import counted
 

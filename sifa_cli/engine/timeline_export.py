@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from sifa_cli.csvcells import neutralise
-from sifa_cli.engine.predict import Segment, VideoResult
+from sifa_cli.engine.records import Segment, VideoResult
 from sifa_cli.engine.timecode import TimecodeRate, format_rate
 from sifa_cli.errors import InputError, SifaError
 from sifa_cli.fileio import atomic_write_path
