@@ -237,7 +237,7 @@ def test_relative_arrows_take_off_the_mean_shift_and_show_it_once(tiny_model, ma
     cyan = cv2.inRange(panel, np.array([170, 170, 0]), np.array([255, 255, 110])) > 0
     ys, xs = np.nonzero(cyan)
     assert xs.max() - xs.min() > 0.8 * 0.5 * 256 / 8 and ys.max() - ys.min() < 14  # along x, 0.5 cells long
-    assert "minus mean (x +0.50, y +0.00)" in " ".join(caption for caption, _ in rendering.rendered.panels[9])
+    assert "minus mean (x +0.50, y +0.00)" in " ".join(caption[0] for caption, _ in rendering.rendered.panels[9])
 
 
 def test_a_wide_video_shows_the_whole_frame_with_the_crop_outlined(tiny_model, make_video, tmp_path):
@@ -278,9 +278,20 @@ def test_the_sheet_has_one_column_per_step_and_captions_in_seconds(tiny_model, m
     sheet = vis.contact_sheet(rendering.rendered, rendering.layout, picks)
     cell_w, cell_h = 128 + vis.GAP, vis.CAPTION_HEIGHT + 128 + vis.GAP
     assert sheet.shape[1] == 3 * cell_w - vis.GAP and sheet.shape[0] == vis.HEADER_HEIGHT + 2 * cell_h - vis.GAP
-    captions = [caption for caption, _ in rendering.rendered.panels[picks[0]]]
+    (full, short), _ = rendering.rendered.panels[picks[0]][0]  # a caption in full, and short for narrow panels
     # The clip is the middle 16 frames (12..27) of 40 at 20 fps; feature frames are 4 clip frames each.
-    assert captions[0].endswith(f"{13.5 / 20:.2f} s to {17.5 / 20:.2f} s"), captions[0]
+    assert full.endswith(f"{13.5 / 20:.2f} s to {17.5 / 20:.2f} s"), full
+    assert short.endswith(f"{13.5 / 20:.2f}-{17.5 / 20:.2f} s") and len(short) < len(full), short
+
+
+def test_a_caption_too_long_for_its_panel_is_said_shorter_before_it_is_cut():
+    full = "layer3.1 offsets: scene moves x +3.8, y +0.0 px/frame, zoom -0.4 %/frame; one motion explains 78 %"
+    short = "layer3.1: x +3.8 y +0.0 px/f, zoom -0.4 %/f, fit 78 %"
+    width = {text: cv2.getTextSize(text, render_module.FONT, 0.45, 1)[0][0] for text in (full, short)}
+    assert render_module.fit_caption((full, short), width[full], 0.45) == full
+    assert render_module.fit_caption((full, short), width[full] - 1, 0.45) == short
+    assert render_module.fit_caption((full, short), width[short] - 1, 0.45).endswith("...")  # then cut
+    assert render_module.fit_caption(full, width[full] - 1, 0.45).endswith("...")  # a single form is cut
 
 
 def test_a_sheet_of_many_steps_wraps_into_bands_in_time_order(tiny_model, make_video, tmp_path, monkeypatch):
@@ -468,11 +479,12 @@ def test_whole_picture_fit_reads_a_zoom_and_tells_a_camera_move_from_one_moving_
     fit = block_motion(zoom, scale)["whole_picture"]
     assert fit["zoom_percent_per_frame"] == pytest.approx(1.0, abs=1e-3)  # 2 % a step, 1 % a frame
     assert fit["rotation_degrees_per_frame"] == pytest.approx(0.0, abs=1e-3) and fit["explained"] > 0.99
-    summary = motion_summary(zoom, scale)
+    summary, short = motion_summary(zoom, scale)
     assert "zoom +1.0 %/frame" in summary and "explains 100 %" in summary
     assert "x +0.0, y +0.0 px/frame" in summary  # a pure zoom moves the picture nowhere on average, never "-0.0"
+    assert short == "x +0.0 y +0.0 px/f, zoom +1.0 %/f, fit 100 %"  # the same for narrow panels
     flat = dataclasses.replace(zoom, offsets=np.full_like(offsets, -0.001))  # a hair up and left: rounds to zero
-    assert motion_summary(flat, scale).startswith("scene moves x +0.0, y +0.0 px/frame")
+    assert motion_summary(flat, scale)[0].startswith("scene moves x +0.0, y +0.0 px/frame")
     patch = np.zeros_like(offsets)
     patch[:, :, 1, 1:4, 1:4] = 2.0  # a few places move 2 cells right, the rest stay
     part = dataclasses.replace(zoom, offsets=patch)

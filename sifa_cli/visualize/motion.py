@@ -185,13 +185,16 @@ def whole_picture(fits: np.ndarray, scale: ClipScale) -> dict:
             "explained": round(column["explained"], 3)}
 
 
-def motion_summary(capture: BlockCapture, scale: ClipScale) -> str:
-    """One line for a caption: the block's mean displacement in frame pixels per frame, as a direction."""
+def motion_summary(capture: BlockCapture, scale: ClipScale) -> tuple[str, str]:
+    """A caption's note, in full and shortened for narrow panels: the block's mean displacement in frame
+    pixels per frame, its zoom, and the share of its field one motion of the whole picture explains."""
     field = displacement(capture, slice(None))  # once, for the mean and the fit
     dy, dx = scale.pixels_per_frame(steps_mean(field[1:]))
     fit = whole_picture(similarity_fit(field), scale)
-    return (f"scene moves x {_signed(dx)}, y {_signed(dy)} px/frame, zoom {_signed(fit['zoom_percent_per_frame'])} "
-            f"%/frame; one motion explains {100 * fit['explained']:.0f} %")
+    x, y, zoom = _signed(dx), _signed(dy), _signed(fit["zoom_percent_per_frame"])
+    explained = f"{100 * fit['explained']:.0f} %"
+    return (f"scene moves x {x}, y {y} px/frame, zoom {zoom} %/frame; one motion explains {explained}",
+            f"x {x} y {y} px/f, zoom {zoom} %/f, fit {explained}")
 
 
 def _signed(value: float) -> str:

@@ -112,6 +112,19 @@ def ascii_text(text: str) -> str:
     return "".join(ch if 32 <= ord(ch) < 127 else ("" if unicodedata.combining(ch) else "?") for ch in decomposed)
 
 
+# A panel's caption: one text, or the same said shorter and shorter (the first that fits is drawn)
+Caption = str | tuple[str, ...]
+
+
+def fit_caption(caption: Caption, max_width: int, scale: float) -> str:
+    """The first of a caption's forms that fits `max_width`; the last one cut to fit if none does."""
+    forms = (caption,) if isinstance(caption, str) else caption
+    for text in forms[:-1]:
+        if cv2.getTextSize(ascii_text(text), FONT, scale, 1)[0][0] <= max_width:
+            return ascii_text(text)
+    return fit_text(forms[-1], max_width, scale)
+
+
 def fit_text(text: str, max_width: int, scale: float, thickness: int = 1) -> str:
     text = ascii_text(text)
     if cv2.getTextSize(text, FONT, scale, thickness)[0][0] <= max_width:
@@ -438,7 +451,7 @@ def colour_bar_width(label: str, width: int) -> int:
 HEAT_BAR_LABEL = "attention, scaled per frame:"
 
 
-def compose(panels: Sequence[tuple[str, np.ndarray]], layout: Layout, header: Sequence[str],
+def compose(panels: Sequence[tuple[Caption, np.ndarray]], layout: Layout, header: Sequence[str],
             colour_bar: bool = False) -> np.ndarray:
     """The output frame: two header lines (and the heat-map's colour bar), then each (caption, picture)
     panel on the grid."""
@@ -458,7 +471,7 @@ def compose(panels: Sequence[tuple[str, np.ndarray]], layout: Layout, header: Se
     picture_width, picture_height = layout.picture_size
     for index, (caption, picture) in enumerate(panels):
         x, y = layout.panel_origin(index)
-        put_text(canvas, fit_text(caption, picture_width - 8, 0.45), x + 4, y - 6, 0.45)
+        put_text(canvas, fit_caption(caption, picture_width - 8, 0.45), x + 4, y - 6, 0.45)
         canvas[y : y + picture_height, x : x + picture_width] = picture
     return canvas
 
@@ -490,7 +503,7 @@ def feature_frame_time(clip: PreparedClip, t: int, feature_frames: int) -> float
 @dataclass
 class RenderedClip:
     frames: list[np.ndarray]  # one composed BGR frame per clip frame
-    panels: list[list[tuple[str, np.ndarray]]]  # per clip frame: (caption, picture) of every panel
+    panels: list[list[tuple[Caption, np.ndarray]]]  # per clip frame: (caption, picture) of every panel
     header: str  # what the frames' second header line says
     colour_bar: bool
 
@@ -505,11 +518,11 @@ def render_clip(
     query_panel: tuple[float, float] | None = None,
     arrow_scale: float = 1.0,
     arrows: str = "match",
-    summaries: dict[str, str] | None = None,
+    summaries: dict[str, tuple[str, str]] | None = None,
 ) -> RenderedClip:
     """One BGR frame per clip frame: a header and, for every block, one panel per view. A panel shows the
     whole frame, dimmed, with the model's crop outlined and the view drawn inside it. `summaries`: a
-    caption note per block (the block's motion estimate)."""
+    caption note per block (the block's motion estimate), in full and short (`motion.motion_summary`)."""
     total = len(clip.indices)
     points: dict[str, PointView] = {}
     fields = {name: arrow_field(c, arrows) for name, c in captures.items()}
@@ -521,20 +534,23 @@ def render_clip(
         if query_panel is not None:
             points[name] = plan_point_view(capture, geometry, query_panel)
 
-    captions: dict[tuple[str, str], str] = {}
+    captions: dict[tuple[str, str], tuple[str, str]] = {}  # full and short
     for name, capture in captures.items():
         for view in views:
-            note = ""
+            note = short = ""
             if view == "offsets":
                 dy, dx = mean_shift(capture)
                 note = f" minus mean (x {dx:+.2f}, y {dy:+.2f})" if arrows == "relative" else ""
                 note += f", x{arrow_scale:g}" if arrow_scale != 1 else ""
-                note += f": {summaries[name]}" if summaries and name in summaries else ""
+                short = note
+                if summaries and name in summaries:
+                    note += f": {summaries[name][0]}"
+                    short += f": {summaries[name][1]}"
             elif view == "point":
                 zoom = geometry.panel / points[name].side
                 qy, qx = points[name].query
-                note = f" cell x{qx} y{qy}" + (f", zoom x{zoom:.1f}" if zoom > 1.05 else "")
-            captions[(name, view)] = f"{name} {view}{note}"
+                note = short = f" cell x{qx} y{qy}" + (f", zoom x{zoom:.1f}" if zoom > 1.05 else "")
+            captions[(name, view)] = (f"{name} {view}{note}", f"{name}{short}")
 
     crop_x, crop_y = clip.crop_origin
     side = geometry.panel
@@ -555,10 +571,10 @@ def render_clip(
             for view in views:
                 if t == 0:
                     panel = render_idle(frame)
-                    step = "first feature frame"
+                    step = short_step = "first feature frame"
                 else:
-                    before = feature_frame_time(clip, t - 1, capture.frames)
-                    step = f"{before:.2f} s to {feature_frame_time(clip, t, capture.frames):.2f} s"
+                    before, after = (feature_frame_time(clip, k, capture.frames) for k in (t - 1, t))
+                    step, short_step = f"{before:.2f} s to {after:.2f} s", f"{before:.2f}-{after:.2f} s"
                     if view == "offsets":
                         panel = render_offsets(frame, fields[name][t], geometry, arrow_scale, arrow_steps[name])
                         if arrows == "relative":
@@ -572,7 +588,8 @@ def render_clip(
                     picture[crop_y : crop_y + side, crop_x : crop_x + side] = panel
                     cv2.rectangle(picture, (crop_x - 1, crop_y - 1), (crop_x + side, crop_y + side), CROP_COLOUR, 1)
                     panel = picture
-                panels.append((f"{captions[(name, view)]}, {step}", panel))
+                full, short = captions[(name, view)]
+                panels.append(((f"{full}, {step}", f"{short}, {short_step}"), panel))
         header = (
             f"{clip.times[i]:.2f} s   (clip frame {i + 1} of {total}, video frame {int(clip.indices[i])}; "
             f"plays at {clip.fps:.3g} fps)",
