@@ -8,8 +8,8 @@
 #   defaults: data auto 150 10   (150 clips per class, 10 + 6 epochs, 2 CPU cores, ~25 + 12 min; then
 #   400 clips per class with large objects crossing fixed shots, 8 + 10 epochs, ~40 + 50 min; then
 #   layer2's window dilated, 5 epochs, ~27 min, and its control without the dilation, ~27 min; then
-#   5 epochs with the displacement loss, ~27 min; then 3 epochs at 12 frames a clip, ~25 min, and 3 more at a
-#   lower rate, ~25 min: the registry's file; then the SIFA-off ablation of the second and third runs, ~10 + 40 min)
+#   5 epochs with the displacement loss, ~27 min; then 3 epochs at 12 frames a clip, ~25 min, 3 more at a
+#   lower rate, ~25 min, and 2 at 160 px, ~26 min: the registry's file; then the SIFA-off ablation of the second and third runs, ~10 + 40 min)
 set -euo pipefail
 WORK=${1:-data}
 DEVICE=${2:-auto}
@@ -77,11 +77,17 @@ $SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/run
     --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 128 --resize 128 \
     --epochs 3 --batch-size 8 --optimizer adamw --lr 0.0005 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 11 \
     --device "$DEVICE" --out "$WORK/runs/motion_sifa_7"
-# The registry's file since E22: an eighth run from the seventh's best, 3 more epochs of its recipe at lr 0.0003.
+# E22 (the registry's file before E23): an eighth run from the seventh's best, 3 more epochs of its recipe at lr 0.0003.
 $SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_7/best.safetensors" \
     --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 128 --resize 128 \
     --epochs 3 --batch-size 8 --optimizer adamw --lr 0.0003 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 12 \
     --device "$DEVICE" --out "$WORK/runs/motion_sifa_8"
+# The registry's file since E23: a ninth run from the eighth's best at 160 px (the same clips, seen larger), 2
+# epochs at lr 0.0002; the file tests at 160 px too.
+$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_8/best.safetensors" \
+    --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 160 --resize 160 \
+    --epochs 2 --batch-size 8 --optimizer adamw --lr 0.0002 --warmup-epochs 0.3 --min-crop-area 0.5 --seed 13 \
+    --device "$DEVICE" --out "$WORK/runs/motion_sifa_9"
 # The SIFA-off ablation of the second and third runs: same data, schedule and seeds, --no-sifa.
 $SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/motion_nosifa/best.safetensors" \
     --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs 6 --batch-size 8 \
@@ -92,15 +98,15 @@ $SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/run
     --epochs 8 --batch-size 8 --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 2 \
     --device "$DEVICE" --no-sifa --out "$WORK/runs/motion_nosifa_3"
 for run in motion_nosifa motion_sifa motion_sifa_2 motion_sifa_3 motion_sifa_4 motion_sifa_5 motion_sifa_5_control \
-    motion_sifa_6 motion_sifa_7 motion_sifa_8 motion_nosifa_2 motion_nosifa_3; do
+    motion_sifa_6 motion_sifa_7 motion_sifa_8 motion_sifa_9 motion_nosifa_2 motion_nosifa_3; do
     $SIFA evaluate "$WORK/camera/test" --weights "$WORK/runs/$run/best.safetensors" --out "$WORK/runs/$run/eval_test"
 done
 # The motion block: of the blocks whose displacements are within 2x of the true motion on the validation
-# split, the one that agrees most (layer3.1 for the sixth, seventh and eighth runs); motion_finish.py names it in the
+# split, the one that agrees most (layer3.1 for the sixth to the ninth runs); motion_finish.py names it in the
 # file, with its views.
 PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
-    --weights "$WORK/runs/motion_sifa_8/best.safetensors" --json "$WORK/runs/motion_sifa_8/motion_val.json"
+    --weights "$WORK/runs/motion_sifa_9/best.safetensors" --json "$WORK/runs/motion_sifa_9/motion_val.json"
 python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/objects" --task object --train 0 --val 0 --test 40
-python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_8/best.safetensors" "$WORK/runs/sifa_motion_small_camera.safetensors" \
-    --block layer3.1 --views 1x3 --source "the eighth run of examples/camera/reproduce_motion.sh"
-bash "$HERE/evaluate_motion.sh" "$WORK/runs/sifa_motion_small_camera.safetensors" "$WORK/runs/motion_sifa_8/eval" "$WORK"
+python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_9/best.safetensors" "$WORK/runs/sifa_motion_small_camera.safetensors" \
+    --block layer3.1 --views 1x3 --source "the ninth run of examples/camera/reproduce_motion.sh"
+bash "$HERE/evaluate_motion.sh" "$WORK/runs/sifa_motion_small_camera.safetensors" "$WORK/runs/motion_sifa_9/eval" "$WORK"
