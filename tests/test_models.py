@@ -290,7 +290,7 @@ def test_alignment_loss_is_lowest_at_the_true_displacement_and_trains_only_the_d
         moved.requires_grad_(True)
         loss = alignment_loss(features, moved)
         loss.backward()
-        losses[dx] = float(loss)
+        losses[dx] = loss.item()
         assert moved.grad is not None and features.grad is None
     assert losses[1.0] < 0.05 < losses[0.0] and losses[0.0] < losses[-1.0] + 1e-6
 
