@@ -37,19 +37,23 @@ def permissions_enforced_prefix() -> list[str]:
     return list(_DROP_DAC)
 
 
+def sifa_env(env: dict | None = None) -> dict:
+    """The environment a `sifa` child process runs in: this source tree first on the path, a wide terminal."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
+
+
 def run_sifa(*args: str, env: dict | None = None, timeout: float = 180, data_limit: int | None = None,
              cwd: Path | None = None, enforce_permissions: bool = False) -> subprocess.CompletedProcess:
     """`python -m sifa_cli.cli.main ARGS` from this source tree; `data_limit` caps the child's heap
     (RLIMIT_DATA, bytes), so a run that would grab gigabytes fails fast instead of swapping;
     `enforce_permissions` makes file permissions apply even when the tests run as root."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
     prefix = permissions_enforced_prefix() if enforce_permissions else []
 
     def limit() -> None:
         if data_limit is not None:
             resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
 
-    return subprocess.run([*prefix, sys.executable, "-m", "sifa_cli.cli.main", *map(str, args)], env=full_env,
+    return subprocess.run([*prefix, sys.executable, "-m", "sifa_cli.cli.main", *map(str, args)], env=sifa_env(env),
                           capture_output=True, text=True, timeout=timeout, preexec_fn=limit, cwd=cwd)
 
 

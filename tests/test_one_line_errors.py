@@ -13,7 +13,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cli_run import ROOT, error_lines, one_error, run_sifa
+from cli_run import error_lines, one_error, run_sifa, sifa_env
 from crafted_media import audio_only_avi, audio_only_wav
 from predict_helpers import colour_checkpoint, write_colour_video
 
@@ -42,7 +42,7 @@ def test_predict_mistakes_are_said_before_torch_loads(tmp_path, video):
               "from sifa_cli.cli.main import main\n"
               "sys.argv[0] = 'sifa'\n"
               "main()\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = sifa_env()
     for args, expected in [(["missing.mp4"], "missing.mp4: no such file or folder"),
                            ([video, "-o", "x.edl"], "is a timeline export: add --timeline"),
                            ([video, "--top-k", "0"], "--top-k must be at least 1, got 0"),

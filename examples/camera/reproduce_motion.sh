@@ -19,6 +19,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SIFA=${SIFA:-sifa}
 
+# Every run: the motion design, clips at step 4, batch 8, AdamW, crops down to half the frame, on DEVICE.
+# CORPUS holds train/ and val/; the options after OUT are what the run changes.
+motion_run() {  # CORPUS INIT OUT [finetune options...]
+    local corpus=$1 init=$2 out=$3
+    shift 3
+    $SIFA finetune "$corpus/train" --val "$corpus/val" --init "$init" --model sifa_motion_small --step 4 \
+        --batch-size 8 --optimizer adamw --min-crop-area 0.5 --device "$DEVICE" --out "$out" "$@"
+}
+
 python "$HERE/make_dataset.py" fetch "$WORK/sources"
 python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/camera" --train "$PER_CLASS" --val 20 --test 60 --seed 0
 # Start: the earlier default's weights carried over (stem summed over time; offsets and readout fresh).
@@ -26,77 +35,63 @@ python "$HERE/motion_init.py" "$WORK/runs/motion_init.safetensors" --frames 8 --
 
 for variant in sifa nosifa; do
     flag=$([ "$variant" = sifa ] && echo --sifa || echo --no-sifa)
-    $SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/motion_init.safetensors" \
-        --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs "$EPOCHS" --batch-size 8 \
-        --optimizer adamw --lr 0.002 --warmup-epochs 1 --min-crop-area 0.5 --seed 0 --device "$DEVICE" $flag \
-        --out "$WORK/runs/motion_$variant"
+    motion_run "$WORK/camera" "$WORK/runs/motion_init.safetensors" "$WORK/runs/motion_$variant" \
+        --frames 8 --size 128 --resize 128 --epochs "$EPOCHS" --lr 0.002 --warmup-epochs 1 --seed 0 $flag
 done
 # A second run from the first's best checkpoint, at half the learning rate.
-$SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/motion_sifa/best.safetensors" \
-    --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs 6 --batch-size 8 \
-    --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 1 --device "$DEVICE" \
-    --out "$WORK/runs/motion_sifa_2"
+motion_run "$WORK/camera" "$WORK/runs/motion_sifa/best.safetensors" "$WORK/runs/motion_sifa_2" \
+    --frames 8 --size 128 --resize 128 --epochs 6 --lr 0.001 --warmup-epochs 1 --seed 1
 # A third run on 400 clips per class whose fixed shots are crossed fast by one large
 # object in 40 % of the static clips (the test split stays the corpus's), its offset convolutions at 4x
 # the learning rate (a config-file key).
 python "$HERE/make_dataset.py" make "$WORK/sources" "$WORK/camera2" --train 400 --val 20 --test 0 --only train val \
     --seed 0 --static-large-objects 0.4
 printf 'offset_lr_scale: 4\n' > "$WORK/runs/offset_lr.yaml"
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_2/best.safetensors" \
-    --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
-    --epochs 8 --batch-size 8 --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 2 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_3"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_2/best.safetensors" "$WORK/runs/motion_sifa_3" \
+    --config "$WORK/runs/offset_lr.yaml" --frames 8 --size 128 --resize 128 --epochs 8 --lr 0.001 \
+    --warmup-epochs 1 --seed 2
 # A fourth run from the third's best, 10 more epochs at lr 0.0007.
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_3/best.safetensors" \
-    --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
-    --epochs 10 --batch-size 8 --optimizer adamw --lr 0.0007 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 3 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_4"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_3/best.safetensors" "$WORK/runs/motion_sifa_4" \
+    --config "$WORK/runs/offset_lr.yaml" --frames 8 --size 128 --resize 128 --epochs 10 --lr 0.0007 \
+    --warmup-epochs 0.5 --seed 3
 # A fifth run from the fourth's best with layer2's SIFA window dilated to 2 (its
 # offsets reset to zero), 5 epochs; and its control, the same 5 epochs without the dilation.
 python "$HERE/widen_window.py" "$WORK/runs/motion_sifa_4/best.safetensors" "$WORK/runs/motion_wide_init.safetensors" \
     --dilation 2 1 1
 for variant in sifa_5 sifa_5_control; do
     init=$([ "$variant" = sifa_5 ] && echo "$WORK/runs/motion_wide_init.safetensors" || echo "$WORK/runs/motion_sifa_4/best.safetensors")
-    $SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$init" \
-        --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
-        --epochs 5 --batch-size 8 --optimizer adamw --lr 0.0007 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 4 \
-        --device "$DEVICE" --out "$WORK/runs/motion_$variant"
+    motion_run "$WORK/camera2" "$init" "$WORK/runs/motion_$variant" \
+        --config "$WORK/runs/offset_lr.yaml" --frames 8 --size 128 --resize 128 --epochs 5 --lr 0.0007 \
+        --warmup-epochs 0.5 --seed 4
 done
-# The registry's file: a sixth run from the fifth's best with a displacement loss against each pan/tilt
-# clip's translation (measured by phase correlation on its input frames; sifa_cli/models/motion_targets.py),
-# 5 epochs at lr 0.0005.
+# E14 (the registry's file until E21): a sixth run from the fifth's best with a displacement loss against each
+# pan/tilt clip's translation (measured by phase correlation on its input frames;
+# sifa_cli/models/motion_targets.py), 5 epochs at lr 0.0005.
 printf 'offset_lr_scale: 4\ndisplacement_loss: 1.0\ntranslation_classes: pan left, pan right, tilt up, tilt down\n' \
     > "$WORK/runs/displacement.yaml"
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_5/best.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
-    --epochs 5 --batch-size 8 --optimizer adamw --lr 0.0005 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 5 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_6"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_5/best.safetensors" "$WORK/runs/motion_sifa_6" \
+    --config "$WORK/runs/displacement.yaml" --frames 8 --size 128 --resize 128 --epochs 5 --lr 0.0005 \
+    --warmup-epochs 0.5 --seed 5
 # E21 (the registry's file before E22): a seventh run from the sixth's best at 12 frames (1.6 s, the same step 4),
 # 3 epochs of the sixth's recipe; the file tests with three crops a clip (views 1x3).
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_6/best.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 128 --resize 128 \
-    --epochs 3 --batch-size 8 --optimizer adamw --lr 0.0005 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 11 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_7"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_6/best.safetensors" "$WORK/runs/motion_sifa_7" \
+    --config "$WORK/runs/displacement.yaml" --frames 12 --size 128 --resize 128 --epochs 3 --lr 0.0005 \
+    --warmup-epochs 0.5 --seed 11
 # E22 (the registry's file before E23): an eighth run from the seventh's best, 3 more epochs of its recipe at lr 0.0003.
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_7/best.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 128 --resize 128 \
-    --epochs 3 --batch-size 8 --optimizer adamw --lr 0.0003 --warmup-epochs 0.5 --min-crop-area 0.5 --seed 12 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_8"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_7/best.safetensors" "$WORK/runs/motion_sifa_8" \
+    --config "$WORK/runs/displacement.yaml" --frames 12 --size 128 --resize 128 --epochs 3 --lr 0.0003 \
+    --warmup-epochs 0.5 --seed 12
 # The registry's file since E23: a ninth run from the eighth's best at 160 px (the same clips, seen larger), 2
 # epochs at lr 0.0002; the file tests at 160 px too.
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_sifa_8/best.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --model sifa_motion_small --frames 12 --step 4 --size 160 --resize 160 \
-    --epochs 2 --batch-size 8 --optimizer adamw --lr 0.0002 --warmup-epochs 0.3 --min-crop-area 0.5 --seed 13 \
-    --device "$DEVICE" --out "$WORK/runs/motion_sifa_9"
+motion_run "$WORK/camera2" "$WORK/runs/motion_sifa_8/best.safetensors" "$WORK/runs/motion_sifa_9" \
+    --config "$WORK/runs/displacement.yaml" --frames 12 --size 160 --resize 160 --epochs 2 --lr 0.0002 \
+    --warmup-epochs 0.3 --seed 13
 # The SIFA-off ablation of the second and third runs: same data, schedule and seeds, --no-sifa.
-$SIFA finetune "$WORK/camera/train" --val "$WORK/camera/val" --init "$WORK/runs/motion_nosifa/best.safetensors" \
-    --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 --epochs 6 --batch-size 8 \
-    --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 1 --device "$DEVICE" --no-sifa \
-    --out "$WORK/runs/motion_nosifa_2"
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_nosifa_2/best.safetensors" \
-    --config "$WORK/runs/offset_lr.yaml" --model sifa_motion_small --frames 8 --step 4 --size 128 --resize 128 \
-    --epochs 8 --batch-size 8 --optimizer adamw --lr 0.001 --warmup-epochs 1 --min-crop-area 0.5 --seed 2 \
-    --device "$DEVICE" --no-sifa --out "$WORK/runs/motion_nosifa_3"
+motion_run "$WORK/camera" "$WORK/runs/motion_nosifa/best.safetensors" "$WORK/runs/motion_nosifa_2" \
+    --frames 8 --size 128 --resize 128 --epochs 6 --lr 0.001 --warmup-epochs 1 --seed 1 --no-sifa
+motion_run "$WORK/camera2" "$WORK/runs/motion_nosifa_2/best.safetensors" "$WORK/runs/motion_nosifa_3" \
+    --config "$WORK/runs/offset_lr.yaml" --frames 8 --size 128 --resize 128 --epochs 8 --lr 0.001 \
+    --warmup-epochs 1 --seed 2 --no-sifa
 for run in motion_nosifa motion_sifa motion_sifa_2 motion_sifa_3 motion_sifa_4 motion_sifa_5 motion_sifa_5_control \
     motion_sifa_6 motion_sifa_7 motion_sifa_8 motion_sifa_9 motion_nosifa_2 motion_nosifa_3; do
     $SIFA evaluate "$WORK/camera/test" --weights "$WORK/runs/$run/best.safetensors" --out "$WORK/runs/$run/eval_test"
