@@ -13,7 +13,7 @@ import yaml
 
 from conftest import write_motion_dataset
 from sifa_cli.models import create_model
-from sifa_cli.weights.checkpoint import load_checkpoint, load_model, read_checkpoint_meta
+from sifa_cli.weights.checkpoint import load_checkpoint, load_model, read_checkpoint_meta, save_checkpoint
 from sifa_cli.weights.manifest import load_registry
 
 SIFA = [sys.executable, "-m", "sifa_cli.cli.main"]
@@ -82,3 +82,27 @@ def test_no_sifa_trains_and_loads_with_every_sifa_step_off(tmp_path):
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, 8, 64, 64))
     assert calls == []
+
+
+@pytest.mark.slow
+def test_fine_tuning_keeps_the_starting_checkpoints_clip_time_span(tmp_path):
+    # A checkpoint may record clips spread over more time than frames x step / 30 (the registry's
+    # motion model: 12 frames at step 4 over 3.2 s). Fine-tuned from it, a model samples video the
+    # same way unless --frames or --step changes the clip.
+    data = write_motion_dataset(tmp_path / "data", per_class=3, num_frames=30)
+    start = tmp_path / "start"
+    result = finetune(data, *QUICK, "--init", "scratch", "--model", "sifa_resnet_tiny", "--frames", "8", "--step", "1",
+                      "--size", "64", "--out", start)
+    assert result.returncode == 0, result.stderr
+    tensors, meta = load_checkpoint(start / "last.safetensors")
+    assert meta["input"]["seconds"] == pytest.approx(8 / 30)
+    meta = {**meta, "input": {**meta["input"], "seconds": 0.96}}
+    save_checkpoint(tmp_path / "wide.safetensors", tensors, meta)
+    kept = finetune(data, *QUICK, "--init", tmp_path / "wide.safetensors", "--out", tmp_path / "kept")
+    assert kept.returncode == 0, kept.stderr
+    assert read_checkpoint_meta(tmp_path / "kept" / "last.safetensors")["input"]["seconds"] == pytest.approx(0.96)
+    # at 25 fps, 0.96 s puts the 8 frames 3 apart (the start's own 8 / 30 s: every frame)
+    assert "at 25 fps every 3 frames" in kept.stderr, kept.stderr
+    changed = finetune(data, *QUICK, "--init", tmp_path / "wide.safetensors", "--step", "2", "--out", tmp_path / "step")
+    assert changed.returncode == 0, changed.stderr
+    assert read_checkpoint_meta(tmp_path / "step" / "last.safetensors")["input"]["seconds"] == pytest.approx(16 / 30)

@@ -45,7 +45,8 @@ def finetune(
     frames: Annotated[Optional[int], _opt("--frames", help="Frames per clip. [default: 16, or the --init checkpoint's]",
                                           panel=_MODEL)] = None,
     step: Annotated[Optional[int], _opt("--step", help="Gap between frames at 30 fps (a clip covers frames x "
-                                        "step / 30 s). [default: 1, or the --init checkpoint's]", panel=_MODEL)] = None,
+                                        "step / 30 s). [default: 1, or the --init checkpoint's, whose clips' time span is kept unless "
+                                        "--frames or --step is given]", panel=_MODEL)] = None,
     sampling: Annotated[Optional[str], _expert("--sampling", help="dense or uniform (one frame per segment). "
                                                "[default: dense, or the --init checkpoint's]")] = None,
     size: Annotated[Optional[int], _opt("--size", help="Crop size in pixels, a multiple of 32. [default: "

@@ -217,6 +217,10 @@ class Trainer:
         if config.model not in list_models():
             raise ModelError(f"unknown model '{config.model}'; known models: {', '.join(list_models())}")
         defaults = InputSpec()
+        # Unless --frames or --step changes the clip, it covers the time the starting checkpoint's
+        # clips covered (a file may record a longer `seconds` than frames x step / 30: its clips were
+        # spread wider at test time), so that the fine-tuned model samples video as its start did.
+        keeps_clip = config.frames is None and config.step is None and recorded.get("seconds") is not None
         config.frames = config.frames or int(recorded.get("frames", defaults.frames))
         config.step = config.step or int(recorded.get("step", defaults.step))
         config.sampling = config.sampling or str(recorded.get("sampling", defaults.sampling))
@@ -234,7 +238,8 @@ class Trainer:
         mean = recorded.get("mean", defaults.mean)
         std = recorded.get("std", defaults.std)
         return InputSpec(frames=config.frames, step=config.step, sampling=config.sampling, size=config.size,
-                         resize=config.resize, mean=tuple(mean), std=tuple(std))
+                         resize=config.resize, mean=tuple(mean), std=tuple(std),
+                         seconds=float(recorded["seconds"]) if keeps_clip else None)
 
     # -- the loop -------------------------------------------------------------------------------
 
