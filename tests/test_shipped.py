@@ -1,8 +1,9 @@
 """The shipped default model and example clips: what the README's first command runs.
 
-The default recognises camera movement. Its manifest entry must match the file (hash, size, labels,
-parameter count), and it must get every class right on clips that a virtual camera makes over a real
-photograph it never saw in training (tests/fixtures/coffee.jpg), through the real CLI.
+The default recognises camera movement through its SIFA steps (sifa_motion_small_camera; how much
+SIFA carries is tested in test_sifa_motion.py). Its manifest entry must match the file (hash, size,
+labels, parameter count), and it must get every class right on clips that a virtual camera makes over
+a real photograph it never saw in training (tests/fixtures/coffee.jpg), through the real CLI.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ LABELS = ["pan left", "pan right", "static", "tilt down", "tilt up", "zoom in", 
 @pytest.fixture(scope="module")
 def default_entry():
     registry = load_registry()
-    assert registry.default == "sifa_resnet_small_camera"
+    assert registry.default == "sifa_motion_small_camera"
     return registry.entries[registry.default]
 
 
@@ -43,7 +44,7 @@ def test_default_entry_matches_the_file_and_the_model(default_entry):
     assert hashlib.sha256(data).hexdigest() == entry.sha256 and len(data) == entry.size < 20 * 2**20
     meta = read_checkpoint_meta(entry.local_path)
     assert sorted(entry.categories) == LABELS and list(meta["categories"]) == list(entry.categories)
-    assert meta["input"] == dict(entry.input) and meta["input"]["frames"] == 16
+    assert meta["input"] == dict(entry.input) and meta["input"]["frames"] == 12 and meta["input"]["seconds"] == 3.2
     model = create_model(entry.arch, num_classes=len(entry.categories), **meta["arch_kwargs"])
     assert entry.num_params == sum(p.numel() for p in model.parameters())
     assert all(block.sifa_enabled for _, block in model.sifa_blocks())
