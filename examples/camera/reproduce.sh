@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model sifa_resnet_small_camera end to end:
+# Reproduce the earlier default model sifa_resnet_small_camera (the shipped default, sifa_motion_small_camera,
+# starts from it: examples/camera/reproduce_motion.sh) end to end:
 # fetch real imagery, render the corpus, fine-tune with `sifa finetune` (SIFA on, and the SIFA-off
 # ablation), and score both on the test split (sources never seen in training).
 #

@@ -1,6 +1,6 @@
 """`sifa predict --backend onnxruntime`: the model exported to ONNX and run by onnxruntime on the CPU.
 
-On this project's busy 2-core CPU onnxruntime ran the shipped default model faster than PyTorch
+On this project's busy 2-core CPU onnxruntime ran the earlier default model faster than PyTorch
 (measure with benchmarks/bench_export.py). The export takes seconds to a minute, so it is done once
 per model and kept in the cache ($SIFA_HOME/onnx/), named by a hash of the weights, the input spec
 and the torch/sifa versions; every export is checked against PyTorch before it is kept.

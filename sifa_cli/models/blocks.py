@@ -143,7 +143,7 @@ class SIFABottleneck(Bottleneck):
     correlations of each query (one per tap, in tap order) and its attention-weighted displacement
     (`attention_displacement`, with a learned softmax temperature). The SIFA step itself returns matched
     content, which looks the same whichever way the scene moved; the readout passes on *where* the match
-    was found (see README, "Why the default model is not yet the motion design"). In training such a
+    was found (see README, "SIFA that carries the motion"). In training such a
     block also keeps `alignment_loss` (see that function) for `SIFAModel.auxiliary_loss`, so that the
     displacement it passes on is where things really went.
     """

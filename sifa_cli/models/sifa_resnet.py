@@ -215,7 +215,8 @@ def sifa_resnet101(**kwargs) -> SIFAResNet:
 
 @register_model
 def sifa_resnet_small(**kwargs) -> SIFAResNet:
-    """Compact SIFA-Net for CPU use and the shipped default: quarter widths, two blocks a stage."""
+    """Compact SIFA-Net for CPU use: quarter widths, two blocks a stage (sifa_resnet_small_camera, the earlier
+    default)."""
     return SIFAResNet(layers=(2, 2, 2, 2), widths=(16, 32, 64, 128), stem_width=16, **kwargs)
 
 
