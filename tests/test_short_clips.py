@@ -164,22 +164,17 @@ def test_timeline_windows_on_footage_too_slow_for_the_clip_hold_all_its_frames(t
     assert "hold fewer frames than a 0.53 s clip spans" in printed and "loop" not in printed
 
 
-def test_earlier_default_timeline_on_10_fps_footage_has_no_note(tmp_path):
-    """The issue's case: the earlier default (16 frames over 1.07 s) on 10 fps footage."""
+@pytest.mark.parametrize("weights, frames, window", [
+    (["--weights", "sifa_resnet_small_camera"], 40, 1.6),  # the issue's case: 16 frames over 1.07 s need 1.6 s here
+    ([], 80, 3.2),  # the shipped default: 12 frames over 3.2 s, 32 frames a window at 10 fps
+])
+def test_shipped_models_timeline_on_10_fps_footage_has_no_note(tmp_path, weights, frames, window):
+    """The earlier default and the default on 10 fps footage: four windows, each long enough for its frames."""
     # 160x128: the default 48x40 version of this video is read by OpenCV after decord fails, with a note
-    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * 40, fps=10, width=160, height=128)
-    record, printed = _timeline_json(video, "--weights", "sifa_resnet_small_camera")
-    assert record["window"] == pytest.approx(1.6) and record["stride"] == pytest.approx(0.8)
-    assert _window_lengths(record) == {1.6} and len(record["windows"]) == 4
-    assert "notes" not in record and "note" not in printed and "loop" not in printed
-
-
-def test_shipped_model_timeline_on_10_fps_footage_has_no_note(tmp_path):
-    """The shipped default's 12 frames cover 3.2 s: windows of 3.2 s every 1.6 s, 32 frames each at 10 fps."""
-    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * 80, fps=10, width=160, height=128)
-    record, printed = _timeline_json(video)
-    assert record["window"] == pytest.approx(3.2) and record["stride"] == pytest.approx(1.6)
-    assert _window_lengths(record) == {3.2} and len(record["windows"]) == 4
+    video = write_colour_video(tmp_path / "ten.mp4", ["red"] * frames, fps=10, width=160, height=128)
+    record, printed = _timeline_json(video, *weights)
+    assert record["window"] == pytest.approx(window) and record["stride"] == pytest.approx(window / 2)
+    assert _window_lengths(record) == {window} and len(record["windows"]) == 4
     assert "notes" not in record and "note" not in printed and "loop" not in printed
 
 
