@@ -38,6 +38,8 @@ def test_default_init_is_the_shipped_model_with_a_new_head(tmp_path):
     # The input spec follows the checkpoint where not overridden (--frames/--size were).
     meta = read_checkpoint_meta(run / "last.safetensors")
     assert meta["input"]["step"] == default.input["step"] and meta["input"]["frames"] == 8
+    # and so do its test-time views (three crops a clip), which training does not use
+    assert default.input["views"] == "1x3" and meta["input"]["views"] == "1x3"
     assert meta["categories"] == ["left", "right"]
     # The backbone started from the default's weights: a layer1 convolution is far closer to them
     # than to a fresh initialisation of the same architecture.
@@ -95,12 +97,13 @@ def test_fine_tuning_keeps_the_starting_checkpoints_clip_time_span(tmp_path):
                       "--size", "64", "--out", start)
     assert result.returncode == 0, result.stderr
     tensors, meta = load_checkpoint(start / "last.safetensors")
-    assert meta["input"]["seconds"] == pytest.approx(8 / 30)
-    meta = {**meta, "input": {**meta["input"], "seconds": 0.96}}
+    assert meta["input"]["seconds"] == pytest.approx(8 / 30) and meta["input"]["views"] == "1x1"
+    meta = {**meta, "input": {**meta["input"], "seconds": 0.96, "views": "2x3"}}
     save_checkpoint(tmp_path / "wide.safetensors", tensors, meta)
     kept = finetune(data, *QUICK, "--init", tmp_path / "wide.safetensors", "--out", tmp_path / "kept")
     assert kept.returncode == 0, kept.stderr
-    assert read_checkpoint_meta(tmp_path / "kept" / "last.safetensors")["input"]["seconds"] == pytest.approx(0.96)
+    kept_input = read_checkpoint_meta(tmp_path / "kept" / "last.safetensors")["input"]
+    assert kept_input["seconds"] == pytest.approx(0.96) and kept_input["views"] == "2x3"
     # at 25 fps, 0.96 s puts the 8 frames 3 apart (the start's own 8 / 30 s: every frame)
     assert "at 25 fps every 3 frames" in kept.stderr, kept.stderr
     changed = finetune(data, *QUICK, "--init", tmp_path / "wide.safetensors", "--step", "2", "--out", tmp_path / "step")

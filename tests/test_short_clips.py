@@ -59,6 +59,9 @@ def test_finetune_without_out_or_step_trains_on_short_clips_at_any_frame_rate(tm
     assert "loop" not in result.stderr
     _, meta = load_checkpoint(run / "best.safetensors")
     assert meta["input"]["seconds"] == pytest.approx(8 * 4 / 30)
+    # the shortest time a training clip covered, from all but the shortest 5 %: a 0.6 s video
+    # (if one is among the training videos) or the 1.07 s of a full clip, rounded down
+    assert meta["input"]["min_seconds"] in (0.6, 1.06)
 
 
 def test_a_refused_run_counts_its_reasons_and_keeps_the_report(tmp_path):
@@ -256,3 +259,42 @@ def test_ffmpeg_lines_stay_off_the_terminal_in_training(tmp_path):
                       "--out", tmp_path / "run", timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert FFMPEG_LINE not in result.stderr + result.stdout
+
+
+def test_the_shortest_clip_time_a_model_learns_from_is_that_of_all_but_the_shortest_clips():
+    from sifa_cli.data.dataset import Sample, shortest_clip_time
+    from sifa_cli.data.spec import InputSpec
+
+    spec = InputSpec(frames=8, step=4)  # 1.07 s
+    # 19 videos longer than a clip (they give 1.07 s clips) and one of 0.3 s: it is the shortest 5 %
+    samples = [Sample(f"{i}.mp4", "a", 60, 30.0) for i in range(19)] + [Sample("short.mp4", "a", 9, 30.0)]
+    assert shortest_clip_time(samples, spec) == 0.3
+    assert shortest_clip_time(samples[:19], spec) == 1.06  # 32 / 30 s, rounded down
+    assert shortest_clip_time(samples[:19] * 2 + samples[19:], spec) == 1.06  # one short video in 39
+    assert shortest_clip_time([Sample("x.mp4", "a", 60, 0.0)], spec) is None  # no frame rate known
+    assert "min_seconds" not in spec.to_meta()  # unknown: left out of the checkpoint, as before it existed
+    assert InputSpec.from_meta({**spec.to_meta(), "min_seconds": 0.66}).min_seconds == 0.66
+
+
+def test_short_videos_as_long_as_the_models_training_clips_get_no_note(tmp_path, step2_weights):
+    """A model that records how short its training clips were (`min_seconds`, which finetune
+    writes) gets the note only for clips shorter than that, or with repeated frames."""
+    state, meta = load_checkpoint(step2_weights)
+    meta["input"] = {**meta["input"], "min_seconds": 0.3}  # clips of 8 frames over 0.53 s; it saw 0.3 s ones
+    weights = save_checkpoint(tmp_path / "min.safetensors", state, meta)
+    write_colour_video(tmp_path / "ok" / "red.mp4", ["red"] * 12, fps=30)  # 0.4 s, 12 frames: 8 distinct
+    predicted = run_sifa("predict", tmp_path / "ok", "--weights", weights, "--format", "json")
+    assert predicted.returncode == 0, predicted.stderr
+    (record,) = json.loads(predicted.stdout)
+    assert "notes" not in record and "note" not in predicted.stderr
+    assert record["top"][0]["label"] == "red"
+    # the same video read by the model that records nothing: the note, as before
+    unknown = run_sifa("predict", tmp_path / "ok", "--weights", step2_weights)
+    assert "1 video holds fewer frames than a 0.53 s clip spans" in unknown.stderr
+    assert "the model saw less motion than in a full clip" in unknown.stderr
+    write_colour_video(tmp_path / "short" / "blue.mp4", ["blue"] * 6, fps=30)  # 0.2 s, 6 frames
+    short = run_sifa("predict", tmp_path / "short", "--weights", weights)
+    assert short.returncode == 0, short.stderr
+    assert ("1 video holds fewer frames than a 0.53 s clip spans (as few as 6 of 15, e.g. " in short.stderr
+            and "(6 distinct at the fewest); some frames repeat; the shortest covers 0.20 s, less than the 0.30 s "
+                "the model's training clips covered" in short.stderr), short.stderr

@@ -94,8 +94,9 @@ def predict(
     ] = False,
     window: Annotated[Optional[float], typer.Option(
         "--window", rich_help_panel=_TIMELINE, show_default=False,
-        help="Timeline window length in seconds. [default: the time one clip of the model covers: 1.07 s for "
-             "the shipped model, 1.6 s at 10 fps, where its 16 frames need that long]")] = None,
+        help="Timeline window length in seconds. [default: the time one clip of the model covers, its "
+             "`seconds` (`sifa weights info`): 3.2 s for the shipped model; longer only where the frame rate is "
+             "too low for its frames to lie one frame apart in that time]")] = None,
     stride: Annotated[Optional[float], typer.Option(
         "--stride", rich_help_panel=_TIMELINE, show_default=False,
         help="Seconds between timeline window starts. [default: half the window]")] = None,

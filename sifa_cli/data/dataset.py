@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import sys
@@ -448,6 +449,18 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
                              + (f" ({skipped_summary(skipped)})" if skipped else ""), skipped)
     description = str(source) if val_source is None else f"{source} (validation: {val_source})"
     return DatasetSplits(categories, train, val, skipped, description)
+
+
+def shortest_clip_time(samples: Sequence[Sample], spec: InputSpec, share: float = 5.0) -> Optional[float]:
+    """The time that clips from all but the shortest `share` % of `samples` cover at least: a video
+    shorter than a clip gives clips that cover just the video. A model trained on them records it
+    as `InputSpec.min_seconds`; None when no frame rate is known."""
+    timed = [s for s in samples if s.fps > 0 and s.num_frames > 0]
+    if not timed:
+        return None
+    covered = [s.num_frames / s.fps if spec.sampling == "uniform"
+               else min(s.num_frames / s.fps, spec.clip_seconds_at(s.fps)) for s in timed]
+    return math.floor(float(np.percentile(covered, share, method="lower")) * 100) / 100  # a clip's, down to 1/100 s
 
 
 def describe_clip_lengths(samples: Sequence[Sample], spec: InputSpec) -> list[str]:

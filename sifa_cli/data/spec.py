@@ -35,7 +35,12 @@ class InputSpec:
 
     Dense clips cover `seconds` of video whatever its frame rate (`stride_at`): `frames` frames
     at least one source frame apart. `step` is the stride at REFERENCE_FPS; `seconds` defaults to
-    `frames * step / REFERENCE_FPS`, which is what a checkpoint without it was trained on."""
+    `frames * step / REFERENCE_FPS`, which is what a checkpoint without it was trained on.
+
+    `min_seconds`, where known, is how much time the model's training clips covered at the least
+    (all but the shortest 5 %; a video shorter than a clip gives a clip that covers just the video,
+    `finetune` records it): a clip covering less is shorter than what the model learned from, and
+    only then is a short video worth a note. None: unknown, so any clip short of `seconds` is."""
 
     frames: int = 16
     step: int = 1
@@ -46,6 +51,7 @@ class InputSpec:
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     views: str = "1x1"
     seconds: Optional[float] = None
+    min_seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +63,9 @@ class InputSpec:
                             f"{MAX_CLIP_SECONDS:g}")
         if not 1 <= self.frames <= MAX_CLIP_FRAMES:
             problems.append(f"frames={self.frames} must be between 1 and {MAX_CLIP_FRAMES}")
+        if self.min_seconds is not None and not (isinstance(self.min_seconds, (int, float))
+                                                 and math.isfinite(self.min_seconds) and self.min_seconds >= 0):
+            problems.append(f"min_seconds={self.min_seconds} must be a number of seconds, 0 or more")
         if not 1 <= self.step <= MAX_FRAME_STEP:
             problems.append(f"step={self.step} must be between 1 and {MAX_FRAME_STEP}")
         if self.sampling not in SAMPLING_MODES:
@@ -88,8 +97,9 @@ class InputSpec:
             for name in ("mean", "std"):
                 if name in known:
                     known[name] = tuple(float(v) for v in known[name])
-            if known.get("seconds") is not None:
-                known["seconds"] = float(known["seconds"])
+            for name in ("seconds", "min_seconds"):
+                if known.get(name) is not None:
+                    known[name] = float(known[name])
             for name in ("sampling", "views"):
                 if name in known:
                     known[name] = str(known[name])
@@ -122,4 +132,15 @@ class InputSpec:
     def to_meta(self) -> dict[str, Any]:
         meta = asdict(self)
         meta["mean"], meta["std"] = list(self.mean), list(self.std)
+        if self.min_seconds is None:  # unknown: left out, as checkpoints made before it have it
+            del meta["min_seconds"]
         return meta
+
+    def covers_enough(self, frames: int, distinct: int, fps: Optional[float]) -> bool:
+        """Whether a clip whose frames had to come from only `frames` source frames (`distinct` of
+        them different) is still like the clips the model was trained on: no frame repeated, and at
+        least `min_seconds` of video. Unknown `min_seconds` or frame rate: no."""
+        if self.min_seconds is None or distinct < self.frames or not fps or not math.isfinite(fps) \
+                or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
+            return False
+        return frames / fps >= self.min_seconds - 1e-6

@@ -85,15 +85,19 @@ class _Job:
         return sampled.indices, sampled.short
 
     def note_short(self, frames: int, distinct: int, windows: int = 0) -> None:
-        """Record that clips (all of them, or `windows` timeline windows) had only `frames` frames."""
+        """Record that clips (all of them, or `windows` timeline windows) had only `frames` frames,
+        unless that is still as much video as the model's training clips covered (`covers_enough`)."""
         spec = self.predictor.spec
+        if spec.covers_enough(frames, distinct, self.fps):
+            return
         span = spec.span_at(self.fps)
         where = (f"{counted(windows, 'window')} {form(windows, 'holds', 'hold')} as few as {frames} frames" if windows
                  else f"the video has {frames} frames")
         rate = f" at {self.fps:.3g} fps" if self.fps else ""
         note = (f"{where}, fewer than the {span} a {spec.seconds:.2f} s clip spans{rate}: the clip's {spec.frames} "
                 f"frames were spread evenly over them ({distinct} distinct)")
-        self.short = ShortClips(frames, span, distinct, windows, note)
+        self.short = ShortClips(frames, span, distinct, windows, note,
+                                seconds=frames / self.fps if self.fps else None)
         self.notes.append(note)
 
 

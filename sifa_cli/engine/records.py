@@ -95,6 +95,7 @@ class ShortClips:
     distinct: int  # the fewest distinct frames in such a clip
     windows: int = 0  # timeline windows that were short (0: the whole video was)
     note: str = ""
+    seconds: Optional[float] = None  # the time those fewest frames cover (None: frame rate unknown)
 
 
 def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional[str]:
@@ -106,10 +107,20 @@ def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional
     windows = sum(r.short.windows for r in short)
     what = (f"{counted(windows, 'timeline window')} in {counted(len(short), 'video')} {form(windows, 'holds', 'hold')}"
             if windows else f"{counted(len(short), 'video')} {form(len(short), 'holds', 'hold')}")
+    if spec.min_seconds is None:
+        why = "the model saw less motion than in a full clip"
+    else:  # what makes these clips unlike the model's training clips (`InputSpec.covers_enough`)
+        reasons = []
+        if fewest.short.distinct < spec.frames:
+            reasons.append("some frames repeat")
+        if fewest.short.seconds is None or fewest.short.seconds < spec.min_seconds:
+            covered = f"{fewest.short.seconds:.2f} s" if fewest.short.seconds is not None else "an unknown time"
+            reasons.append(f"the shortest covers {covered}, less than the {spec.min_seconds:.2f} s the model's "
+                           "training clips covered")
+        why = "; ".join(reasons) or "the frame rate is unknown"
     return (f"{what} fewer frames than a {spec.seconds:.2f} s clip spans (as few as {fewest.short.frames} of "
             f"{fewest.short.span}, e.g. {fewest.path}): each such clip's {spec.frames} frames were spread evenly "
-            f"over them ({fewest.short.distinct} distinct at the fewest); the model saw less motion than in a "
-            "full clip")
+            f"over them ({fewest.short.distinct} distinct at the fewest); {why}")
 
 
 @dataclass

@@ -29,6 +29,7 @@ import shlex
 import sys
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -45,6 +46,7 @@ from sifa_cli.data.dataset import (
     DatasetSplits,
     describe_clip_lengths,
     prepare_dataset,
+    shortest_clip_time,
     write_scan_report,
 )
 from sifa_cli.data.spec import InputSpec
@@ -220,6 +222,7 @@ class Trainer:
         # Unless --frames or --step changes the clip, it covers the time the starting checkpoint's
         # clips covered (a file may record a longer `seconds` than frames x step / 30: its clips were
         # spread wider at test time), so that the fine-tuned model samples video as its start did.
+        # Its test-time views (e.g. 1x3: three crops a clip) carry over too: training never reads them.
         keeps_clip = config.frames is None and config.step is None and recorded.get("seconds") is not None
         config.frames = config.frames or int(recorded.get("frames", defaults.frames))
         config.step = config.step or int(recorded.get("step", defaults.step))
@@ -239,6 +242,7 @@ class Trainer:
         std = recorded.get("std", defaults.std)
         return InputSpec(frames=config.frames, step=config.step, sampling=config.sampling, size=config.size,
                          resize=config.resize, mean=tuple(mean), std=tuple(std),
+                         views=str(recorded.get("views", defaults.views)),
                          seconds=float(recorded["seconds"]) if keeps_clip else None)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -251,6 +255,8 @@ class Trainer:
         spec = InputSpec.from_meta(state["input"]) if state is not None else self.resolve_model_and_input()
         splits = self.load_dataset()
         categories = splits.categories
+        if state is None:  # how short a clip this model learns from: `predict` notes only shorter ones
+            spec = replace(spec, min_seconds=shortest_clip_time(splits.train, spec))
         if self.dist.is_main:
             write_config_yaml(config, self.run.config)
         self._describe_start(splits, spec)
