@@ -130,21 +130,30 @@ def export_model(model: nn.Module, meta: Mapping[str, Any], fmt: str, out: Path)
     return ExportReport(out, fmt, (1, *clip.shape[1:]), names, diff, size)
 
 
+NARRATING_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnxscript.optimizer._constant_folding",
+                     "onnx_ir.passes.common.initializer_deduplication")
+
+
 @contextlib.contextmanager
 def _quiet():
     """The exporters narrate on stdout and warn about tracing shape checks that hold for the
     example clip (frames and size are fixed by the input spec); keep the command's output clean."""
-    # The ONNX exporter also logs one line per torchvision operator it cannot register (the
-    # torchvision wheel here is a CUDA build whose operators do not load on CPU torch).
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    # The ONNX exporter and its optimizer also log warnings that ask nothing of the user: one line
+    # per torchvision operator it cannot register (the torchvision wheel here is a CUDA build whose
+    # operators do not load on CPU torch), and, for the motion models, one per SIFA step's list
+    # it does not fold into a constant or output it does not deduplicate (the file is checked
+    # against PyTorch after export all the same).
+    loggers = [logging.getLogger(name) for name in NARRATING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        registration.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _write_onnx(model: nn.Module, clip: Tensor, names: tuple[str, ...], meta: Mapping[str, Any], path: Path) -> None:
