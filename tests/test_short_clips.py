@@ -274,6 +274,12 @@ def test_the_shortest_clip_time_a_model_learns_from_is_that_of_all_but_the_short
     assert shortest_clip_time([Sample("x.mp4", "a", 60, 0.0)], spec) is None  # no frame rate known
     assert "min_seconds" not in spec.to_meta()  # unknown: left out of the checkpoint, as before it existed
     assert InputSpec.from_meta({**spec.to_meta(), "min_seconds": 0.66}).min_seconds == 0.66
+    # what predict, visualize and live windows ask before a note: no repeated frame, at least min_seconds
+    known = InputSpec(frames=8, step=4, min_seconds=0.3)
+    assert known.covers_enough(9, 8, 30.0)  # 0.3 s, 8 distinct
+    assert not known.covers_enough(8, 8, 30.0)  # 0.27 s
+    assert not known.covers_enough(20, 7, 30.0)  # a frame repeats
+    assert not known.covers_enough(20, 8, None) and not spec.covers_enough(20, 8, 30.0)  # rate, min unknown
 
 
 def test_short_videos_as_long_as_the_models_training_clips_get_no_note(tmp_path, step2_weights):

@@ -174,7 +174,7 @@ class LiveScorer:
         probs = p.forward(torch.stack(views))
         p.stats.inputs += len(views)
         notes = []
-        if sampled.short:
+        if sampled.short and not spec.covers_enough(len(ring), len(np.unique(sampled.indices[0])), rate):
             notes.append(f"the stream held only {len(ring)} of the {span} frames a window needs: its frames were spread evenly over the clip")
         window = LiveWindow(self.stats.windows, round(times[0], 3), round(times[-1] + 1.0 / rate, 3),
                             p.top(probs.mean(dim=0)), len(ring), notes)

@@ -76,7 +76,7 @@ def load_model_clip(path: str | os.PathLike, spec: InputSpec) -> ModelClip:
         frames, indices = read_sampled(video, sample)
         notes = list(video.notes)
         short = sample_clips(spec.frames, stride, spec.sampling, 1, 0, video.num_frames).short
-    if short:
+    if short and not spec.covers_enough(video.num_frames, len(np.unique(indices)), source.fps):
         notes.append(f"the video has {video.num_frames} frames, fewer than the {spec.span_at(source.fps)} one "
                      f"{spec.seconds:.2f} s clip spans: the clip's frames were spread evenly over them")
     model_input = evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0].unsqueeze(0)
