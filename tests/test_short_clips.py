@@ -62,6 +62,8 @@ def test_finetune_without_out_or_step_trains_on_short_clips_at_any_frame_rate(tm
     # the shortest time a training clip covered, from all but the shortest 5 %: a 0.6 s video
     # (if one is among the training videos) or the 1.07 s of a full clip, rounded down
     assert meta["input"]["min_seconds"] in (0.6, 1.06)
+    assert (f"; all but the shortest 5 % of training clips cover {meta['input']['min_seconds']:.2f} s or more (the "
+            "model records it: predict notes shorter clips)") in result.stderr
 
 
 def test_a_refused_run_counts_its_reasons_and_keeps_the_report(tmp_path):

@@ -488,6 +488,9 @@ def describe_clip_lengths(samples: Sequence[Sample], spec: InputSpec) -> list[st
     if short:
         second += (f"; {len(short)} of {len(samples)} videos are shorter than a clip: each of their clips spreads "
                    f"its {spec.frames} frames evenly over the whole video")
+    if spec.min_seconds is not None:
+        second += (f"; all but the shortest 5 % of training clips cover {spec.min_seconds:.2f} s or more (the model "
+                   "records it: predict notes shorter clips)")
     return [first, second]
 
 
