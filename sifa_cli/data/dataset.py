@@ -451,7 +451,11 @@ def prepare_dataset(source: Path, val_source: Optional[Path] = None, *, val_frac
     return DatasetSplits(categories, train, val, skipped, description)
 
 
-def shortest_clip_time(samples: Sequence[Sample], spec: InputSpec, share: float = 5.0) -> Optional[float]:
+# The share of the shortest training clips `min_seconds` leaves out (an odd short video does not set it).
+SHORTEST_SHARE = 5
+
+
+def shortest_clip_time(samples: Sequence[Sample], spec: InputSpec, share: float = SHORTEST_SHARE) -> Optional[float]:
     """The time that clips from all but the shortest `share` % of `samples` cover at least: a video
     shorter than a clip gives clips that cover just the video. A model trained on them records it
     as `InputSpec.min_seconds`; None when no frame rate is known."""
@@ -489,8 +493,8 @@ def describe_clip_lengths(samples: Sequence[Sample], spec: InputSpec) -> list[st
         second += (f"; {len(short)} of {len(samples)} videos are shorter than a clip: each of their clips spreads "
                    f"its {spec.frames} frames evenly over the whole video")
     if spec.min_seconds is not None:
-        second += (f"; all but the shortest 5 % of training clips cover {spec.min_seconds:.2f} s or more (the model "
-                   "records it: predict notes shorter clips)")
+        second += (f"; all but the shortest {SHORTEST_SHARE} % of training clips cover {spec.min_seconds:.2f} s or "
+                   "more (the model records it: predict notes shorter clips)")
     return [first, second]
 
 

@@ -27,6 +27,11 @@ REFERENCE_FPS = 30.0
 PLAUSIBLE_FPS = (0.1, 1000.0)
 
 
+def plausible_fps(fps: Optional[float]) -> bool:
+    """Whether `fps` is a frame rate a video can have (not None, finite, within PLAUSIBLE_FPS)."""
+    return fps is not None and math.isfinite(fps) and PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How to build one clip: `frames` frames, sampled densely or uniformly (TSN), short side
@@ -111,7 +116,7 @@ class InputSpec:
         """Source frames between a dense clip's frames in a video of `fps` frames per second, so
         that the clip covers `seconds`: at least 1 (below that frames would repeat), and `step`
         when the frame rate is unknown or implausible."""
-        if fps is None or not math.isfinite(fps) or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
+        if not plausible_fps(fps):
             return float(self.step)
         return max(1.0, round(self.seconds * fps / self.frames, 4))
 
@@ -125,7 +130,7 @@ class InputSpec:
         """Seconds of video one clip covers at `fps`: `seconds`, or more where the frame rate is too
         low for the clip's frames to lie at least one frame apart in that time (16 frames at 10 fps
         take 1.6 s). A timeline window this long holds every frame its clip needs."""
-        if fps is None or not math.isfinite(fps) or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
+        if not plausible_fps(fps):
             return self.seconds
         return max(self.seconds, self.span_at(fps) / fps)
 
@@ -136,11 +141,23 @@ class InputSpec:
             del meta["min_seconds"]
         return meta
 
+    def unlike_training(self, frames: int, distinct: int, fps: Optional[float]) -> list[str]:
+        """Why a clip whose frames had to come from only `frames` source frames (`distinct` of them
+        different) is unlike the clips the model was trained on, as the short-clip note says it; empty
+        when it is not: no frame repeated and at least `min_seconds` of video. Unknown `min_seconds`:
+        any such clip is."""
+        if self.min_seconds is None:
+            return ["the model saw less motion than in a full clip"]
+        reasons = []
+        if distinct < self.frames:
+            reasons.append("some frames repeat")
+        covered = frames / fps if plausible_fps(fps) else None
+        if covered is None or covered < self.min_seconds - 1e-6:
+            shown = f"{covered:.2f} s" if covered is not None else "an unknown time"
+            reasons.append(f"the shortest covers {shown}, less than the {self.min_seconds:.2f} s the model's "
+                           "training clips covered")
+        return reasons
+
     def covers_enough(self, frames: int, distinct: int, fps: Optional[float]) -> bool:
-        """Whether a clip whose frames had to come from only `frames` source frames (`distinct` of
-        them different) is still like the clips the model was trained on: no frame repeated, and at
-        least `min_seconds` of video. Unknown `min_seconds` or frame rate: no."""
-        if self.min_seconds is None or distinct < self.frames or not fps or not math.isfinite(fps) \
-                or not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
-            return False
-        return frames / fps >= self.min_seconds - 1e-6
+        """Whether such a clip is still like the model's training clips (`unlike_training` finds nothing)."""
+        return not self.unlike_training(frames, distinct, fps)

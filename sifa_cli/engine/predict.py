@@ -96,8 +96,7 @@ class _Job:
         rate = f" at {self.fps:.3g} fps" if self.fps else ""
         note = (f"{where}, fewer than the {span} a {spec.seconds:.2f} s clip spans{rate}: the clip's {spec.frames} "
                 f"frames were spread evenly over them ({distinct} distinct)")
-        self.short = ShortClips(frames, span, distinct, windows, note,
-                                seconds=frames / self.fps if self.fps else None)
+        self.short = ShortClips(frames, span, distinct, windows, note, fps=self.fps)
         self.notes.append(note)
 
 

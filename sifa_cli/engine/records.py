@@ -95,7 +95,7 @@ class ShortClips:
     distinct: int  # the fewest distinct frames in such a clip
     windows: int = 0  # timeline windows that were short (0: the whole video was)
     note: str = ""
-    seconds: Optional[float] = None  # the time those fewest frames cover (None: frame rate unknown)
+    fps: Optional[float] = None  # the frame rate those frames were read at
 
 
 def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional[str]:
@@ -107,17 +107,7 @@ def summarise_short(results: Iterable[VideoResult], spec: InputSpec) -> Optional
     windows = sum(r.short.windows for r in short)
     what = (f"{counted(windows, 'timeline window')} in {counted(len(short), 'video')} {form(windows, 'holds', 'hold')}"
             if windows else f"{counted(len(short), 'video')} {form(len(short), 'holds', 'hold')}")
-    if spec.min_seconds is None:
-        why = "the model saw less motion than in a full clip"
-    else:  # what makes these clips unlike the model's training clips (`InputSpec.covers_enough`)
-        reasons = []
-        if fewest.short.distinct < spec.frames:
-            reasons.append("some frames repeat")
-        if fewest.short.seconds is None or fewest.short.seconds < spec.min_seconds:
-            covered = f"{fewest.short.seconds:.2f} s" if fewest.short.seconds is not None else "an unknown time"
-            reasons.append(f"the shortest covers {covered}, less than the {spec.min_seconds:.2f} s the model's "
-                           "training clips covered")
-        why = "; ".join(reasons) or "the frame rate is unknown"
+    why = "; ".join(spec.unlike_training(fewest.short.frames, fewest.short.distinct, fewest.short.fps))
     return (f"{what} fewer frames than a {spec.seconds:.2f} s clip spans (as few as {fewest.short.frames} of "
             f"{fewest.short.span}, e.g. {fewest.path}): each such clip's {spec.frames} frames were spread evenly "
             f"over them ({fewest.short.distinct} distinct at the fewest); {why}")
