@@ -72,3 +72,39 @@ def test_a_low_texture_background_keeps_the_colour_and_loses_most_of_the_texture
         return float(np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)).mean())
 
     assert texture(flat) < 0.15 * texture(photo)
+
+
+def test_moving_shots_get_large_objects_only_when_asked_and_keep_their_label(tmp_path):
+    """`--moving-large-objects`: so that a large object crossing the shot cannot stand for `static`, pans,
+    tilts and zooms get such objects too; 0 leaves them as before, and static shots follow their own share."""
+    import json
+    import shutil
+
+    import make_dataset
+
+    pool = tmp_path / "sources" / "pool"
+    pool.mkdir(parents=True)
+    entries = []
+    for i in range(12):
+        shutil.copyfile(PHOTO, pool / f"photo{i}.jpg")
+        cv2.imwrite(str(pool / f"cutout{i}.png"), square(48))
+        entries += [{"id": f"photo{i}.jpg", "kind": "background", "collection": "test", "origin": f"photo{i}"},
+                    {"id": f"cutout{i}.png", "kind": "object", "collection": "test", "origin": f"cutout{i}"}]
+    (pool / "pool.json").write_text(json.dumps(entries))
+    assert make_dataset._pools(pool.parent, "train")[0] and make_dataset._pools(pool.parent, "train")[2]
+
+    def make(label: str, index: int, static_large: float, moving_large: float) -> tuple[str, dict]:
+        job = (str(pool.parent), str(tmp_path / "clips"), "camera", "train", index, label, 0, 12, 96,
+               static_large, 0.0, 0.0, moving_large)
+        path, made_label, info = make_dataset.make_one(job)
+        assert made_label == label
+        frames = cv2.VideoCapture(str(tmp_path / "clips" / path))
+        assert frames.get(cv2.CAP_PROP_FRAME_COUNT) == 12
+        return path, info
+
+    for index in range(3):
+        assert make("pan left", 100_000 + index, 0.0, 1.0)[1].get("large_object")
+        assert make("zoom in", 500_000 + index, 0.0, 1.0)[1].get("large_object")
+        assert not make("pan left", 100_010 + index, 1.0, 0.0)[1].get("large_object")
+        assert not make("static", 200_000 + index, 0.0, 1.0)[1].get("large_object")
+        assert make("static", 200_010 + index, 1.0, 0.0)[1].get("large_object")

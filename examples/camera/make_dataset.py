@@ -136,7 +136,8 @@ def _swinging(rng, plan, straight):
 
 
 def make_one(job: tuple) -> tuple[str, str, dict]:
-    root, out, task, split, index, label, seed, frames, short_side, static_large, swinging, low_texture = job
+    (root, out, task, split, index, label, seed, frames, short_side, static_large, swinging, low_texture,
+     moving_large) = job
     rng = np.random.default_rng([seed, SPLITS[split], index, 1 if task == "object" else 0])
     images, videos, objects = _pools(Path(root), split)
     use_video = videos and rng.random() < 0.2
@@ -151,8 +152,9 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     main, swung = None, False
     if task == "object":
         main = _main_object(rng, plan, label, object_pool[:1])
-    elif label == "static" and static_large and rng.random() < static_large:
-        # A fixed shot with one large object crossing it fast (a hand swinging a cup): still `static`.
+    elif (large := static_large if label == "static" else moving_large) and rng.random() < large:
+        # One large object crossing the shot fast (a hand swinging a cup): the label stays the camera's, `static`
+        # in a fixed shot. Given to moving shots too, a large moving object says nothing about the camera.
         direction = OBJECT_CLASSES[int(rng.integers(len(OBJECT_CLASSES)))]
         main = _main_object(rng, plan, direction, object_pool[:1], speeds=(0.01, 0.06), sizes=(0.3, 0.6))
         if swinging and rng.random() < swinging:
@@ -171,6 +173,8 @@ def make_one(job: tuple) -> tuple[str, str, dict]:
     info = {"source": source_path.name, "objects": [p.name for p in picked], "fps": plan.fps,
             "size": [plan.width, plan.height], "speed": round(plan.speed, 5), "profile": plan.profile,
             "shake": round(plan.shake, 5)}
+    if main is not None and task == "camera":
+        info["large_object"] = True
     if swung:
         info["swinging_object"] = True
     if flattened:
@@ -192,7 +196,7 @@ def cmd_make(args) -> None:
             for i in range(per_class):
                 jobs.append((str(root), str(out), args.task, split, c * 100_000 + args.first_index + i, label,
                              args.seed, args.frames, args.short_side, args.static_large_objects, args.swinging,
-                             args.low_texture))
+                             args.low_texture, args.moving_large_objects))
     out.mkdir(parents=True, exist_ok=True)
     records = []
     workers = args.workers or os.cpu_count() or 1
@@ -241,6 +245,9 @@ def main(argv=None) -> None:
     make.add_argument("--static-large-objects", type=float, default=0.0, metavar="P",
                       help="camera task: the fraction of static clips in which one large object crosses the "
                            "fixed shot fast (0 keeps the corpus as before, bit for bit)")
+    make.add_argument("--moving-large-objects", type=float, default=0.0, metavar="P",
+                      help="camera task: the fraction of pan, tilt and zoom clips in which one large object crosses "
+                           "the shot fast, as in static ones (0 keeps the corpus as before, bit for bit)")
     make.add_argument("--swinging", type=float, default=0.0, metavar="Q",
                       help="camera task: the fraction of those large objects that swing back and forth near "
                            "the lens instead of crossing (0 keeps the corpus as before, bit for bit)")
