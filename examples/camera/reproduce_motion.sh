@@ -143,5 +143,5 @@ $SIFA finetune "$WORK/camera6/train" --val "$WORK/camera2/val" --init "$WORK/run
 PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
     --weights "$WORK/runs/motion_sifa_11/best.safetensors" --json "$WORK/runs/motion_sifa_11/motion_val.json"
 python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_11/best.safetensors" "$WORK/runs/sifa_motion_small_camera.safetensors" \
-    --block BLOCK --views 1x3 --seconds 3.2 --source "the eleventh run of examples/camera/reproduce_motion.sh"
+    --block layer3.1 --views 1x3 --seconds 3.2 --source "the eleventh run of examples/camera/reproduce_motion.sh"
 bash "$HERE/evaluate_motion.sh" "$WORK/runs/sifa_motion_small_camera.safetensors" "$WORK/runs/motion_sifa_11/eval" "$WORK"
