@@ -115,15 +115,20 @@ PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2
     --weights "$WORK/runs/motion_sifa_9/s3.2.safetensors" --json "$WORK/runs/motion_sifa_9/motion_val_s3.2.json"
 python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_9/best.safetensors" "$WORK/runs/motion_e25.safetensors" \
     --block layer4.1 --views 1x3 --seconds 3.2 --source "the ninth run of examples/camera/reproduce_motion.sh, its clips spread over 3.2 s"
-# E26, the registry's file before E30: a tenth run from E25's file, which it keeps at 3.2 s a clip (no --frames or
-# --step), 2 epochs at 160 px; its motion block chosen as before on the validation split (layer3.1 and layer4_dual.1
-# agree in 99 %; the finer grid taken), three crops a clip, 3.2 s.
-# (not motion_run: its --step 4 would bring the clip back to 12 x 4 / 30 = 1.6 s)
-$SIFA finetune "$WORK/camera2/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_e25.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --size 160 --resize 160 --epochs 2 --batch-size 8 --optimizer adamw \
-    --lr 0.0002 --warmup-epochs 0.3 --min-crop-area 0.5 --seed 15 --device "$DEVICE" --out "$WORK/runs/motion_sifa_10"
-PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
-    --weights "$WORK/runs/motion_sifa_10/best.safetensors" --json "$WORK/runs/motion_sifa_10/motion_val.json"
+# The runs from a file at 3.2 s a clip, which they keep (no --frames or --step; not motion_run: its --step 4 would
+# bring the clip back to 12 x 4 / 30 = 1.6 s): 2 epochs at 160 px, then the blocks measured on the validation split,
+# from which the motion block is chosen.
+run_at_3s() {  # TRAIN_DIR INIT OUT SEED
+    local train=$1 init=$2 out=$3 seed=$4
+    $SIFA finetune "$train" --val "$WORK/camera2/val" --init "$init" \
+        --config "$WORK/runs/displacement.yaml" --size 160 --resize 160 --epochs 2 --batch-size 8 --optimizer adamw \
+        --lr 0.0002 --warmup-epochs 0.3 --min-crop-area 0.5 --seed "$seed" --device "$DEVICE" --out "$out"
+    PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
+        --weights "$out/best.safetensors" --json "$out/motion_val.json"
+}
+# E26, the registry's file before E30: a tenth run from E25's file; its motion block chosen as before (layer3.1 and
+# layer4_dual.1 agree in 99 %; the finer grid taken), three crops a clip, 3.2 s.
+run_at_3s "$WORK/camera2/train" "$WORK/runs/motion_e25.safetensors" "$WORK/runs/motion_sifa_10" 15
 python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_10/best.safetensors" "$WORK/runs/motion_e26.safetensors" \
     --block layer3.1 --views 1x3 --seconds 3.2 --source "the tenth run of examples/camera/reproduce_motion.sh"
 # E30, the registry's file and the default: an eleventh run from E26's file on camera2's six moves and new `static`
@@ -137,11 +142,7 @@ ln -sfn "$(cd "$WORK/camera4/train/static" && pwd)" "$WORK/camera6/train/static"
 for move in "pan left" "pan right" "tilt down" "tilt up" "zoom in" "zoom out"; do
     ln -sfn "$(cd "$WORK/camera2/train/$move" && pwd)" "$WORK/camera6/train/$move"
 done
-$SIFA finetune "$WORK/camera6/train" --val "$WORK/camera2/val" --init "$WORK/runs/motion_e26.safetensors" \
-    --config "$WORK/runs/displacement.yaml" --size 160 --resize 160 --epochs 2 --batch-size 8 --optimizer adamw \
-    --lr 0.0002 --warmup-epochs 0.3 --min-crop-area 0.5 --seed 19 --device "$DEVICE" --out "$WORK/runs/motion_sifa_11"
-PYTHONPATH="$ROOT" python "$ROOT/benchmarks/bench_sifa_motion.py" "$WORK/camera2/val" \
-    --weights "$WORK/runs/motion_sifa_11/best.safetensors" --json "$WORK/runs/motion_sifa_11/motion_val.json"
+run_at_3s "$WORK/camera6/train" "$WORK/runs/motion_e26.safetensors" "$WORK/runs/motion_sifa_11" 19
 python "$HERE/motion_finish.py" "$WORK/runs/motion_sifa_11/best.safetensors" "$WORK/runs/sifa_motion_small_camera.safetensors" \
     --block layer3.1 --views 1x3 --seconds 3.2 --source "the eleventh run of examples/camera/reproduce_motion.sh"
 bash "$HERE/evaluate_motion.sh" "$WORK/runs/sifa_motion_small_camera.safetensors" "$WORK/runs/motion_sifa_11/eval" "$WORK"
