@@ -69,6 +69,9 @@ def built(tmp_path_factory):
     heldout_pool = [material(write_footage(tmp / "held30.mp4", rng, 30, 130, cut_at=65), "video", "held"),
                     material(write_footage(tmp / "held10.mp4", rng, 10, 25), "video", "held"),
                     material(write_footage(tmp / "drifting.mp4", rng, 25, 60, drift=3.0), "video", "held"),
+                    # 0.012 frame widths a second: still enough for the footage rule (MAX_OWN_MOTION), but
+                    # under a window of a third of the frame as fast as the slowest pans of the camera corpus
+                    material(write_footage(tmp / "creeping.mp4", rng, 25, 60, drift=0.012 * 192 / 25), "video", "held"),
                     material(write_footage(tmp / "zooming.mp4", rng, 25, 60, zoom=0.006), "video", "held"),
                     material(write_footage(tmp / "night.mp4", rng, 25, 60, flat=True), "video", "held")]
     out = tmp / "out"
@@ -136,6 +139,10 @@ def test_pools_stay_apart_and_drifting_or_cut_footage_is_not_used(built):
     assert "holds still" in footage["zooming.mp4"]["left_out"]
     assert "flat" in footage["night.mp4"]["left_out"]
     assert footage["held10.mp4"]["left_out"] is None
+    # Footage the footage rule keeps, but whose drift a clip's window would magnify into a slow pan
+    # or tilt, serves no clip of any class (a class told by its footage would be no better).
+    assert footage["creeping.mp4"]["left_out"] is None
+    assert "creeping.mp4" not in {r["source"] for r in records}
     assert footage["held30.mp4"]["cuts"] == [65]
     for record in records:
         if record["source"] == "held30.mp4":
@@ -152,8 +159,20 @@ def test_a_static_window_filled_by_something_moving_is_not_taken_for_static():
     frames = [np.ascontiguousarray(world[:, 4 * t:4 * t + SIZE[0]]) for t in range(20)]
     job = shortclips.ClipJob("heldout", "static", 0, 0, 20, len(frames), *SIZE, source=None)
     shown, travel = shortclips.shows_its_label(job, frames)
-    assert not shown and travel < -0.5
+    assert not shown and travel[0] < -0.5
     job.label, job.pan_speed = "pan right", 0.8
     assert shortclips.shows_its_label(job, frames)[0]
     job.label = "pan left"
     assert not shortclips.shows_its_label(job, frames)[0]
+
+
+def test_a_static_window_whose_view_moves_up_or_down_is_not_taken_for_static():
+    """A slow tilt is not a still camera, though nothing moves sideways."""
+    world = scene(np.random.default_rng(6), SIZE[0], 240)
+    frames = [np.ascontiguousarray(world[2 * t:2 * t + SIZE[1]]) for t in range(20)]
+    job = shortclips.ClipJob("heldout", "static", 0, 0, 20, len(frames), *SIZE, source=None)
+    shown, (across, down) = shortclips.shows_its_label(job, frames)
+    assert not shown and abs(across) < 0.02 and down < -0.1  # 0.3 of the width in all; tiles read less
+    still = [frames[0]] * 20
+    shown, travel = shortclips.shows_its_label(job, still)
+    assert shown and max(map(abs, travel)) < 0.01

@@ -24,8 +24,9 @@ or push-in in a film trailer) or that holds a shot cut is never used, because it
 wrong; nor is footage shorter than the longest clip, or mostly flat. It plays at its own speed
 (frames are picked by time), and serves only clips whose rate it reaches (10 fps footage makes
 10 fps clips). A window that shows too little of its label (a bare wall, or a box carried across
-the whole window, so that what moves is not the view) is placed again, over another segment of the
-same footage; a clip that no placement makes show its label is kept and flagged (`shows_label`
+the whole window, so that what moves is not the view; or, for `static`, a view that drifts
+sideways or up and down faster than MAX_VIEW_DRIFT, as a window magnifies its footage's own slow
+drift) is placed again, over another segment of the same footage; a clip that no placement makes show its label is kept and flagged (`shows_label`
 false in sources.json). OUT/sources.json names the source, segment and move of every clip;
 OUT/footage.json what was measured on each video and why one was left out. Clips are a pure
 function of --seed and the pools.
@@ -64,6 +65,11 @@ WINDOW_SHARE = (0.3, 0.55)    # window width as a share of the widest fixed wind
 SHAKE = (0.001, 0.006)        # hand-held jitter, share of the window width (none in 15 % of the clips)
 MAX_OWN_MOTION = 0.03         # footage drifting faster than this (frame widths per second) is not cut,
 MAX_OWN_ZOOM = 0.05           # nor footage zooming faster than this (relative size change per second)
+MAX_VIEW_DRIFT = 0.015        # a static clip's view may drift this fast at most (window widths per second,
+                              # sideways and up or down together, measured on the clip): half the slowest pan
+                              # examples/camera renders (render.MIN_SPEED at 10 fps). Footage "still" by
+                              # MAX_OWN_MOTION, under a window of a third of its frame, can drift three times
+                              # as fast, and a model right about the camera would be counted wrong.
 MIN_RATE_SHARE = 0.75         # footage serves clips up to its frame rate / this
 TRAIN_VIDEO_SHARE = 0.5       # share of training clips cut from video rather than from a photograph
 DEGRADED_SHARE = 0.5          # share of training clips given blur, noise, lighting change, compression
@@ -311,23 +317,26 @@ class Segment(render.VideoSource):
         self.frames = frames
 
 
-def view_travel(frames: list[np.ndarray]) -> float:
-    """How far the view of a clip moved sideways in all (frame widths; + = the scene moved right),
-    by camera_motion: what most of the textured picture does."""
+def view_travel(frames: list[np.ndarray]) -> tuple[float, float]:
+    """How far the view of a clip moved in all, sideways and up or down (frame widths; + = the scene
+    moved right, down), by camera_motion: what most of the textured picture does."""
     greys = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32) for frame in frames]
-    return sum(camera_motion(a, b)[0] for a, b in itertools.pairwise(greys)) / greys[0].shape[1]
+    shifts = np.array([camera_motion(a, b)[:2] for a, b in itertools.pairwise(greys)])
+    return tuple(float(v) for v in shifts.sum(0) / greys[0].shape[1])
 
 
-def shows_its_label(job: ClipJob, frames: list[np.ndarray]) -> tuple[bool, float]:
+def shows_its_label(job: ClipJob, frames: list[np.ndarray]) -> tuple[bool, tuple[float, float]]:
     """Whether the clip shows its label: enough texture, and the view moving the labelled way (not
-    a window filled by a box carried across a bare wall). Returns (verdict, view travel)."""
+    a window filled by a box carried across a bare wall; a static view moves neither sideways nor up
+    or down). Returns (verdict, view travel x, y)."""
     if camera_sources.texture(cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_BGR2GRAY)) < MIN_CLIP_TEXTURE:
-        return False, 0.0
+        return False, (0.0, 0.0)
     travel = view_travel(frames)
     if job.label == "static":
-        return abs(travel) < STATIC_TRAVEL, travel
+        seconds = (job.frames - 1) / job.fps
+        return math.hypot(*travel) < min(STATIC_TRAVEL, MAX_VIEW_DRIFT * seconds), travel
     sign = 1 if job.label == "pan left" else -1  # a pan left moves the scene right
-    return sign * travel > 0.5 * job.pan_speed * (job.frames - 1) / job.fps, travel
+    return sign * travel[0] > 0.5 * job.pan_speed * (job.frames - 1) / job.fps, travel
 
 
 def render_job(job: ClipJob, out: str) -> dict:
@@ -351,7 +360,7 @@ def render_job(job: ClipJob, out: str) -> dict:
               "fps": job.fps, "frames": job.frames, "seconds": round(job.frames / job.fps, 3),
               "size": [job.width, job.height], "pan_speed": job.pan_speed, "window_share": job.window_share,
               "profile": job.profile, "shake": job.shake, "degraded": job.degraded, "placements": attempt + 1,
-              "view_travel": round(travel, 4), "shows_label": shown}
+              "view_travel": round(travel[0], 4), "view_travel_y": round(travel[1], 4), "shows_label": shown}
     if job.source.kind == "video":
         record.update(start_frame=start, source_fps=job.source.fps)
     return record
