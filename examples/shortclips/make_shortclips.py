@@ -26,8 +26,8 @@ wrong; nor is footage shorter than the longest clip, or mostly flat. It plays at
 10 fps clips). A window that shows too little of its label (a bare wall, or a box carried across
 the whole window, so that what moves is not the view; or, for `static`, a view that drifts
 sideways or up and down faster than MAX_VIEW_DRIFT, as a window magnifies its footage's own slow
-drift) is placed again, over another segment of the same footage; a clip that no placement makes show its label is kept and flagged (`shows_label`
-false in sources.json). OUT/sources.json names the source, segment and move of every clip;
+drift) is placed again, over another segment of the same footage; a clip that no placement makes
+show its label is kept and flagged (`shows_label` false in sources.json). OUT/sources.json names the source, segment and move of every clip;
 OUT/footage.json what was measured on each video and why one was left out. Clips are a pure
 function of --seed and the pools.
 """
@@ -82,9 +82,9 @@ HELDOUT_WHEELS = ("mvtb-data==1.6.1",)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mpg", ".mpeg", ".ogv", ".mp4.gz")
 HELDOUT_LEFT_OUT = {"Megamind_bugy.avi": "a damaged copy of Megamind.avi"}
 MIN_TEXTURE = 2.0             # footage whose frames are flatter than this (sources.texture) is not cut
-MIN_CLIP_TEXTURE = 1.5        # a window this flat (a bare wall) is placed again, up to PLACEMENTS times,
-STATIC_TRAVEL = 0.05          # and so is a static one whose view moves this far (frame widths), or a pan
-PLACEMENTS = 6                # whose view moves less than half its way (see shows_its_label)
+MIN_CLIP_TEXTURE = 1.5        # a window this flat (a bare wall) is placed again, up to PLACEMENTS times, and
+PLACEMENTS = 6                # so is a static one whose view drifts faster than MAX_VIEW_DRIFT, or a pan whose
+                              # view moves less than half its way (see shows_its_label)
 CUT_DIFF = 12.0               # mean absolute grey-level change (0-255) that, at 4x the median, is a shot cut
 
 
@@ -332,11 +332,11 @@ def shows_its_label(job: ClipJob, frames: list[np.ndarray]) -> tuple[bool, tuple
     if camera_sources.texture(cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_BGR2GRAY)) < MIN_CLIP_TEXTURE:
         return False, (0.0, 0.0)
     travel = view_travel(frames)
+    seconds = (job.frames - 1) / job.fps
     if job.label == "static":
-        seconds = (job.frames - 1) / job.fps
-        return math.hypot(*travel) < min(STATIC_TRAVEL, MAX_VIEW_DRIFT * seconds), travel
+        return math.hypot(*travel) < MAX_VIEW_DRIFT * seconds, travel
     sign = 1 if job.label == "pan left" else -1  # a pan left moves the scene right
-    return sign * travel[0] > 0.5 * job.pan_speed * (job.frames - 1) / job.fps, travel
+    return sign * travel[0] > 0.5 * job.pan_speed * seconds, travel
 
 
 def render_job(job: ClipJob, out: str) -> dict:
