@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import moving_square_frames, write_motion_dataset, write_video
-from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
+from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices, swap_pairs
 from sifa_cli.data.dataset import (
     ClipDataset,
     Sample,
@@ -147,6 +147,55 @@ def test_horizontal_flip_only_when_asked():
     flipped = [augment_frames(frame, 32, Augmentation(**whole_frame, hflip=True), rng) for _ in range(40)]
     mirrored = sum(np.array_equal(out, frame[:, :, ::-1]) for out in flipped)
     assert 8 < mirrored < 32 and mirrored + sum(np.array_equal(o, frame) for o in flipped) == 40
+
+
+def _square_travel(clip: torch.Tensor) -> tuple[float, float]:
+    """(x, y) the bright square's centre moves from the first frame to the last, in pixels."""
+    brightness = clip.mean(dim=0)  # T,H,W
+    centres = []
+    for frame in (brightness[0], brightness[-1]):
+        ys, xs = torch.nonzero(frame > frame.mean() + frame.std(), as_tuple=True)
+        centres.append((xs.float().mean().item(), ys.float().mean().item()))
+    return centres[1][0] - centres[0][0], centres[1][1] - centres[0][1]
+
+
+def test_mirrored_and_reversed_clips_carry_the_swapped_label(tmp_path):
+    """Real decoded clips of squares moving four ways; with flips and reversal the label each clip is
+    given must be the way its square really moves in the tensor, and both transforms must occur."""
+    directions = ("left", "right", "up", "down")
+    root = write_motion_dataset(tmp_path / "data", per_class=2, directions=directions, num_frames=12, size=48)
+    usable, _ = scan_videos(find_labelled_videos(root), min_frames=8, workers=2)
+    whole = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.0)
+    augmentation = Augmentation(**whole, hflip=True, reverse=True, hflip_swaps=(("left", "right"),),
+                                reverse_swaps=(("left", "right"), ("up", "down")))
+    dataset = ClipDataset(usable, list(directions), SPEC, augmentation, seed=1)
+    changed = Counter()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        for index, sample in enumerate(dataset.samples):
+            clip, label = dataset[index]
+            dx, dy = _square_travel(clip)
+            seen = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+            assert directions[label] == seen, (sample.label, epoch)
+            changed[(sample.label, seen)] += 1
+    assert changed[("left", "right")] and changed[("left", "left")] and changed[("up", "down")] and changed[("up", "up")]
+    assert not changed[("left", "up")]  # never swapped where no pair says so
+
+    plain = ClipDataset(usable, list(directions), SPEC, Augmentation(**whole), seed=1)
+    assert [plain[i][1] for i in range(len(usable))] == [directions.index(s.label) for s in usable]
+
+
+def test_swapped_classes_are_checked():
+    with pytest.raises(InputError, match="'sideways', not a class of the data"):
+        ClipDataset([], ["left", "right"], SPEC, Augmentation(hflip=True, hflip_swaps=(("left", "sideways"),)))
+    with pytest.raises(InputError, match="names 'left' twice"):
+        ClipDataset([], ["left", "right", "up"], SPEC,
+                    Augmentation(reverse=True, reverse_swaps=(("left", "right"), ("left", "up"))))
+    assert swap_pairs(" pan left = pan right ,zoom in=zoom out", "x") == [("pan left", "pan right"),
+                                                                           ("zoom in", "zoom out")]
+    for bad in ("pan left", "a=a", "a=b=c", "=b"):
+        with pytest.raises(InputError, match="expected pairs of two different classes"):
+            swap_pairs(bad, "hflip_swaps")
 
 
 def test_random_clip_indices():

@@ -493,6 +493,27 @@ def test_displacement_loss_settings_are_checked(tmp_path):
         Trainer(config, log=lambda message: None).fit()
 
 
+def test_a_run_with_mirrored_and_reversed_clips_records_the_swaps_and_checks_them(tmp_path):
+    data = write_motion_dataset(tmp_path / "data", per_class=2, num_frames=10, size=32)
+    settings = dict(data=str(data), out=str(tmp_path / "run"), model="sifa_motion_tiny", frames=8, size=32,
+                    workers=0, epochs=1, batch_size=2)
+    config = build_config(settings, _write(tmp_path / "c.yaml", "hflip: true\nhflip_swaps: left=right\n"
+                                           "reverse: true\nreverse_swaps: left = right\n"))
+    Trainer(config, log=lambda message: None).fit()
+    _, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    recorded = meta["training"]["config"]
+    assert (recorded["reverse"], recorded["hflip_swaps"], recorded["reverse_swaps"]) == (True, "left=right",
+                                                                                         "left = right")
+    with pytest.raises(InputError, match="reverse_swaps swaps classes of clips played backwards, so it needs reverse"):
+        build_config({}, _write(tmp_path / "a.yaml", "reverse_swaps: left=right\n"))
+    with pytest.raises(InputError, match="hflip_swaps swaps classes of mirrored clips, so it needs hflip"):
+        build_config({}, _write(tmp_path / "b.yaml", "hflip_swaps: left=right\n"))
+    settings["out"] = str(tmp_path / "run2")
+    config = build_config(settings, _write(tmp_path / "d.yaml", "reverse: true\nreverse_swaps: left=up\n"))
+    with pytest.raises(InputError, match=r"reverse_swaps names 'up', not a class of the data \(left, right\)"):
+        Trainer(config, log=lambda message: None).fit()
+
+
 def test_the_init_checkpoints_motion_block_is_kept_unless_sifa_is_off(tmp_path):
     """`sifa visualize` shows a checkpoint's `motion_block` by default; a model fine-tuned from a motion
     model keeps it (same blocks, same start), one trained with --no-sifa does not."""

@@ -1,20 +1,24 @@
 """Training-time randomness for clips: where in time a clip starts, random resized crops, colour
-jitter and (opt-in) horizontal flips.
+jitter and (opt-in) horizontal flips and playing backwards.
 
 Every function draws from the numpy Generator it is given, and a clip applies the same crop,
 jitter and flip to all of its frames: motion between frames is the signal and must survive.
-Horizontal flips are off unless asked for, because they turn "moving left" into "moving right".
+Flips and reversal are off unless asked for, because they turn "moving left" into "moving right"
+and "zoom in" into "zoom out": the classes they swap are given with them (`Symmetry`), and the
+dataset gives a mirrored or reversed clip the swapped label.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
 from sifa_cli.data.sampling import dense_offsets, dense_span, spread_offsets
+from sifa_cli.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class Augmentation:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     color_jitter: float = 0.4
     hflip: bool = False
+    reverse: bool = False  # play half the clips backwards
+    hflip_swaps: tuple[tuple[str, str], ...] = ()  # classes a mirrored clip swaps ("pan left", "pan right")
+    reverse_swaps: tuple[tuple[str, str], ...] = ()  # classes a clip played backwards swaps
 
 
 def random_clip_indices(num_frames: int, frames: int, step: float, sampling: str,
@@ -93,10 +100,53 @@ def color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) 
     return out.reshape(frames.shape)
 
 
-def augment_frames(frames: np.ndarray, size: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
-    """Crop, jitter and maybe flip a clip's frames (uint8 T,H,W,3) into T,size,size,3."""
+def augment_clip(frames: np.ndarray, size: int, augmentation: Augmentation,
+                 rng: np.random.Generator) -> tuple[np.ndarray, bool, bool]:
+    """Crop, jitter and maybe flip and reverse a clip's frames (uint8 T,H,W,3) into T,size,size,3;
+    also whether it was mirrored and whether it plays backwards (each with chance 1/2 when enabled)."""
     frames = random_resized_crop(frames, size, augmentation.scale, augmentation.ratio, rng)
     frames = color_jitter(frames, augmentation.color_jitter, rng)
-    if augmentation.hflip and rng.random() < 0.5:
+    mirrored = bool(augmentation.hflip and rng.random() < 0.5)
+    if mirrored:
         frames = np.ascontiguousarray(frames[:, :, ::-1])
-    return frames
+    backwards = bool(augmentation.reverse and rng.random() < 0.5)
+    if backwards:
+        frames = np.ascontiguousarray(frames[::-1])
+    return frames, mirrored, backwards
+
+
+def augment_frames(frames: np.ndarray, size: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """The frames of `augment_clip`, for callers that need no label."""
+    return augment_clip(frames, size, augmentation, rng)[0]
+
+
+def swap_pairs(text: Optional[str], what: str) -> list[tuple[str, str]]:
+    """Pairs of classes from "a=b, c=d" (`hflip_swaps`, `reverse_swaps`); `what` names the key in errors."""
+    pairs = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        names = [name.strip() for name in item.split("=")]
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise InputError(f"{what}: expected pairs of two different classes like 'pan left=pan right', "
+                             f"got {item.strip()!r}")
+        pairs.append((names[0], names[1]))
+    return pairs
+
+
+def swap_index(pairs: Sequence[tuple[str, str]], categories: Sequence[str], what: str) -> list[int]:
+    """For each class index, the index of the class a clip of it becomes under the swap."""
+    index = {name: i for i, name in enumerate(categories)}
+    unknown = [name for pair in pairs for name in pair if name not in index]
+    if unknown:
+        raise InputError(f"{what} names {', '.join(repr(n) for n in dict.fromkeys(unknown))}, not a class of the "
+                         f"data ({', '.join(categories)})")
+    mapping = list(range(len(categories)))
+    seen: set[str] = set()
+    for a, b in pairs:
+        for name in (a, b):
+            if name in seen:
+                raise InputError(f"{what} names {name!r} twice; each class swaps with at most one other")
+            seen.add(name)
+        mapping[index[a]], mapping[index[b]] = index[b], index[a]
+    return mapping

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sifa_cli.csvcells import neutralise_row
-from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices
+from sifa_cli.data.augment import Augmentation, augment_clip, random_clip_indices, swap_index
 from sifa_cli.data.decode import VIDEO_EXTENSIONS, FrameCountError, Video, capture_native_stderr, read_sampled
 from sifa_cli.data.sampling import sample_clips
 from sifa_cli.data.spec import InputSpec
@@ -527,6 +527,10 @@ class ClipDataset(Dataset):
         self.augmentation = augmentation
         self.seed = seed
         self.epoch = 0
+        # the class a mirrored / reversed clip of each class becomes
+        swaps = augmentation or Augmentation()
+        self.mirrored_label = swap_index(swaps.hflip_swaps, categories, "hflip_swaps")
+        self.reversed_label = swap_index(swaps.reverse_swaps, categories, "reverse_swaps")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -539,7 +543,7 @@ class ClipDataset(Dataset):
             # Evaluation never swaps in another video: its scores would silently stop being comparable.
             sample = self.samples[index]
             try:
-                return self.load_clip(sample, index), self.label_index[sample.label]
+                return self.load_clip(sample, index)
             except SifaError as exc:
                 raise DecodeError(f"a validation video can no longer be read ({exc}); validation does not "
                                   "substitute another video: restore or fix it, then run again (--resume RUN "
@@ -550,24 +554,30 @@ class ClipDataset(Dataset):
             position = (index + attempt) % len(self.samples)
             sample = self.samples[position]
             try:
-                return self.load_clip(sample, position), self.label_index[sample.label]
+                return self.load_clip(sample, position)
             except SifaError as exc:
                 print(f"warning: could not read a training video, using the next one instead: {exc}",
                       file=sys.stderr, flush=True)
         raise DecodeError(f"{REPLACEMENT_ATTEMPTS} videos in a row could not be read; is the dataset still there?")
 
-    def load_clip(self, sample: Sample, index: int) -> torch.Tensor:
+    def load_clip(self, sample: Sample, index: int) -> tuple[torch.Tensor, int]:
+        """(the clip's model input, its class index: swapped when augmentation mirrored or reversed it)."""
         spec = self.spec
+        label = self.label_index[sample.label]
         with Video(sample.path, short_side=spec.resize) as video:
             stride = spec.stride_at(video.info.fps)  # clips cover the same time at any frame rate
             if self.augmentation is None:
                 frames, _ = read_sampled(
                     video, lambda n: sample_clips(spec.frames, stride, spec.sampling, 1, 0, n).indices[0]
                 )
-                return evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0]
+                return evaluation_views(frames, spec.size, spec.resize, 1, spec.mean, spec.std)[0], label
             rng = np.random.default_rng([self.seed, self.epoch, index])
             frames, _ = read_sampled(
                 video, lambda n: random_clip_indices(n, spec.frames, stride, spec.sampling, rng)
             )
-        frames = augment_frames(frames, spec.size, self.augmentation, rng)
-        return to_model_input(frames, spec.mean, spec.std)
+        frames, mirrored, backwards = augment_clip(frames, spec.size, self.augmentation, rng)
+        if mirrored:
+            label = self.mirrored_label[label]
+        if backwards:
+            label = self.reversed_label[label]
+        return to_model_input(frames, spec.mean, spec.std), label

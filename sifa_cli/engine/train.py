@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sifa_cli import __version__
-from sifa_cli.data.augment import Augmentation
+from sifa_cli.data.augment import Augmentation, swap_pairs
 from sifa_cli.data.dataset import (
     ClipDataset,
     DatasetRefused,
@@ -286,7 +286,9 @@ class Trainer:
 
         translating = translation_labels(config, categories, self.device)
         augmentation = Augmentation(scale=(config.min_crop_area, 1.0), color_jitter=config.color_jitter,
-                                    hflip=config.hflip)
+                                    hflip=config.hflip, reverse=config.reverse,
+                                    hflip_swaps=tuple(swap_pairs(config.hflip_swaps, "hflip_swaps")),
+                                    reverse_swaps=tuple(swap_pairs(config.reverse_swaps, "reverse_swaps")))
         train_set = ClipDataset(splits.train, categories, spec, augmentation, seed=config.seed)
         # Validation shards are disjoint (no padding with repeats), so summed counts are exact.
         val_set = ClipDataset(splits.val[self.dist.rank::self.dist.world_size], categories, spec)

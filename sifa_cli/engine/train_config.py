@@ -75,6 +75,11 @@ class TrainConfig:
     freeze_backbone: bool = False
     # Augmentation
     hflip: bool = False
+    # Play half the training clips backwards (config file only), and the comma-separated pairs of
+    # classes that a mirrored / reversed clip swaps ("pan left=pan right, zoom in=zoom out")
+    reverse: bool = False
+    hflip_swaps: Optional[str] = None
+    reverse_swaps: Optional[str] = None
     color_jitter: float = 0.4
     min_crop_area: float = 0.35
     # Run
@@ -212,6 +217,10 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
     need(config.displacement_loss >= 0, "displacement_loss", f"must not be negative, got {config.displacement_loss}")
     need(config.displacement_loss == 0 or bool(translation_class_names(config)), "translation_classes",
          "must name the classes whose clips are one translation of the scene when displacement_loss is set")
+    need(not config.hflip_swaps or config.hflip, "hflip_swaps",
+         "swaps classes of mirrored clips, so it needs hflip turned on")
+    need(not config.reverse_swaps or config.reverse, "reverse_swaps",
+         "swaps classes of clips played backwards, so it needs reverse turned on")
     need(0 <= config.color_jitter < 1, "color_jitter", f"must be in [0, 1), got {config.color_jitter}")
     need(0 < config.min_crop_area <= 1, "min_crop_area", f"must be in (0, 1], got {config.min_crop_area}")
     need(0 < config.val_fraction < 1, "val_fraction", f"must be between 0 and 1, got {config.val_fraction}")
