@@ -508,6 +508,9 @@ def test_a_run_with_mirrored_and_reversed_clips_records_the_swaps_and_checks_the
         build_config({}, _write(tmp_path / "a.yaml", "reverse_swaps: left=right\n"))
     with pytest.raises(InputError, match="hflip_swaps swaps classes of mirrored clips, so it needs hflip"):
         build_config({}, _write(tmp_path / "b.yaml", "hflip_swaps: left=right\n"))
+    with pytest.raises(InputError, match="hflip_swaps: expected pairs of two different classes like 'pan left=pan "
+                                         "right', got 'left'"):
+        build_config({}, _write(tmp_path / "e.yaml", "hflip: true\nhflip_swaps: left\n"))
     settings["out"] = str(tmp_path / "run2")
     config = build_config(settings, _write(tmp_path / "d.yaml", "reverse: true\nreverse_swaps: left=up\n"))
     with pytest.raises(InputError, match=r"reverse_swaps names 'up', not a class of the data \(left, right\)"):

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from sifa_cli.data.augment import swap_pairs
 from sifa_cli.data.spec import SAMPLING_MODES
 from sifa_cli.errors import InputError
 from sifa_cli.wording import form
@@ -241,6 +242,11 @@ def check_config(config: TrainConfig, from_command_line: typing.Collection[str] 
          f"must be a multiple of 32 (the models downsample by 32), got {config.size}")
     need(config.resize is None or config.size is None or config.resize >= config.size, "resize",
          f"must be at least the crop size ({config.size}), got {config.resize}")
+    for key in ("hflip_swaps", "reverse_swaps"):  # their form now; their class names once the data is read
+        try:
+            swap_pairs(getattr(config, key), key)
+        except InputError as exc:
+            problems.append(str(exc))
     if problems:
         raise InputError("; ".join(problems))
 
