@@ -92,8 +92,7 @@ def finetune(
                                                     help="Train only the classifier. [default: off]",
                                                     panel=_SWITCH)] = None,
     hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Random horizontal flips. [default: off: a "
-                                          "flip turns 'moving left' into 'moving right'; the config key "
-                                          "hflip_swaps names such pairs]", panel=_SWITCH)] = None,
+                                          "flip turns 'moving left' into 'moving right']", panel=_SWITCH)] = None,
     color_jitter: Annotated[Optional[float], _expert("--color-jitter", help="Brightness/contrast/saturation "
                                                      "strength; 0 is off. [default: 0.4]")] = None,
     min_crop_area: Annotated[Optional[float], _expert("--min-crop-area", help="Smallest random crop, as a share "
