@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from sifa_cli.data.augment import swap_index
 from sifa_cli.engine.evaluate import evaluate, load_labelled, split_known
 from sifa_cli.engine.predict import Predictor
+from sifa_cli.errors import InputError
 from sifa_cli.models.inference import prepare_for_inference
 from sifa_cli.weights.checkpoint import load_model
 
@@ -45,14 +47,15 @@ AVERAGES = {"h": ("", "h"), "v": ("", "v"), "hv": ("", "h", "v", "hv"), "t": (""
 
 
 def class_order(categories: list[str], transform: str) -> list[int]:
-    """Index j such that the original clip's class k scores as class order[k] of the transformed clip."""
+    """Index j such that the original clip's class k scores as class order[k] of the transformed clip
+    (the swaps of each letter in turn, as `sifa finetune` swaps a mirrored or reversed clip's class)."""
     order = list(range(len(categories)))
     for letter in transform:
-        for a, b in SWAPS[letter]:
-            if a not in categories or b not in categories:
-                raise SystemExit(f"the model has no classes {a!r} and {b!r} to swap for transform {letter!r}")
-            i, j = categories.index(a), categories.index(b)
-            order = [j if k == i else i if k == j else k for k in order]
+        try:
+            swapped = swap_index(SWAPS[letter], categories, f"transform {letter!r}")
+        except InputError as exc:  # not a camera model
+            raise SystemExit(f"error: {exc}") from None
+        order = [swapped[k] for k in order]
     return order
 
 

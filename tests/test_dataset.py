@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import moving_square_frames, write_motion_dataset, write_video
-from sifa_cli.data.augment import Augmentation, augment_frames, random_clip_indices, swap_pairs
+from sifa_cli.data.augment import Augmentation, augment_clip, random_clip_indices, swap_pairs
 from sifa_cli.data.dataset import (
     ClipDataset,
     Sample,
@@ -142,9 +142,9 @@ def test_horizontal_flip_only_when_asked():
     frame[:, :, :8] = 255  # bright on the left
     whole_frame = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), color_jitter=0.0)
     rng = np.random.default_rng(0)
-    unflipped = [augment_frames(frame, 32, Augmentation(**whole_frame), rng) for _ in range(40)]
+    unflipped = [augment_clip(frame, 32, Augmentation(**whole_frame), rng)[0] for _ in range(40)]
     assert all(np.array_equal(out, frame) for out in unflipped)
-    flipped = [augment_frames(frame, 32, Augmentation(**whole_frame, hflip=True), rng) for _ in range(40)]
+    flipped = [augment_clip(frame, 32, Augmentation(**whole_frame, hflip=True), rng)[0] for _ in range(40)]
     mirrored = sum(np.array_equal(out, frame[:, :, ::-1]) for out in flipped)
     assert 8 < mirrored < 32 and mirrored + sum(np.array_equal(o, frame) for o in flipped) == 40
 

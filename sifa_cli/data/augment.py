@@ -4,8 +4,8 @@ jitter and (opt-in) horizontal flips and playing backwards.
 Every function draws from the numpy Generator it is given, and a clip applies the same crop,
 jitter and flip to all of its frames: motion between frames is the signal and must survive.
 Flips and reversal are off unless asked for, because they turn "moving left" into "moving right"
-and "zoom in" into "zoom out": the classes they swap are given with them (`Symmetry`), and the
-dataset gives a mirrored or reversed clip the swapped label.
+and "zoom in" into "zoom out": the classes they swap are given with them (`hflip_swaps`,
+`reverse_swaps`), and the dataset gives a mirrored or reversed clip the swapped label.
 """
 
 from __future__ import annotations
@@ -113,11 +113,6 @@ def augment_clip(frames: np.ndarray, size: int, augmentation: Augmentation,
     if backwards:
         frames = np.ascontiguousarray(frames[::-1])
     return frames, mirrored, backwards
-
-
-def augment_frames(frames: np.ndarray, size: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
-    """The frames of `augment_clip`, for callers that need no label."""
-    return augment_clip(frames, size, augmentation, rng)[0]
 
 
 def swap_pairs(text: Optional[str], what: str) -> list[tuple[str, str]]:

@@ -513,8 +513,8 @@ def class_counts(samples: Sequence[Sample]) -> Counter:
 class ClipDataset(Dataset):
     """Clips of the given samples as (tensor C,T,H,W, class index).
 
-    Training clips (`augmentation` given) get a random temporal position, crop, jitter and flip
-    drawn from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the clips
+    Training clips (`augmentation` given) get a random temporal position, crop, jitter, flip and
+    reversal (a flipped or reversed clip takes the class its swaps name) drawn from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the clips
     the uninterrupted run would have seen, whatever the number of loader workers. Evaluation clips
     are the centre clip and centre crop, as `sifa predict` makes them.
     """
